@@ -1,0 +1,1 @@
+"""Prefect flows: `curate`, and the command line (`python -m flows`)."""

@@ -1,0 +1,123 @@
+"""`python -m flows curate ...`: the local way to run winnow, with a terminal progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+
+# The first ephemeral Prefect server on a fresh machine migrates its database; Prefect's
+# default wait for it (20 s) is too short on 2 cores.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+from tasks.config import RunConfig, describe_validation_error
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="winnow: curate images.")
+
+
+@app.callback()
+def _main() -> None:
+    """winnow: curate images into a small, diverse, clean subset."""
+
+
+def merge_options(file_fields: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """YAML fields, overridden by the flags that were given (None means not given).
+
+    A flag's name is its field's path, dots between sections ('training.epochs').
+    """
+    merged = json.loads(json.dumps(file_fields))  # a deep copy
+    for path, value in flags.items():
+        if value is None:
+            continue
+        *sections, field = path.split(".")
+        target = merged
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[field] = value
+    return merged
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    try:
+        fields = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise typer.BadParameter(f"cannot read config file {path}: {error}") from error
+    if not isinstance(fields, dict):
+        raise typer.BadParameter(f"config file {path} must hold a mapping of fields")
+    return fields
+
+
+@app.command()
+def curate(
+    source: Annotated[str | None, typer.Option(help="Folder of images.")] = None,
+    output: Annotated[
+        str | None, typer.Option(help="Output folder [default: winnow-output/<source name>].")
+    ] = None,
+    n_samples: Annotated[int | None, typer.Option(help="How many samples to select.")] = None,
+    proportion: Annotated[float | None, typer.Option(help="Share of clean samples to select.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file with the run's fields.")] = None,
+    cache_dir: Annotated[
+        str | None, typer.Option(help="Local cache folder [default: <output>/cache].")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    no_train: Annotated[bool, typer.Option("--no-train", help="Skip training.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Curate a folder of images: train, embed, inspect and select."""
+    fields = merge_options(
+        load_config_file(config) if config else {},
+        {
+            "source": source,
+            "output": output,
+            "n_samples": n_samples,
+            "proportion": proportion,
+            "cache_dir": cache_dir,
+            "training.epochs": epochs,
+            "training.enabled": False if no_train else None,
+        },
+    )
+    try:
+        run_config = RunConfig(**fields)
+    except ValidationError as error:
+        typer.echo(describe_validation_error(error), err=True)
+        raise typer.Exit(2) from None
+    record = run_curate(run_config, show_progress=not quiet)
+    counts = record["counts"]
+    typer.echo(
+        f"selected {counts['selected']} of {counts['embedded']} clean images "
+        f"({counts['corrupt']} corrupt, {counts['duplicates']} duplicates): "
+        f"{record['artifacts']['selected_filenames.txt']}"
+    )
+    if record["selection"]["note"]:
+        typer.echo(record["selection"]["note"])
+
+
+def run_curate(config: RunConfig, show_progress: bool) -> dict[str, Any]:
+    # Imported here: importing Prefect takes seconds, and --help should not.
+    from rich.progress import Progress
+
+    from flows.curate import curate as curate_flow
+    from flows.progress import progress_sink
+
+    parameters = {name: getattr(config, name) for name in RunConfig.model_fields}
+    if not show_progress:
+        return curate_flow(**parameters)
+    with Progress(transient=False) as bar:
+        rows: dict[str, Any] = {}
+
+        def show(stage: str, done: int, total: int) -> None:
+            if stage not in rows:
+                rows[stage] = bar.add_task(stage, total=total)
+            bar.update(rows[stage], completed=done, total=total)
+
+        with progress_sink(show):
+            return curate_flow(**parameters)
+
+
+def main() -> None:
+    app()

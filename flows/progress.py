@@ -1,0 +1,52 @@
+"""Stage progress, shown in the Prefect UI (a progress artifact) and, when the CLI asks
+for it, as a bar in the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from uuid import UUID
+
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+# How much of a run each stage takes, roughly, on a CPU: weights of the overall bar.
+STAGE_WEIGHTS = {
+    "discover": 1,
+    "inspect": 25,
+    "train": 45,
+    "export": 2,
+    "embed": 20,
+    "select": 4,
+    "publish": 3,
+}
+PROGRESS_KEY = "curate-progress"
+
+ProgressSink = Callable[[str, int, int], None]
+_sinks: list[ProgressSink] = []
+
+
+@contextmanager
+def progress_sink(sink: ProgressSink) -> Iterator[None]:
+    """Call `sink(stage, done, total)` on every progress update while inside."""
+    _sinks.append(sink)
+    try:
+        yield
+    finally:
+        _sinks.remove(sink)
+
+
+class RunProgress:
+    """Overall progress of one run, in percent, from per-stage counts."""
+
+    def __init__(self) -> None:
+        self._fraction = dict.fromkeys(STAGE_WEIGHTS, 0.0)
+        self._artifact: UUID = create_progress_artifact(
+            0.0, key=PROGRESS_KEY, description="curate: share of the run done, by stage weight"
+        )
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        self._fraction[stage] = done / total if total else 1.0
+        overall = sum(STAGE_WEIGHTS[s] * f for s, f in self._fraction.items())
+        update_progress_artifact(self._artifact, 100.0 * overall / sum(STAGE_WEIGHTS.values()))
+        for sink in _sinks:
+            sink(stage, done, total)

@@ -1,0 +1,58 @@
+"""The embedding model: uint8 images in, L2-normalised embeddings out.
+
+Input normalisation lives inside the model (and so inside the exported ONNX graph): the
+host sends uint8 NHWC batches, a quarter of the bytes of float32, and the device does
+the arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.backbone import BackboneName, ResNet
+
+# ImageNet channel statistics: a conventional, fixed normalisation (the model is trained
+# from scratch, so any fixed affine map works; this one keeps activations near unit scale).
+CHANNEL_MEAN = (0.485, 0.456, 0.406)
+CHANNEL_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that determines the network's shape; stored in every checkpoint."""
+
+    backbone: BackboneName = "resnet18"
+    width: int = 64  # channels of the first stage; 64 is the paper's ResNet-18
+    input_size: int = 64  # square side in pixels the model sees
+    embedding_dim: int = 128  # k-center cost grows linearly with it
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Embedder(nn.Module):
+    """Backbone followed by a linear map to the embedding dimension.
+
+    Shape: forward: uint8 (B, S, S, 3) -> float32 (B, embedding_dim), unit L2 norm
+           represent: float32 (B, 3, S, S) in [0, 1] -> float32 (B, embedding_dim)
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = ResNet(config.backbone, config.width)
+        self.embedding = nn.Linear(self.backbone.out_features, config.embedding_dim)
+        self.register_buffer("mean", torch.tensor(CHANNEL_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(CHANNEL_STD).view(1, 3, 1, 1))
+
+    def represent(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        return self.embedding(self.backbone(x))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, S, S)
+        return F.normalize(self.represent(x), dim=1)

@@ -1,0 +1,63 @@
+"""Per-image metadata, each a pure function of one RGB uint8 array (H, W, 3).
+
+Computed on a copy downscaled to at most ANALYSIS_SIZE pixels a side, so the numbers are
+comparable between images of different resolutions and cheap for large ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ANALYSIS_SIZE = 256
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# A row counts as uniform when no channel varies by more than this (of 255) along it.
+UNIFORM_ROW_TOLERANCE = 2
+METADATA_COLUMNS = ("luminance", "contrast", "sharpness", "snr", "uniform_row_ratio")
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma in [0, 255]. Shape: (H, W, 3) uint8 -> (H, W) float32"""
+    return rgb.astype(np.float32) @ LUMA_WEIGHTS
+
+
+def calc_luminance(gray: np.ndarray) -> float:
+    """Mean brightness in [0, 1]."""
+    return float(gray.mean() / 255.0)
+
+
+def calc_contrast(gray: np.ndarray) -> float:
+    """RMS contrast: standard deviation of luma, in [0, 0.5]."""
+    return float(gray.std() / 255.0)
+
+
+def calc_sharpness(gray: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian of luma (Pech-Pacheco et al., 2000).
+    Blur removes high frequencies, so a blurred copy scores lower."""
+    if min(gray.shape) < 3:
+        return 0.0
+    laplacian = gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:] - 4 * gray[1:-1, 1:-1]
+    return float(laplacian.var())
+
+
+def calc_snr(gray: np.ndarray) -> float:
+    """Mean over standard deviation of luma; the deviation is floored at one grey level so
+    a flat image has a large, finite value."""
+    return float(gray.mean() / max(float(gray.std()), 1.0))
+
+
+def calc_uniform_row_ratio(rgb: np.ndarray) -> float:
+    """Share of rows whose pixels are all (nearly) the same colour: the grey or coloured
+    bars of a truncated download or a broken frame."""
+    spread = (rgb.max(axis=1).astype(np.int16) - rgb.min(axis=1)).max(axis=1)  # (H,)
+    return float(np.mean(spread <= UNIFORM_ROW_TOLERANCE))
+
+
+def image_metadata(rgb: np.ndarray) -> dict[str, float]:
+    gray = luma(rgb)
+    return {
+        "luminance": calc_luminance(gray),
+        "contrast": calc_contrast(gray),
+        "sharpness": calc_sharpness(gray),
+        "snr": calc_snr(gray),
+        "uniform_row_ratio": calc_uniform_row_ratio(rgb),
+    }

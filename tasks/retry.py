@@ -1,0 +1,22 @@
+"""When a failed task is worth retrying."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Errors that say the input is wrong, not that the infrastructure hiccupped.
+PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def is_transient_failure(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry I/O faults (timeouts, resets, throttling),
+    never a bad configuration or a missing file, which would fail the same way again."""
+    try:
+        state.result()
+    except PERMANENT_OS_ERRORS:
+        return False
+    except (OSError, TimeoutError, ConnectionError):
+        return True
+    except Exception:
+        return False
+    return False

@@ -1,0 +1,105 @@
+"""Select: greedy k-center (Gonzalez, 1985) on the L2-normalised embeddings.
+
+Each pick is the sample farthest from everything chosen so far, so the selection covers
+the embedding space. Distances to the newest center are one matrix-vector product with
+precomputed squared norms (|x - c|^2 = |x|^2 - 2 x.c + |c|^2), and a running minimum
+keeps every sample's distance to its nearest center: O(N d) a pick, memory-bound.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from pydantic import BaseModel
+
+from tasks.config import SelectionConfig
+from tasks.embedding_table import EmbeddingTable, read_embeddings
+
+logger = logging.getLogger(__name__)
+
+SELECTION_FILE = "selection.parquet"
+
+
+def kcenter_greedy(
+    embeddings: np.ndarray, n: int, seed: int, min_distance: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick up to `n` rows of `embeddings` by greedy k-center.
+
+    The first pick is a seeded random row. Stops early when the farthest remaining row is
+    closer than `min_distance` to the selection.
+
+    Shape: embeddings (N, D) float32 -> indices (k,), distances (k,) where distances[i] is
+    pick i's Euclidean distance to the picks before it (inf for the first).
+    """
+    count = len(embeddings)
+    n = min(n, count)
+    if n <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    squared_norms = np.einsum("ij,ij->i", x, x)
+    nearest = np.full(count, np.inf, dtype=np.float32)  # squared distance to nearest center
+    picks = np.empty(n, dtype=np.int64)
+    distances = np.empty(n, dtype=np.float32)
+    pick, distance = int(np.random.default_rng(seed).integers(count)), np.float32(np.inf)
+    for i in range(n):
+        picks[i], distances[i] = pick, distance
+        squared = squared_norms - 2.0 * (x @ x[pick]) + squared_norms[pick]
+        np.minimum(nearest, squared, out=nearest)
+        nearest[pick] = -1.0  # never picked again
+        if i + 1 == n:
+            break
+        pick = int(np.argmax(nearest))
+        distance = np.sqrt(max(float(nearest[pick]), 0.0))
+        if min_distance is not None and distance < min_distance:
+            return picks[: i + 1], distances[: i + 1]
+    return picks, distances
+
+
+class Selection(BaseModel, frozen=True):
+    path: str
+    requested: int
+    selected: int
+    candidates: int
+    note: str | None
+
+
+def select_from_pool(table: EmbeddingTable, requested: int, config: SelectionConfig, path: Path) -> Selection:
+    """Select from the clean samples' embeddings; write (id, rank, reason) to `path`."""
+    ids, embeddings = read_embeddings(table)
+    picks, distances = kcenter_greedy(embeddings, requested, config.seed, config.min_distance)
+    note = None
+    if requested > len(ids):
+        note = f"asked for {requested} samples but the clean pool holds {len(ids)}: selected all of them"
+        logger.warning(note)
+    elif len(picks) < requested:
+        note = (
+            f"stopped at {len(picks)} of {requested} samples: every other sample is closer "
+            f"than min_distance {config.min_distance} to the selection"
+        )
+        logger.info(note)
+    reasons = [
+        "diversity: first pick (seeded)"
+        if np.isinf(d)
+        else f"diversity: distance {d:.4f} to the nearest earlier pick"
+        for d in distances
+    ]
+    selection = pa.table(
+        {
+            "id": pa.array([ids[i] for i in picks], pa.string()),
+            "rank": pa.array(np.arange(len(picks)), pa.int32()),
+            "reason": pa.array(reasons, pa.string()),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(selection, path)
+    return Selection(path=str(path), requested=requested, selected=len(picks), candidates=len(ids), note=note)
+
+
+@task(name="select")
+def select(table: EmbeddingTable, requested: int, config: SelectionConfig, work_dir: Path) -> Selection:
+    return select_from_pool(table, requested, config, work_dir / SELECTION_FILE)
