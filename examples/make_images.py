@@ -15,8 +15,18 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-SCENES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
-          "retina", "hubble_deep_field", "camera", "brick", "grass")
+SCENES = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "retina",
+    "hubble_deep_field",
+    "camera",
+    "brick",
+    "grass",
+)
 CROPS_PER_SCENE = 4
 SIDE = 96
 

@@ -86,7 +86,9 @@ def decode_image(data: bytes, max_pixels: int, min_side: int) -> Decoded | Corru
     except UnidentifiedImageError:
         return Corrupt("not an image: unrecognised file format")
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError) as error:
-        # Pillow signals truncated and malformed data through these.
+        # Pillow signals truncated and malformed data through these, in varying words.
+        if "truncated" in str(error).lower():
+            return Corrupt(f"truncated file: {error}")
         return Corrupt(f"cannot decode: {error}")
     if width == 0 or height == 0:
         return Corrupt("image has zero width or height")

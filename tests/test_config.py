@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.config import RunConfig, describe_validation_error
+
+
+def error_message(**fields: object) -> str:
+    with pytest.raises(ValidationError) as caught:
+        RunConfig(**fields)
+    return describe_validation_error(caught.value)
+
+
+def test_a_missing_source_is_named(tmp_path: Path) -> None:
+    message = error_message(source=str(tmp_path / "nowhere"))
+    assert message.startswith("invalid configuration: source:")
+    assert "nowhere" in message
+    assert "does not exist" in message
+
+
+def test_invalid_values_name_their_field(tmp_path: Path) -> None:
+    message = error_message(source=str(tmp_path), training={"epochs": 0}, selection={"min_distance": -1})
+    assert "training.epochs: Input should be greater than or equal to 1" in message
+    assert "selection.min_distance" in message
+
+
+def test_a_misspelt_field_is_refused(tmp_path: Path) -> None:
+    assert "training.epoch: Extra inputs are not permitted" in error_message(
+        source=str(tmp_path), training={"epoch": 3}
+    )
+
+
+def test_n_samples_and_proportion_exclude_each_other(tmp_path: Path) -> None:
+    assert "n_samples or proportion, not both" in error_message(
+        source=str(tmp_path), n_samples=5, proportion=0.5
+    )
+
+
+def test_how_many_to_select(tmp_path: Path) -> None:
+    assert RunConfig(source=str(tmp_path), n_samples=7).target_count(100) == 7
+    assert RunConfig(source=str(tmp_path), proportion=0.25).target_count(10) == 3
+    assert RunConfig(source=str(tmp_path)).target_count(45) == 5  # the 10% default
+
+
+def test_default_output_and_cache_follow_the_source_name(tmp_path: Path) -> None:
+    (tmp_path / "cats").mkdir()
+    config = RunConfig(source=str(tmp_path / "cats"))
+    assert config.output_dir == (Path("winnow-output") / "cats").resolve()
+    assert config.cache_path == config.output_dir / "cache"

@@ -1,0 +1,188 @@
+"""The curate flow end to end, on real photographs and the bad files of a real upload."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow.parquet as pq
+import pytest
+
+from flows.curate import curate
+from tasks.config import TrainingConfig
+from tasks.decode import Decoded, decode_image, resize_square
+from tests.images import write_bad_files, write_scene_crops
+
+TINY_TRAINING = TrainingConfig(backbone="resnet10", width=8, input_size=32, embedding_dim=16, epochs=2)
+RUN_FILES = {
+    "run.json",
+    "selected_filenames.txt",
+    "samples.parquet",
+    "embeddings.parquet",
+    "embeddings.csv",
+    "corrupt.json",
+    "model.onnx",
+    "checkpoint.pt",
+    "selection.parquet",
+}
+SAMPLE_COLUMNS = [
+    "id",
+    "key",
+    "kind",
+    "status",
+    "reason",
+    "bytes",
+    "width",
+    "height",
+    "luminance",
+    "contrast",
+    "sharpness",
+    "snr",
+    "uniform_row_ratio",
+    "content_hash",
+    "duplicate_of",
+]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], dict[str, str]]:
+    root = tmp_path_factory.mktemp("source")
+    good = write_scene_crops(root, per_scene=5)
+    bad = write_bad_files(root)
+    shutil.copyfile(root / good[0], root / "zz-copy.jpg")
+    return root, good, bad
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    prefect_server: None,
+    source: tuple[Path, list[str], dict[str, str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    root, _, _ = source
+    output = tmp_path_factory.mktemp("output")
+    return curate(source=str(root), output=str(output), n_samples=6, training=TINY_TRAINING)
+
+
+def run_dir(record: dict[str, Any]) -> Path:
+    return Path(record["output"]) / "runs" / record["run_id"]
+
+
+def test_a_run_writes_every_file_of_the_contract(first_run: dict[str, Any]) -> None:
+    folder = run_dir(first_run)
+    assert {p.name for p in folder.iterdir()} == RUN_FILES
+    assert set(first_run["artifacts"]) == RUN_FILES
+    latest = json.loads((Path(first_run["output"]) / "latest.json").read_text())
+    assert latest["run_id"] == first_run["run_id"]
+    on_disk = json.loads((folder / "run.json").read_text())
+    assert on_disk["counts"] == first_run["counts"]
+    assert on_disk["config"]["training"]["input_size"] == 32
+    assert on_disk["status"] == "completed"
+    assert set(on_disk["timings"]) >= {"discover", "inspect", "train", "export", "embed", "select"}
+
+
+def test_counts_and_corrupt_files_with_reasons(first_run: dict[str, Any], source: Any) -> None:
+    _, good, bad = source
+    assert first_run["counts"] == {
+        "discovered": len(good) + len(bad) + 1,
+        "new": len(good) + len(bad) + 1,
+        "corrupt": len(bad),
+        "duplicates": 1,
+        "embedded": len(good),
+        "selected": 6,
+    }
+    corrupt = json.loads((run_dir(first_run) / "corrupt.json").read_text())
+    assert set(corrupt) == set(bad)
+    for key, word in bad.items():
+        assert word in corrupt[key]
+
+
+def test_samples_table_holds_metadata_and_duplicates(first_run: dict[str, Any], source: Any) -> None:
+    _, good, _ = source
+    samples = pq.read_table(run_dir(first_run) / "samples.parquet")
+    assert samples.column_names == SAMPLE_COLUMNS
+    rows = {r["id"]: r for r in samples.to_pylist()}
+    copy = rows["zz-copy.jpg"]
+    assert (copy["status"], copy["duplicate_of"]) == ("duplicate", good[0])
+    for key in good:
+        row = rows[key]
+        assert row["status"] == "ok"
+        assert (row["width"], row["height"]) == (64, 64)
+        assert 0 < row["luminance"] < 1
+        assert row["sharpness"] > 0
+        assert row["content_hash"] != copy["content_hash"] or key == good[0]
+
+
+def test_embeddings_come_from_the_published_model(first_run: dict[str, Any], source: Any) -> None:
+    root, good, _ = source
+    folder = run_dir(first_run)
+    table = pq.read_table(folder / "embeddings.parquet")
+    assert table["id"].to_pylist() == sorted(good)
+    vectors = np.array(table["embedding"].to_pylist(), dtype=np.float32)
+    assert vectors.shape == (len(good), 16)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    # The CSV in the Lightly layout holds the same numbers.
+    lines = (folder / "embeddings.csv").read_text().splitlines()
+    assert lines[0] == ",".join(["filenames", *(f"embedding_{i}" for i in range(16)), "labels"])
+    first = lines[1].split(",")
+    assert first[0] == table["id"][0].as_py()
+    np.testing.assert_allclose(np.array(first[1:-1], dtype=np.float32), vectors[0], rtol=1e-6)
+    # Decoding a file afresh and running model.onnx gives its published embedding.
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    decoded = decode_image((root / good[3]).read_bytes(), 10**8, 256)
+    assert isinstance(decoded, Decoded)
+    image = resize_square(decoded.rgb, 32)[None]
+    expected = session.run(None, {"images": image})[0][0]
+    np.testing.assert_allclose(vectors[table["id"].to_pylist().index(good[3])], expected, atol=1e-5)
+
+
+def test_selection_is_clean_unique_and_ranked(first_run: dict[str, Any], source: Any) -> None:
+    _, good, _ = source
+    folder = run_dir(first_run)
+    selected = (folder / "selected_filenames.txt").read_text().splitlines()
+    assert len(selected) == len(set(selected)) == 6
+    assert set(selected) <= set(good)
+    selection = pq.read_table(folder / "selection.parquet").to_pylist()
+    assert [r["id"] for r in selection] == selected
+    assert [r["rank"] for r in selection] == list(range(6))
+    assert all(r["reason"].startswith("diversity") for r in selection)
+
+
+def test_a_second_run_reuses_training_and_embeddings(first_run: dict[str, Any], source: Any) -> None:
+    root, _, _ = source
+    second = curate(source=str(root), output=first_run["output"], n_samples=6, training=TINY_TRAINING)
+    assert second["run_id"] != first_run["run_id"]
+    assert second["cached_tasks"] == {"inspect": "1/1", "train": "1/1", "export": "1/1", "embed": "1/1"}
+    assert second["model"]["onnx_sha256"] == first_run["model"]["onnx_sha256"]
+    assert (run_dir(second) / "selected_filenames.txt").read_text() == (
+        run_dir(first_run) / "selected_filenames.txt"
+    ).read_text()
+    latest = json.loads((Path(first_run["output"]) / "latest.json").read_text())
+    assert latest["run_id"] == second["run_id"]
+
+
+def test_asking_for_more_than_the_pool_selects_all_and_says_so(
+    first_run: dict[str, Any], source: Any
+) -> None:
+    root, good, _ = source
+    record = curate(source=str(root), output=first_run["output"], n_samples=500, training=TINY_TRAINING)
+    assert record["counts"]["selected"] == len(good)
+    assert f"asked for 500 samples but the clean pool holds {len(good)}" in record["selection"]["note"]
+
+
+def test_a_missing_source_fails_before_any_work(prefect_server: None, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"source: .*does not exist"):
+        curate(source=str(tmp_path / "missing"), output=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_source_fails_naming_it(prefect_server: None, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no pictures here")
+    with pytest.raises(ValueError, match="holds no images"):
+        curate(source=str(tmp_path / "empty"), output=str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "runs").exists()
