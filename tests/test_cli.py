@@ -1,0 +1,80 @@
+"""`python -m flows curate`: flags, a YAML config, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from flows.cli import app, merge_options
+from tests.images import write_bad_files, write_scene_crops
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "flows", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_flags_override_the_config_file() -> None:
+    merged = merge_options(
+        {"source": "a", "training": {"epochs": 5, "width": 8}},
+        {"source": "b", "training.epochs": 2, "training.enabled": None, "output": None},
+    )
+    assert merged == {"source": "b", "training": {"epochs": 2, "width": 8}}
+
+
+def test_a_missing_source_is_an_error_naming_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["curate", "--source", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert "source:" in result.output
+    assert "nowhere" in result.output
+
+
+def test_a_bad_config_value_names_the_field(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(f"source: {tmp_path}\ntraining:\n  input_size: 8\n")
+    result = CliRunner().invoke(app, ["curate", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "training.input_size: Input should be greater than or equal to 32" in result.output
+
+
+def test_python_dash_m_flows_curates_a_folder(tmp_path: Path) -> None:
+    source = tmp_path / "photos"
+    write_scene_crops(source, per_scene=3)
+    write_bad_files(source)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "training: {backbone: resnet10, width: 8, input_size: 32, embedding_dim: 16, epochs: 5}\n"
+        "embedding: {batch_size: 8}\n"
+    )
+    result = run_module(
+        "curate",
+        "--source",
+        str(source),
+        "--config",
+        str(config),
+        "--proportion",
+        "0.5",
+        "--epochs",
+        "1",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The default output is winnow-output/<source name> under the working directory.
+    output = tmp_path / "winnow-output" / "photos"
+    latest = json.loads((output / "latest.json").read_text())
+    record = json.loads(Path(latest["run_json"]).read_text())
+    assert record["config"]["training"]["epochs"] == 1  # the flag beat the file
+    assert record["config"]["embedding"]["batch_size"] == 8
+    assert record["counts"]["selected"] == 9  # half of the 18 clean images
+    assert record["counts"]["corrupt"] == 3
+    assert "selected 9 of 18 clean images (3 corrupt, 0 duplicates)" in result.stdout
