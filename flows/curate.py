@@ -89,7 +89,8 @@ def summary_markdown(record: dict[str, Any]) -> str:
 
 @flow(
     name="curate",
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_TASK_WORKERS),
+    # Prefect 3.8 types the runner generically; the instance is what it expects.
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_TASK_WORKERS),  # type: ignore[arg-type]
     description="Train, embed, inspect and select a diverse, clean subset of a folder of images.",
 )
 def curate(
@@ -163,22 +164,22 @@ def curate(
         )
 
     with timer.stage("train"):
-        state = train(inspections, samples, config.training, cache, return_state=True)
-        trained, cached["train"] = state.result(), int(state.name == "Cached")
+        train_state = train(inspections, samples, config.training, cache, return_state=True)
+        trained, cached["train"] = train_state.result(), int(train_state.name == "Cached")
         progress.update("train", 1, 1)
 
     with timer.stage("export"):
-        state = export(trained, cache, return_state=True)
-        onnx_model, cached["export"] = state.result(), int(state.name == "Cached")
+        export_state = export(trained, cache, return_state=True)
+        onnx_model, cached["export"] = export_state.result(), int(export_state.name == "Cached")
         progress.update("export", 1, 1)
 
     with timer.stage("embed"):
         # One shard at a time: each ONNX Runtime session already uses every core.
         shard_embeddings, cached["embed"] = [], 0
         for done, inspection in enumerate(inspections, start=1):
-            state = embed_shard(inspection, onnx_model, config.embedding, cache, return_state=True)
-            shard_embeddings.append(state.result())
-            cached["embed"] += int(state.name == "Cached")
+            embed_state = embed_shard(inspection, onnx_model, config.embedding, cache, return_state=True)
+            shard_embeddings.append(embed_state.result())
+            cached["embed"] += int(embed_state.name == "Cached")
             progress.update("embed", done, len(inspections))
         table = collect_embeddings(samples, shard_embeddings, work_dir)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -40,9 +41,12 @@ class RunProgress:
 
     def __init__(self) -> None:
         self._fraction = dict.fromkeys(STAGE_WEIGHTS, 0.0)
-        self._artifact: UUID = create_progress_artifact(
-            0.0, key=PROGRESS_KEY, description="curate: share of the run done, by stage weight"
-        )
+        self._artifact = cast(
+            UUID,
+            create_progress_artifact(
+                0.0, key=PROGRESS_KEY, description="curate: share of the run done, by stage weight"
+            ),
+        )  # synchronous here: the flow is sync
 
     def update(self, stage: str, done: int, total: int) -> None:
         self._fraction[stage] = done / total if total else 1.0

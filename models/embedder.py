@@ -46,6 +46,8 @@ class Embedder(nn.Module):
         self.config = config
         self.backbone = ResNet(config.backbone, config.width)
         self.embedding = nn.Linear(self.backbone.out_features, config.embedding_dim)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(CHANNEL_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(CHANNEL_STD).view(1, 3, 1, 1))
 

@@ -81,8 +81,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int) -> Decoded | Corru
                 width, height = height, width
             image.draft("RGB", (min_side, min_side))
             image.load()
-            image = ImageOps.exif_transpose(image) or image
-            rgb = _to_rgb(image)
+            rgb = _to_rgb(ImageOps.exif_transpose(image) or image)
     except UnidentifiedImageError:
         return Corrupt("not an image: unrecognised file format")
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError) as error:

@@ -88,7 +88,7 @@ def train_simclr(
     model.to(device).train()
     head.to(device).train()
     if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     criterion = NTXentLoss(training.temperature)
     parameters = [*model.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=training.learning_rate, weight_decay=1e-6)
