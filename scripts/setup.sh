@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv and install winnow with its test tools. Idempotent: a second call is quick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first and exactly pinned: on machines with a local CPU wheel this takes it
+# instead of the several GB of CUDA packages an unpinned resolve would pull.
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+.venv/bin/python -m pip install --quiet -e ".[test]"
