@@ -21,9 +21,6 @@ class ImageCache:
         sizes = [len(images) for images in self._images]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
-    def __len__(self) -> int:
-        return int(self._offsets[-1])
-
     def global_index(self, shard_index: int, cache_row: int) -> int:
         return int(self._offsets[self._shard_position[shard_index]] + cache_row)
 
