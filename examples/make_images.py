@@ -31,25 +31,32 @@ CROPS_PER_SCENE = 4
 SIDE = 96
 
 
-def scene_crops(image: np.ndarray, count: int, rng: np.random.Generator) -> list[Image.Image]:
-    rgb = Image.fromarray(image).convert("RGB")
-    crops = []
-    for _ in range(count):
-        side = int(min(rgb.size) * rng.uniform(0.5, 0.9))
-        left = int(rng.integers(0, rgb.width - side + 1))
-        top = int(rng.integers(0, rgb.height - side + 1))
-        crops.append(rgb.crop((left, top, left + side, top + side)).resize((SIDE, SIDE)))
-    return crops
+def write_scene_crops(
+    root: Path, scenes: tuple[str, ...], per_scene: int, side: int, seed: int = 0
+) -> list[str]:
+    """Square crops of scikit-image's photographs as JPEGs, a folder per scene.
+
+    Returns the keys written, relative to `root`. Also used by the tests.
+    """
+    rng = np.random.default_rng(seed)
+    keys = []
+    for name in scenes:
+        image = Image.fromarray(getattr(data, name)()).convert("RGB")
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for index in range(per_scene):
+            crop_side = int(min(image.size) * rng.uniform(0.5, 0.9))
+            left = int(rng.integers(0, image.width - crop_side + 1))
+            top = int(rng.integers(0, image.height - crop_side + 1))
+            crop = image.crop((left, top, left + crop_side, top + crop_side)).resize((side, side))
+            key = f"{name}/{index:02d}.jpg"
+            crop.save(root / key, quality=85)
+            keys.append(key)
+    return keys
 
 
 def main(root: Path = Path(__file__).parent / "images") -> None:
     shutil.rmtree(root, ignore_errors=True)
-    rng = np.random.default_rng(0)
-    for scene in SCENES:
-        folder = root / scene
-        folder.mkdir(parents=True)
-        for index, crop in enumerate(scene_crops(getattr(data, scene)(), CROPS_PER_SCENE, rng)):
-            crop.save(folder / f"{index:02d}.jpg", quality=85)
+    write_scene_crops(root, SCENES, CROPS_PER_SCENE, SIDE)
     shutil.copyfile(root / "coffee" / "00.jpg", root / "coffee" / "00-copy.jpg")
     buffer = io.BytesIO()
     Image.fromarray(data.astronaut()).resize((SIDE, SIDE)).save(buffer, "JPEG")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from skimage import data
+
+from examples.make_images import write_scene_crops as write_example_crops
 
 SCENES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera")
 
@@ -16,22 +17,9 @@ def scene(name: str) -> Image.Image:
     return Image.fromarray(getattr(data, name)()).convert("RGB")
 
 
-def write_scene_crops(root: Path, per_scene: int, side: int = 64, seed: int = 0) -> list[str]:
+def write_scene_crops(root: Path, per_scene: int, side: int = 64) -> list[str]:
     """Crops of scikit-image's photographs as JPEGs, a folder per scene. Returns the keys."""
-    rng = np.random.default_rng(seed)
-    keys = []
-    for name in SCENES:
-        image = scene(name)
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for index in range(per_scene):
-            crop_side = int(min(image.size) * rng.uniform(0.4, 0.8))
-            left = int(rng.integers(0, image.width - crop_side + 1))
-            top = int(rng.integers(0, image.height - crop_side + 1))
-            crop = image.crop((left, top, left + crop_side, top + crop_side)).resize((side, side))
-            key = f"{name}/{index:02d}.jpg"
-            crop.save(root / key, quality=90)
-            keys.append(key)
-    return keys
+    return write_example_crops(root, SCENES, per_scene, side)
 
 
 def jpeg_bytes(image: Image.Image, **options: object) -> bytes:
