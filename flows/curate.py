@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
@@ -52,6 +53,11 @@ class StageTimer:
             yield
         finally:
             self.seconds[name] = round(time.perf_counter() - started, 3)
+
+
+def cached_share(states: list[State[Any]]) -> str:
+    """'k/n': how many of these task runs Prefect answered from its cache."""
+    return f"{sum(state.name == 'Cached' for state in states)}/{len(states)}"
 
 
 def new_run_id() -> str:
@@ -138,7 +144,8 @@ def curate(
     run_id = new_run_id()
     cache, output_dir = config.cache_path, str(config.output_dir)
     work_dir = cache / "runs" / run_id
-    progress, timer, cached = RunProgress(), StageTimer(), {}
+    progress, timer = RunProgress(), StageTimer()
+    cached: dict[str, str] = {}
 
     with timer.stage("discover"):
         discovery = discover(config.source, config.inputs.relevant_filenames, config.inputs.shard_size, cache)
@@ -156,7 +163,7 @@ def curate(
         for done, future in enumerate(futures, start=1):
             inspections.append(future.result())
             progress.update("inspect", done, len(futures))
-        cached["inspect"] = sum(f.state.name == "Cached" for f in futures)
+        cached["inspect"] = cached_share([f.state for f in futures])
         samples = collect_samples(inspections, config.checks, cache)
     if samples.ok == 0:
         raise ValueError(
@@ -165,22 +172,23 @@ def curate(
 
     with timer.stage("train"):
         train_state = train(inspections, samples, config.training, cache, return_state=True)
-        trained, cached["train"] = train_state.result(), int(train_state.name == "Cached")
+        trained, cached["train"] = train_state.result(), cached_share([train_state])
         progress.update("train", 1, 1)
 
     with timer.stage("export"):
         export_state = export(trained, cache, return_state=True)
-        onnx_model, cached["export"] = export_state.result(), int(export_state.name == "Cached")
+        onnx_model, cached["export"] = export_state.result(), cached_share([export_state])
         progress.update("export", 1, 1)
 
     with timer.stage("embed"):
         # One shard at a time: each ONNX Runtime session already uses every core.
-        shard_embeddings, cached["embed"] = [], 0
+        embed_states, shard_embeddings = [], []
         for done, inspection in enumerate(inspections, start=1):
             embed_state = embed_shard(inspection, onnx_model, config.embedding, cache, return_state=True)
-            shard_embeddings.append(embed_state.result())
-            cached["embed"] += int(embed_state.name == "Cached")
+            embed_states.append(embed_state)
+            shard_embeddings.append(embed_state.result())  # a failed shard stops the run here
             progress.update("embed", done, len(inspections))
+        cached["embed"] = cached_share(embed_states)
         table = collect_embeddings(samples, shard_embeddings, work_dir)
 
     with timer.stage("select"):
@@ -217,10 +225,7 @@ def curate(
             "final_loss": trained.final_loss,
         },
         "selection": {"requested": chosen.requested, "candidates": chosen.candidates, "note": chosen.note},
-        "cached_tasks": {
-            stage: f"{n}/{len(inspections) if stage in ('inspect', 'embed') else 1}"
-            for stage, n in cached.items()
-        },
+        "cached_tasks": cached,
         "started_at": started_at,
         "finished_at": datetime.now(UTC).isoformat(),
     }

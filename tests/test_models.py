@@ -70,9 +70,7 @@ def ntxent_reference(z0: np.ndarray, z1: np.ndarray, temperature: float) -> floa
     for i in range(2 * n):
         positive = (i + n) % (2 * n)
         similarities = np.array([z[i] @ z[k] / temperature for k in range(2 * n) if k != i])
-        others = [k for k in range(2 * n) if k != i]
         losses.append(-(z[i] @ z[positive] / temperature) + np.log(np.exp(similarities).sum()))
-        assert positive in others
     return float(np.mean(losses))
 
 
