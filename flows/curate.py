@@ -30,11 +30,12 @@ from tasks.config import (
     describe_validation_error,
 )
 from tasks.discover import discover
-from tasks.embed import embed_shard
+from tasks.embed import embed_shard, embedding_precision
 from tasks.embedding_table import collect_embeddings
 from tasks.export import export
 from tasks.inspect import collect_samples, inspect_shard
 from tasks.publish import RunFiles, publish
+from tasks.quantize import quantize
 from tasks.select import select
 from tasks.train import train
 
@@ -86,7 +87,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
         f"| {counts['embedded']} | {counts['selected']} |",
         "",
         f"Model: {model['embedding_dim']}-d embeddings, ONNX sha256 `{model['onnx_sha256'][:12]}`, "
-        f"embedded with {model['execution_provider']}.",
+        f"{model['precision']}, embedded with {model['execution_provider']}.",
     ]
     if record["selection"]["note"]:
         lines += ["", f"Note: {record['selection']['note']}"]
@@ -179,6 +180,11 @@ def curate(
         export_state = export(trained, cache, return_state=True)
         onnx_model, cached["export"] = export_state.result(), cached_share([export_state])
         progress.update("export", 1, 1)
+    fp32_model = onnx_model
+    if embedding_precision(config.embedding) == "int8":
+        with timer.stage("quantize"):
+            quantize_state = quantize(fp32_model, inspections, samples, cache, return_state=True)
+            onnx_model, cached["quantize"] = quantize_state.result(), cached_share([quantize_state])
 
     with timer.stage("embed"):
         # One shard at a time: each ONNX Runtime session already uses every core.
@@ -217,6 +223,8 @@ def curate(
             "input_size": onnx_model.input_size,
             "execution_provider": ",".join(providers),
             "onnx_parity_max_abs_diff": onnx_model.parity_max_abs_diff,
+            "precision": onnx_model.precision,
+            "int8_min_cosine": onnx_model.int8_min_cosine,
             "trained": trained.trained,
             "training_images": trained.images,
             "training_epochs": trained.epochs,
@@ -234,6 +242,7 @@ def curate(
         embeddings=table,
         selection=chosen,
         onnx_model=onnx_model.path,
+        fp32_onnx_model=fp32_model.path if fp32_model != onnx_model else None,
         checkpoint=trained.checkpoint,
     )
     record["artifacts"] = publish(output_dir, run_id, files, record)

@@ -46,6 +46,14 @@ def requested_providers(device: str) -> list[str]:
     return [CUDA, CPU] if device in ("cuda", "auto") and usable else [CPU]
 
 
+def embedding_precision(config: EmbeddingConfig) -> str:
+    """fp32 or int8: under auto, int8 where the CPU provider runs (int8 is a CPU speed-up;
+    the GPU's equivalent is fp16)."""
+    if config.precision != "auto":
+        return config.precision
+    return "int8" if requested_providers(config.device) == [CPU] else "fp32"
+
+
 # Sessions are reused across shards of a run: building one costs more than a small shard.
 _session_lock = threading.Lock()
 

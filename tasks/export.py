@@ -27,6 +27,9 @@ class OnnxModel(BaseModel, frozen=True):
     embedding_dim: int
     input_size: int
     parity_max_abs_diff: float
+    precision: str = "fp32"
+    # For int8: the smallest cosine similarity between an image's fp32 and int8 embedding.
+    int8_min_cosine: float | None = None
 
 
 def export_checkpoint(trained: TrainedModel, directory: Path, seed: int = 0) -> OnnxModel:

@@ -31,6 +31,8 @@ class RunFiles(BaseModel, frozen=True):
     embeddings: EmbeddingTable
     selection: Selection
     onnx_model: str
+    # The fp32 graph the embedding model was quantized from, when they differ.
+    fp32_onnx_model: str | None = None
     checkpoint: str
 
 
@@ -82,6 +84,8 @@ def publish_run_files(output: str, run_id: str, files: RunFiles, record: dict[st
         "model.onnx": Path(files.onnx_model),
         "checkpoint.pt": Path(files.checkpoint),
     }
+    if files.fp32_onnx_model is not None:
+        uploads["model.fp32.onnx"] = Path(files.fp32_onnx_model)
     artifacts = {name: storage.write_bytes(f"{prefix}/{name}", data) for name, data in blobs.items()}
     artifacts |= {name: storage.upload_file(f"{prefix}/{name}", path) for name, path in uploads.items()}
     run_json_key = f"{prefix}/run.json"

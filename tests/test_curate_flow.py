@@ -26,6 +26,8 @@ RUN_FILES = {
     "embeddings.csv",
     "corrupt.json",
     "model.onnx",
+    # On the CPU the embedding model is int8; the fp32 graph it came from is published too.
+    "model.fp32.onnx",
     "checkpoint.pt",
     "selection.parquet",
 }
@@ -138,6 +140,11 @@ def test_embeddings_come_from_the_published_model(first_run: dict[str, Any], sou
     image = resize_square(decoded.rgb, 32)[None]
     expected = session.run(None, {"images": image})[0][0]
     np.testing.assert_allclose(vectors[table["id"].to_pylist().index(good[3])], expected, atol=1e-5)
+    # It is the int8 model, and it agrees with the fp32 graph it was quantized from.
+    assert first_run["model"]["precision"] == "int8"
+    assert first_run["model"]["int8_min_cosine"] >= 0.99
+    fp32 = ort.InferenceSession(str(folder / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    assert float(fp32.run(None, {"images": image})[0][0] @ expected) >= 0.99
 
 
 def test_selection_is_clean_unique_and_ranked(first_run: dict[str, Any], source: Any) -> None:
@@ -156,7 +163,7 @@ def test_a_second_run_reuses_training_and_embeddings(first_run: dict[str, Any], 
     root, _, _ = source
     second = curate(source=str(root), output=first_run["output"], n_samples=6, training=TINY_TRAINING)
     assert second["run_id"] != first_run["run_id"]
-    assert second["cached_tasks"] == {"inspect": "1/1", "train": "1/1", "export": "1/1", "embed": "1/1"}
+    assert second["cached_tasks"] == dict.fromkeys(("inspect", "train", "export", "quantize", "embed"), "1/1")
     assert second["model"]["onnx_sha256"] == first_run["model"]["onnx_sha256"]
     assert (run_dir(second) / "selected_filenames.txt").read_text() == (
         run_dir(first_run) / "selected_filenames.txt"

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -14,7 +15,9 @@ from models import (
     load_checkpoint,
     save_checkpoint,
 )
-from models.export import PARITY_TOLERANCE, export_onnx, onnx_metadata, verify_onnx
+from models.export import INPUT_NAME, PARITY_TOLERANCE, export_onnx, onnx_metadata, verify_onnx
+from models.quantize import quantize_int8
+from tests.images import scene
 
 SMALL = ModelConfig(backbone="resnet10", width=8, input_size=32, embedding_dim=16)
 
@@ -116,3 +119,44 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path: Path) -> None:
         load_checkpoint(
             path, expected=ModelConfig(backbone="resnet10", width=8, input_size=64, embedding_dim=16)
         )
+
+
+def photo_crops(count: int, size: int) -> np.ndarray:
+    """uint8 NHWC crops of a real photograph, as the image cache holds them."""
+    photo = np.asarray(scene("astronaut"))
+    rng = np.random.default_rng(0)
+    crops = []
+    for _ in range(count):
+        top, left = rng.integers(0, photo.shape[0] - 128, 2)
+        crop = torch.from_numpy(photo[top : top + 128, left : left + 128].copy()).permute(2, 0, 1)[None]
+        small = torch.nn.functional.interpolate(crop.float(), size=(size, size), mode="area")
+        crops.append(small[0].permute(1, 2, 0).round().to(torch.uint8).numpy())
+    return np.stack(crops)
+
+
+def test_int8_model_agrees_with_fp32_and_says_what_it_is(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    fp32, int8 = tmp_path / "model.onnx", tmp_path / "model.int8.onnx"
+    export_onnx(Embedder(SMALL).eval(), fp32, {"code_version": "test"})
+    images = photo_crops(48, 32)
+    agreement = quantize_int8(fp32, int8, images)
+    assert 0.99 <= agreement <= 1.0 + 1e-5
+    metadata = onnx_metadata(int8)
+    assert metadata["precision"] == "int8"
+    assert metadata["code_version"] == "test"
+    quantized = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    held_out = photo_crops(60, 32)[48:]  # images calibration never saw
+    a = quantized.run(None, {INPUT_NAME: held_out})[0]
+    b = reference.run(None, {INPUT_NAME: held_out})[0]
+    assert np.min(np.sum(a * b, axis=1)) >= 0.98
+    # int8 stores weights in a quarter of the bytes.
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size
+
+
+def test_int8_is_refused_when_it_would_move_embeddings_too_far(tmp_path: Path) -> None:
+    fp32, int8 = tmp_path / "model.onnx", tmp_path / "model.int8.onnx"
+    export_onnx(Embedder(SMALL).eval(), fp32, {})
+    with pytest.raises(ValueError, match="changes embeddings too much"):
+        quantize_int8(fp32, int8, photo_crops(16, 32), min_cosine=1.01)
+    assert not int8.exists()
