@@ -24,3 +24,31 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1, spoken to over HTTP."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def aws_credentials(prefect_server: None, s3_endpoint: str) -> str:
+    """The name of an AwsCredentials block, saved on the test Prefect server, whose client
+    parameters point boto3 at the test S3 server."""
+    from prefect_aws import AwsClientParameters, AwsCredentials
+
+    name = "winnow-test-s3"
+    AwsCredentials(
+        aws_access_key_id="winnow-test-key",
+        aws_secret_access_key="winnow-test-secret-never-logged",
+        region_name="us-east-1",
+        aws_client_parameters=AwsClientParameters(endpoint_url=s3_endpoint),
+    ).save(name, overwrite=True)
+    return name
