@@ -54,13 +54,23 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 @app.command()
 def curate(
-    source: Annotated[str | None, typer.Option(help="Folder of images.")] = None,
+    source: Annotated[str | None, typer.Option(help="Folder or s3://bucket/prefix of images.")] = None,
     output: Annotated[
-        str | None, typer.Option(help="Output folder [default: winnow-output/<source name>].")
+        str | None,
+        typer.Option(help="Folder or s3://bucket/prefix for runs [default: winnow-output/<source name>]."),
     ] = None,
-    n_samples: Annotated[int | None, typer.Option(help="How many samples to select.")] = None,
-    proportion: Annotated[float | None, typer.Option(help="Share of clean samples to select.")] = None,
+    n_samples: Annotated[int | None, typer.Option(help="How many new samples to select.")] = None,
+    proportion: Annotated[float | None, typer.Option(help="Share of new clean samples to select.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with the run's fields.")] = None,
+    datapool: Annotated[
+        str | None, typer.Option(help="Datapool block name [default: named after the output].")
+    ] = None,
+    process_all: Annotated[
+        bool, typer.Option("--process-all", help="Forget the datapool; process everything.")
+    ] = False,
+    aws_credentials: Annotated[
+        str | None, typer.Option(help="Name of a prefect-aws AwsCredentials block for S3.")
+    ] = None,
     cache_dir: Annotated[
         str | None, typer.Option(help="Local cache folder [default: <output>/cache].")
     ] = None,
@@ -68,7 +78,7 @@ def curate(
     no_train: Annotated[bool, typer.Option("--no-train", help="Skip training.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    """Curate a folder of images: train, embed, inspect and select."""
+    """Curate the new images of a folder or S3 prefix: train, embed, inspect and select."""
     fields = merge_options(
         load_config_file(config) if config else {},
         {
@@ -76,6 +86,9 @@ def curate(
             "output": output,
             "n_samples": n_samples,
             "proportion": proportion,
+            "datapool": datapool,
+            "process_all": True if process_all else None,
+            "aws_credentials": aws_credentials,
             "cache_dir": cache_dir,
             "training.epochs": epochs,
             "training.enabled": False if no_train else None,
@@ -89,9 +102,9 @@ def curate(
     record = run_curate(run_config, show_progress=not quiet)
     counts = record["counts"]
     typer.echo(
-        f"selected {counts['selected']} of {counts['embedded']} clean images "
-        f"({counts['corrupt']} corrupt, {counts['duplicates']} duplicates): "
-        f"{record['artifacts']['selected_filenames.txt']}"
+        f"selected {counts['selected']} of {counts['embedded']} new clean images "
+        f"({counts['new']} new of {counts['discovered']}; {counts['corrupt']} corrupt, "
+        f"{counts['duplicates']} duplicates): {record['artifacts']['selected_filenames.txt']}"
     )
     if record["selection"]["note"]:
         typer.echo(record["selection"]["note"])

@@ -31,13 +31,14 @@ from tasks.config import (
 )
 from tasks.discover import discover
 from tasks.embed import embed_shard, embedding_precision
-from tasks.embedding_table import collect_embeddings
-from tasks.export import export
-from tasks.inspect import collect_samples, inspect_shard
+from tasks.embedding_table import EmbeddingTable, collect_embeddings
+from tasks.export import OnnxModel, export
+from tasks.inspect import SampleTable, collect_samples, inspect_shard
 from tasks.publish import RunFiles, publish
 from tasks.quantize import quantize
-from tasks.select import select
-from tasks.train import train
+from tasks.select import Selection, select, selected_ids
+from tasks.state import RunPlan, commit_state, known_content_hashes, model_pointers, open_datapool, plan
+from tasks.train import TrainedModel, train
 
 # Shard tasks overlap I/O and decoding; more threads than this only queue on 2-8 cores.
 MAX_TASK_WORKERS = min(8, os.cpu_count() or 1)
@@ -76,35 +77,102 @@ def build_config(**fields: Any) -> RunConfig:
 
 
 def summary_markdown(record: dict[str, Any]) -> str:
-    counts, model = record["counts"], record["model"]
+    counts, model, pool = record["counts"], record["model"], record["datapool"]
     lines = [
         f"# winnow run {record['run_id']}",
         f"Source `{record['source']}` -> `{record['output']}`",
         "",
-        "| discovered | corrupt | duplicates | embedded | selected |",
-        "| --- | --- | --- | --- | --- |",
-        f"| {counts['discovered']} | {counts['corrupt']} | {counts['duplicates']} "
-        f"| {counts['embedded']} | {counts['selected']} |",
+        "| discovered | new | corrupt | duplicates | missing | embedded | selected |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {counts['discovered']} | {counts['new']} | {counts['corrupt']} | {counts['duplicates']} "
+        f"| {counts['missing']} | {counts['embedded']} | {counts['selected']} |",
+        "",
+        f"Datapool `{pool['name']}`: version {pool['base_version']} -> {pool['version']}, "
+        f"{pool['samples']} samples, {pool['selected']} selected in all.",
         "",
         f"Model: {model['embedding_dim']}-d embeddings, ONNX sha256 `{model['onnx_sha256'][:12]}`, "
-        f"{model['precision']}, embedded with {model['execution_provider']}.",
+        f"{model['precision']}, embedded with {model['execution_provider'] or 'nothing (no new samples)'}.",
     ]
     if record["selection"]["note"]:
         lines += ["", f"Note: {record['selection']['note']}"]
     return "\n".join(lines)
 
 
+def run_record(
+    config: RunConfig,
+    run_id: str,
+    started_at: str,
+    discovered: int,
+    run_plan: RunPlan,
+    samples: SampleTable,
+    table: EmbeddingTable,
+    chosen: Selection,
+) -> dict[str, Any]:
+    """The counts and identity of a run, as run.json holds them."""
+    return {
+        "run_id": run_id,
+        "status": "completed",
+        "source": config.source,
+        "output": config.output_uri,
+        "config": config.model_dump(mode="json"),
+        "counts": {
+            "discovered": discovered,
+            "new": run_plan.new,
+            "corrupt": samples.corrupt,
+            "duplicates": samples.duplicates,
+            "missing": samples.missing,
+            "embedded": table.count,
+            "selected": chosen.selected,
+        },
+        "selection": {"requested": chosen.requested, "candidates": chosen.candidates, "note": chosen.note},
+        "started_at": started_at,
+    }
+
+
+def model_record(model: OnnxModel, trained: TrainedModel | None, providers: set[str]) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "onnx_sha256": model.sha256,
+        "embedding_dim": model.embedding_dim,
+        "input_size": model.input_size,
+        "execution_provider": ",".join(sorted(providers)),
+        "precision": model.precision,
+        "int8_min_cosine": model.int8_min_cosine,
+        "onnx_parity_max_abs_diff": model.parity_max_abs_diff,
+        "source": "the datapool's",
+    }
+    if trained is not None:
+        record |= {
+            "source": "trained by this run" if trained.trained else "untrained or given checkpoint",
+            "trained": trained.trained,
+            "training_images": trained.images,
+            "training_epochs": trained.epochs,
+            "training_images_per_second": round(trained.images_per_second, 2),
+            "training_device": trained.device,
+            "final_loss": trained.final_loss,
+        }
+    return record
+
+
+def reuses_datapool_model(config: RunConfig) -> bool:
+    """Whether new samples are embedded with the datapool's model (when it has one)."""
+    return not config.process_all and not config.training.retrain
+
+
 @flow(
     name="curate",
     # Prefect 3.8 types the runner generically; the instance is what it expects.
     task_runner=ThreadPoolTaskRunner(max_workers=MAX_TASK_WORKERS),  # type: ignore[arg-type]
-    description="Train, embed, inspect and select a diverse, clean subset of a folder of images.",
+    description="Train, embed, inspect and select a diverse, clean subset of the new images in a "
+    "folder or S3 prefix, remembering what was processed in a datapool.",
 )
 def curate(
     source: str,
     output: str | None = None,
     n_samples: int | None = None,
     proportion: float | None = None,
+    datapool: str | None = None,
+    process_all: bool = False,
+    aws_credentials: str | None = None,
     cache_dir: str | None = None,
     inputs: InputsConfig = InputsConfig(),  # noqa: B008 (frozen model: a safe default)
     checks: ChecksConfig = ChecksConfig(),  # noqa: B008
@@ -112,14 +180,17 @@ def curate(
     embedding: EmbeddingConfig = EmbeddingConfig(),  # noqa: B008
     selection: SelectionConfig = SelectionConfig(),  # noqa: B008
 ) -> dict[str, Any]:
-    """Curate `source`: a folder of images.
+    """Curate `source`: a folder or s3://bucket/prefix of images.
 
     Args:
-        source: folder of images to curate.
-        output: where runs are written (default winnow-output/<source name>).
-        n_samples: how many samples to select.
-        proportion: share of the clean samples to select, instead of n_samples.
-        cache_dir: local folder for decoded images, models and embeddings (default <output>/cache).
+        source: folder or s3://bucket/prefix of images to curate.
+        output: folder or s3://bucket/prefix for runs and the datapool (default winnow-output/<source name>).
+        n_samples: how many new samples to select this run.
+        proportion: share of this run's new clean samples to select, instead of n_samples.
+        datapool: name of the datapool block (default: named after the output).
+        process_all: forget the datapool and process every sample again.
+        aws_credentials: name of a prefect-aws AwsCredentials block for S3.
+        cache_dir: local folder for decoded images, models and embeddings.
         inputs: which files, and shard size.
         checks: corruption and duplicate checks.
         training: the self-supervised model and its training.
@@ -134,6 +205,9 @@ def curate(
         output=output,
         n_samples=n_samples,
         proportion=proportion,
+        datapool=datapool,
+        process_all=process_all,
+        aws_credentials=aws_credentials,
         cache_dir=cache_dir,
         inputs=inputs,
         checks=checks,
@@ -143,20 +217,32 @@ def curate(
     )
     started_at = datetime.now(UTC).isoformat()
     run_id = new_run_id()
-    cache, output_dir = config.cache_path, str(config.output_dir)
+    cache, output_uri, credentials = config.cache_path, config.output_uri, config.aws_credentials
     work_dir = cache / "runs" / run_id
     progress, timer = RunProgress(), StageTimer()
     cached: dict[str, str] = {}
 
     with timer.stage("discover"):
-        discovery = discover(config.source, config.inputs.relevant_filenames, config.inputs.shard_size, cache)
+        start = open_datapool(
+            config.datapool_name,
+            output_uri,
+            credentials,
+            config.process_all,
+            reuses_datapool_model(config),
+            cache,
+        )
+        listing = discover(config.source, credentials, config.inputs.relevant_filenames, cache)
+        reprocess_all = config.process_all or (start.state.model_onnx is not None and config.training.retrain)
+        run_plan = plan(listing, start.manifest, reprocess_all, config.inputs.shard_size, cache)
         progress.update("discover", 1, 1)
+    input_size = start.model.input_size if start.model else config.training.input_size
 
     with timer.stage("inspect"):
         futures = inspect_shard.map(
-            discovery.shards,
+            run_plan.shards,
             unmapped(config.source),
-            unmapped(config.training.input_size),
+            unmapped(credentials),
+            unmapped(input_size),
             unmapped(config.checks),
             unmapped(cache),
         )
@@ -165,26 +251,29 @@ def curate(
             inspections.append(future.result())
             progress.update("inspect", done, len(futures))
         cached["inspect"] = cached_share([f.state for f in futures])
-        samples = collect_samples(inspections, config.checks, cache)
-    if samples.ok == 0:
-        raise ValueError(
-            f"source {config.source!r}: none of its {samples.discovered} images could be decoded"
-        )
+        samples = collect_samples(inspections, config.checks, known_content_hashes(run_plan), cache)
 
-    with timer.stage("train"):
-        train_state = train(inspections, samples, config.training, cache, return_state=True)
-        trained, cached["train"] = train_state.result(), cached_share([train_state])
-        progress.update("train", 1, 1)
-
-    with timer.stage("export"):
-        export_state = export(trained, cache, return_state=True)
-        onnx_model, cached["export"] = export_state.result(), cached_share([export_state])
-        progress.update("export", 1, 1)
-    fp32_model = onnx_model
-    if embedding_precision(config.embedding) == "int8":
-        with timer.stage("quantize"):
-            quantize_state = quantize(fp32_model, inspections, samples, cache, return_state=True)
-            onnx_model, cached["quantize"] = quantize_state.result(), cached_share([quantize_state])
+    trained: TrainedModel | None = None
+    if start.model is not None:
+        onnx_model = fp32_model = start.model
+    else:
+        if samples.ok == 0:
+            raise ValueError(
+                f"source {config.source!r}: none of its {samples.processed} images could be decoded"
+            )
+        with timer.stage("train"):
+            train_state = train(inspections, samples, config.training, cache, return_state=True)
+            trained, cached["train"] = train_state.result(), cached_share([train_state])
+            progress.update("train", 1, 1)
+        with timer.stage("export"):
+            export_state = export(trained, cache, return_state=True)
+            onnx_model, cached["export"] = export_state.result(), cached_share([export_state])
+            progress.update("export", 1, 1)
+        fp32_model = onnx_model
+        if embedding_precision(config.embedding) == "int8":
+            with timer.stage("quantize"):
+                quantize_state = quantize(fp32_model, inspections, samples, cache, return_state=True)
+                onnx_model, cached["quantize"] = quantize_state.result(), cached_share([quantize_state])
 
     with timer.stage("embed"):
         # One shard at a time: each ONNX Runtime session already uses every core.
@@ -195,47 +284,25 @@ def curate(
             shard_embeddings.append(embed_state.result())  # a failed shard stops the run here
             progress.update("embed", done, len(inspections))
         cached["embed"] = cached_share(embed_states)
-        table = collect_embeddings(samples, shard_embeddings, work_dir)
+        table = collect_embeddings(samples, shard_embeddings, onnx_model.embedding_dim, work_dir)
 
     with timer.stage("select"):
-        chosen = select(table, config.target_count(table.count), config.selection, work_dir)
+        chosen = select(table, config.target_count(table.count), config.selection, run_plan, work_dir)
         progress.update("select", 1, 1)
 
-    providers = sorted({s.provider for s in shard_embeddings})
-    record: dict[str, Any] = {
-        "run_id": run_id,
-        "status": "completed",
-        "source": config.source,
-        "output": output_dir,
-        "config": config.model_dump(mode="json"),
-        "counts": {
-            "discovered": samples.discovered,
-            "new": samples.discovered,
-            "corrupt": samples.corrupt,
-            "duplicates": samples.duplicates,
-            "embedded": table.count,
-            "selected": chosen.selected,
-        },
+    record = run_record(config, run_id, started_at, listing.count, run_plan, samples, table, chosen)
+    record |= {
         "timings": timer.seconds,
-        "model": {
-            "onnx_sha256": onnx_model.sha256,
-            "embedding_dim": onnx_model.embedding_dim,
-            "input_size": onnx_model.input_size,
-            "execution_provider": ",".join(providers),
-            "onnx_parity_max_abs_diff": onnx_model.parity_max_abs_diff,
-            "precision": onnx_model.precision,
-            "int8_min_cosine": onnx_model.int8_min_cosine,
-            "trained": trained.trained,
-            "training_images": trained.images,
-            "training_epochs": trained.epochs,
-            "training_images_per_second": round(trained.images_per_second, 2),
-            "training_device": trained.device,
-            "final_loss": trained.final_loss,
+        "model": model_record(onnx_model, trained, {s.provider for s in shard_embeddings}),
+        "datapool": {
+            "name": start.name,
+            "base_version": start.state.version,
+            "commits_version": start.state.version + 1,
+            "samples_before": start.state.samples,
+            "selected_before": start.state.selected,
+            "model_reused": start.model is not None,
         },
-        "selection": {"requested": chosen.requested, "candidates": chosen.candidates, "note": chosen.note},
         "cached_tasks": cached,
-        "started_at": started_at,
-        "finished_at": datetime.now(UTC).isoformat(),
     }
     files = RunFiles(
         samples=samples,
@@ -243,10 +310,33 @@ def curate(
         selection=chosen,
         onnx_model=onnx_model.path,
         fp32_onnx_model=fp32_model.path if fp32_model != onnx_model else None,
-        checkpoint=trained.checkpoint,
+        checkpoint=trained.checkpoint if trained else None,
     )
-    record["artifacts"] = publish(output_dir, run_id, files, record)
-    progress.update("publish", 1, 1)
+    with timer.stage("publish"):
+        artifacts = publish(
+            config.source, output_uri, credentials, run_id, files, record, config.selection.copy_selected
+        )
+        progress.update("publish", 1, 1)
+
+    with timer.stage("commit"):
+        committed = commit_state(
+            start,
+            output_uri,
+            credentials,
+            run_plan,
+            samples,
+            table,
+            selected_ids(chosen),
+            model_pointers(start, onnx_model, artifacts),
+            run_id,
+            artifacts["run.json"],
+        )
+    record |= {"artifacts": artifacts, "finished_at": datetime.now(UTC).isoformat()}
+    record["datapool"] |= {
+        "version": committed.version,
+        "samples": committed.samples,
+        "selected": committed.selected,
+    }
 
     create_table_artifact([record["counts"]], key="curate-counts", description="curate: counts")
     create_markdown_artifact(summary_markdown(record), key="curate-summary", description="curate: summary")

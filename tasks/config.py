@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.backbone import BackboneName
+from tasks.datapool import default_datapool_name
+from tasks.storage import is_s3_uri, split_s3_uri
 
 # Used when neither n_samples nor proportion is given (stated in the README).
 DEFAULT_PROPORTION = 0.1
@@ -51,8 +53,14 @@ class ChecksConfig(Section):
 class TrainingConfig(Section):
     enabled: bool = Field(
         True,
-        description="Train a SimCLR model on the source. Off: use `checkpoint`, or a seeded "
-        "untrained network if none is given.",
+        description="Train a SimCLR model when the datapool has none yet. Off: use `checkpoint`, "
+        "or a seeded untrained network if none is given.",
+    )
+    retrain: bool = Field(
+        False,
+        description="Train a new model even though the datapool has one, and re-embed the whole "
+        "pool with it (earlier selections stand). Off: new samples are embedded with the "
+        "datapool's model, so all embeddings stay comparable.",
     )
     checkpoint: str | None = Field(
         None, description="A winnow checkpoint.pt to start training from, or to embed with."
@@ -93,19 +101,45 @@ class SelectionConfig(Section):
         "(Euclidean distance between unit embeddings) to the selection.",
     )
     seed: int = Field(0, description="Seeds the first pick of greedy k-center.")
+    copy_selected: bool = Field(
+        False,
+        description="Also copy the selected images to <output>/selected/<key> (server-side "
+        "when source and output are on the same S3 endpoint).",
+    )
 
 
 class RunConfig(Section):
-    source: str = Field(..., description="Folder of images to curate.")
+    source: str = Field(..., description="Folder or s3://bucket/prefix of images to curate.")
     output: str | None = Field(
-        None, description="Where runs are written; default winnow-output/<source name>."
+        None,
+        description="Folder or s3://bucket/prefix where runs and the datapool are written; "
+        "default winnow-output/<source name>.",
     )
-    n_samples: int | None = Field(None, ge=1, description="How many samples to select.")
+    n_samples: int | None = Field(None, ge=1, description="How many new samples to select this run.")
     proportion: float | None = Field(
-        None, gt=0, le=1, description=f"Share of the clean samples to select (default {DEFAULT_PROPORTION})."
+        None,
+        gt=0,
+        le=1,
+        description=f"Share of this run's new clean samples to select (default {DEFAULT_PROPORTION}).",
+    )
+    datapool: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="Name of the datapool block that remembers what was processed; default: "
+        "named after the output, so running the same command again is incremental.",
+    )
+    process_all: bool = Field(
+        False, description="Forget the datapool: process, embed and select from every sample again."
+    )
+    aws_credentials: str | None = Field(
+        None,
+        description="Name of a prefect-aws AwsCredentials block for S3 (its client parameters "
+        "may set endpoint_url for MinIO and the like); default: boto3's credential chain.",
     )
     cache_dir: str | None = Field(
-        None, description="Local folder for decoded images, models and embeddings; default <output>/cache."
+        None,
+        description="Local folder for decoded images, models and embeddings; default <output>/cache "
+        "for a local output, winnow-output/.cache/<datapool> for S3.",
     )
     inputs: InputsConfig = InputsConfig()
     checks: ChecksConfig = ChecksConfig()
@@ -115,15 +149,30 @@ class RunConfig(Section):
 
     @field_validator("source")
     @classmethod
-    def _source_is_a_folder(cls, source: str) -> str:
+    def _source_exists(cls, source: str) -> str:
+        if is_s3_uri(source):
+            split_s3_uri(source)
+            return source.rstrip("/")
         if "://" in source:
-            raise ValueError(f"{source!r}: only local folders are supported as a source")
+            raise ValueError(f"{source!r}: a source is a local folder or s3://bucket/prefix")
         path = Path(source).expanduser()
         if not path.exists():
             raise ValueError(f"source folder {source!r} does not exist")
         if not path.is_dir():
             raise ValueError(f"source {source!r} is not a folder")
         return str(path.resolve())
+
+    @field_validator("output")
+    @classmethod
+    def _output_is_a_location(cls, output: str | None) -> str | None:
+        if output is None:
+            return None
+        if is_s3_uri(output):
+            split_s3_uri(output)
+            return output.rstrip("/")
+        if "://" in output:
+            raise ValueError(f"{output!r}: an output is a local folder or s3://bucket/prefix")
+        return str(Path(output).expanduser().resolve())
 
     @model_validator(mode="after")
     def _one_way_to_say_how_many(self) -> RunConfig:
@@ -132,21 +181,30 @@ class RunConfig(Section):
         return self
 
     @property
-    def output_dir(self) -> Path:
+    def output_uri(self) -> str:
         if self.output is not None:
-            return Path(self.output).expanduser().resolve()
-        return (DEFAULT_OUTPUT_ROOT / Path(self.source).name).resolve()
+            return self.output
+        name = self.source.rstrip("/").rsplit("/", 1)[-1]
+        return str((DEFAULT_OUTPUT_ROOT / name).resolve())
+
+    @property
+    def datapool_name(self) -> str:
+        return self.datapool or default_datapool_name(self.output_uri)
 
     @property
     def cache_path(self) -> Path:
-        return Path(self.cache_dir).expanduser().resolve() if self.cache_dir else self.output_dir / "cache"
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser().resolve()
+        if is_s3_uri(self.output_uri):
+            return (DEFAULT_OUTPUT_ROOT / ".cache" / default_datapool_name(self.output_uri)).resolve()
+        return Path(self.output_uri) / "cache"
 
     def target_count(self, clean: int) -> int:
         """How many samples to select out of `clean` candidates (before capping at `clean`)."""
         if self.n_samples is not None:
             return self.n_samples
         proportion = self.proportion if self.proportion is not None else DEFAULT_PROPORTION
-        return max(1, math.ceil(proportion * clean))
+        return max(1, math.ceil(proportion * clean)) if clean else 0
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -1,4 +1,4 @@
-"""Discover: list the source, keep the images, cut them into shards.
+"""Discover: list the source and keep the images; cut what a run processes into shards.
 
 A shard's manifest (keys, sizes, versions) is a small JSON file; its fingerprint is the
 digest of that content, so a shard whose files did not change keeps its fingerprint and
@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from pathlib import Path, PurePosixPath
 
 import pathspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import task
 from pydantic import BaseModel
 
@@ -33,10 +36,12 @@ class Shard(BaseModel, frozen=True):
     count: int
 
 
-class Discovery(BaseModel, frozen=True):
+class Listing(BaseModel, frozen=True):
+    """Every image the source holds now: a Parquet file of (key, size, version), by key."""
+
     source: str
-    discovered: int
-    shards: list[Shard]
+    path: str
+    count: int
 
 
 def is_image_key(key: str) -> bool:
@@ -97,24 +102,54 @@ def load_relevant_filenames(storage: Storage, location: str | None) -> pathspec.
     return parse_relevant_filenames(text)
 
 
+LISTING_SCHEMA = pa.schema([("key", pa.string()), ("size", pa.int64()), ("version", pa.string())])
+
+
+def write_listing(source: str, objects: list[ObjectInfo], directory: Path) -> Listing:
+    table = pa.table(
+        {
+            "key": [o.key for o in objects],
+            "size": [o.size for o in objects],
+            "version": [o.version for o in objects],
+        },
+        schema=LISTING_SCHEMA,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    name = digest(source, *(f"{o.key}\0{o.size}\0{o.version}" for o in objects))
+    path = directory / f"{name}.parquet"
+    if not path.exists():
+        partial = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+        pq.write_table(table, partial)
+        partial.replace(path)
+    return Listing(source=source, path=str(path), count=len(objects))
+
+
+def read_listing(listing: Listing) -> list[ObjectInfo]:
+    rows = pq.read_table(listing.path).to_pydict()
+    return [
+        ObjectInfo(key=k, size=s, version=v)
+        for k, s, v in zip(rows["key"], rows["size"], rows["version"], strict=True)
+    ]
+
+
 def discover_source(
-    source: str, relevant_filenames: str | None, shard_size: int, manifest_dir: Path
-) -> Discovery:
-    """List the source and write shard manifests.
+    source: str, aws_credentials: str | None, relevant_filenames: str | None, directory: Path
+) -> Listing:
+    """List the source's images into a listing file in `directory`.
 
     Raises:
         ValueError: the source holds no images (after the relevant-filenames filter).
+        StorageError: the source cannot be read (missing bucket, denied access, ...).
     """
-    storage = open_storage(source)
+    storage = open_storage(source, aws_credentials)
     relevant = load_relevant_filenames(storage, relevant_filenames)
     objects = list_images(storage, relevant)
     if not objects:
         narrowed = f" matching {relevant_filenames!r}" if relevant_filenames else ""
         extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise ValueError(f"source {source!r} holds no images{narrowed} (looked for {extensions})")
-    shards = write_manifests(objects, shard_size, manifest_dir)
-    logger.info("discovered %d images in %d shards under %s", len(objects), len(shards), source)
-    return Discovery(source=source, discovered=len(objects), shards=shards)
+    logger.info("discovered %d images under %s", len(objects), source)
+    return write_listing(source, objects, directory)
 
 
 # Listing is I/O: retried. Not cached: it is how changes are noticed.
@@ -124,5 +159,7 @@ def discover_source(
     retry_delay_seconds=[1, 5],
     retry_condition_fn=is_transient_failure,
 )
-def discover(source: str, relevant_filenames: str | None, shard_size: int, cache_dir: Path) -> Discovery:
-    return discover_source(source, relevant_filenames, shard_size, cache_dir / "manifests")
+def discover(
+    source: str, aws_credentials: str | None, relevant_filenames: str | None, cache_dir: Path
+) -> Listing:
+    return discover_source(source, aws_credentials, relevant_filenames, cache_dir / "listings")

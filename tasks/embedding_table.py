@@ -22,21 +22,22 @@ class EmbeddingTable(BaseModel, frozen=True):
     dim: int
 
 
-def gather_embeddings(samples: SampleTable, shards: list[ShardEmbeddings], path: Path) -> EmbeddingTable:
+def gather_embeddings(
+    samples: SampleTable, shards: list[ShardEmbeddings], dim: int, path: Path
+) -> EmbeddingTable:
     """Join each ok sample to its row in its shard's embeddings and write `path`."""
     rows = pq.read_table(samples.path, columns=["id", "status", "shard", "cache_row"]).to_pydict()
     by_shard = {shard.shard_index: np.load(shard.path, mmap_mode="r") for shard in shards}
     ids = [i for i, status in zip(rows["id"], rows["status"], strict=True) if status == STATUS_OK]
-    if not ids:
-        raise ValueError(f"no clean samples in {samples.path} to gather embeddings for")
-    vectors = np.stack(
-        [
-            by_shard[shard][row]
-            for status, shard, row in zip(rows["status"], rows["shard"], rows["cache_row"], strict=True)
-            if status == STATUS_OK
-        ]
-    )
-    dim = vectors.shape[1]
+    vectors = np.zeros((0, dim), dtype=np.float32)
+    if ids:
+        vectors = np.stack(
+            [
+                by_shard[shard][row]
+                for status, shard, row in zip(rows["status"], rows["shard"], rows["cache_row"], strict=True)
+                if status == STATUS_OK
+            ]
+        )
     flat = pa.array(vectors.astype(np.float32, copy=False).reshape(-1), pa.float32())
     table = pa.table(
         {"id": pa.array(ids, pa.string()), "embedding": pa.FixedSizeListArray.from_arrays(flat, dim)}
@@ -54,5 +55,7 @@ def read_embeddings(table: EmbeddingTable) -> tuple[list[str], np.ndarray]:
 
 
 @task(name="collect-embeddings")
-def collect_embeddings(samples: SampleTable, shards: list[ShardEmbeddings], work_dir: Path) -> EmbeddingTable:
-    return gather_embeddings(samples, shards, work_dir / EMBEDDINGS_FILE)
+def collect_embeddings(
+    samples: SampleTable, shards: list[ShardEmbeddings], dim: int, work_dir: Path
+) -> EmbeddingTable:
+    return gather_embeddings(samples, shards, dim, work_dir / EMBEDDINGS_FILE)

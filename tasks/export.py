@@ -26,7 +26,7 @@ class OnnxModel(BaseModel, frozen=True):
     sha256: str
     embedding_dim: int
     input_size: int
-    parity_max_abs_diff: float
+    parity_max_abs_diff: float | None  # None for a model this run did not export
     precision: str = "fp32"
     # For int8: the smallest cosine similarity between an image's fp32 and int8 embedding.
     int8_min_cosine: float | None = None

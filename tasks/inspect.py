@@ -30,11 +30,13 @@ from tasks.discover import Shard, read_manifest
 from tasks.fingerprint import code_version, digest, stage_cache_key
 from tasks.metadata import ANALYSIS_SIZE, METADATA_COLUMNS, image_metadata
 from tasks.retry import is_transient_failure
-from tasks.storage import ObjectInfo, Storage, open_storage
+from tasks.storage import MissingObjectError, ObjectInfo, Storage, open_storage
 
 logger = logging.getLogger(__name__)
 
 STATUS_OK, STATUS_CORRUPT, STATUS_DUPLICATE = "ok", "corrupt", "duplicate"
+# Listed, then deleted or changed before it could be read: tried again next run.
+STATUS_MISSING = "missing"
 SAMPLE_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -85,12 +87,14 @@ class _Inspected:
 
 
 def inspect_sample(info: ObjectInfo, storage: Storage, input_size: int, checks: ChecksConfig) -> _Inspected:
-    """Read, hash, decode and measure one file. Never raises for a bad file."""
-    data = storage.read_bytes(info.key)
-    row: dict[str, object] = {
-        "id": info.key,
-        "key": info.key,
-        "kind": "image",
+    """Read, hash, decode and measure one file. Never raises for a bad or vanished file."""
+    row: dict[str, object] = {"id": info.key, "key": info.key, "kind": "image"}
+    try:
+        data = storage.read_object(info)
+    except MissingObjectError as error:
+        logger.warning("%s", error)
+        return _Inspected({**row, "status": STATUS_MISSING, "reason": str(error)}, None)
+    row |= {
         "bytes": len(data),
         "content_hash": hashlib.blake2b(data, digest_size=16).hexdigest(),
     }
@@ -103,7 +107,7 @@ def inspect_sample(info: ObjectInfo, storage: Storage, input_size: int, checks: 
 
 
 def inspect_shard_files(
-    shard: Shard, source: str, input_size: int, checks: ChecksConfig, directory: Path
+    shard: Shard, storage: Storage, input_size: int, checks: ChecksConfig, directory: Path
 ) -> ShardInspection:
     """Inspect every file of `shard` into `directory` (skipped when already complete)."""
     samples_path = directory / SAMPLES_FILE
@@ -113,15 +117,16 @@ def inspect_shard_files(
         return ShardInspection(
             shard=shard, directory=str(directory), ok=ok, corrupt=table.num_rows - ok, input_size=input_size
         )
-    storage = open_storage(source)
     objects = read_manifest(shard)
     partial = directory.with_name(f"{directory.name}.{uuid.uuid4().hex}.partial")
     partial.mkdir(parents=True)
     rows: list[dict[str, object]] = []
     ok = 0
     # Decoding releases the GIL, so threads decode in parallel; map keeps the file order.
+    # Reads from S3 wait on the network, so a few more threads than cores keep it busy;
+    # each holds one file's bytes at a time, so memory stays bounded.
     with (
-        ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
+        ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1) + 4) as pool,
         (partial / IMAGES_FILE).open("wb") as images,
     ):
         for result in pool.map(lambda o: inspect_sample(o, storage, input_size, checks), objects):
@@ -143,10 +148,11 @@ def inspect_shard_files(
     )
 
 
-def mark_exact_duplicates(samples: pa.Table) -> pa.Table:
-    """Mark every ok sample whose content hash an earlier ok sample (in id order) already
-    has as a duplicate of that sample. Shape: rows in, same rows out."""
-    first_with_hash: dict[str, str] = {}
+def mark_exact_duplicates(samples: pa.Table, known: dict[str, str] | None = None) -> pa.Table:
+    """Mark every ok sample whose content hash an earlier ok sample (in id order), or a
+    sample of the datapool (`known`: content hash -> id), already has as a duplicate of
+    that sample. Shape: rows in, same rows out."""
+    first_with_hash: dict[str, str] = dict(known or {})
     status = samples["status"].to_pylist()
     reason = samples["reason"].to_pylist()
     duplicate_of = samples["duplicate_of"].to_pylist()
@@ -169,31 +175,38 @@ def mark_exact_duplicates(samples: pa.Table) -> pa.Table:
 
 
 class SampleTable(BaseModel, frozen=True):
+    """The samples a run processed (SAMPLE_SCHEMA), and how many of each status."""
+
     path: str
-    discovered: int
+    processed: int
     ok: int
     corrupt: int
     duplicates: int
+    missing: int
 
 
-def collect_sample_rows(inspections: list[ShardInspection], checks: ChecksConfig, path: Path) -> SampleTable:
-    """Concatenate the shards' rows in id order, mark duplicates, write `path`."""
-    table = pa.concat_tables([pq.read_table(i.samples_path) for i in inspections])
-    table = table.sort_by("id")
+def collect_sample_rows(
+    inspections: list[ShardInspection], checks: ChecksConfig, known_hashes: dict[str, str], path: Path
+) -> SampleTable:
+    """Concatenate the shards' rows in id order, mark duplicates (also of the datapool's
+    samples in `known_hashes`), write `path`."""
+    tables = [pq.read_table(i.samples_path) for i in inspections]
+    table = pa.concat_tables(tables).sort_by("id") if tables else SAMPLE_SCHEMA.empty_table()
     if checks.remove_exact_duplicates:
-        table = mark_exact_duplicates(table)
+        table = mark_exact_duplicates(table, known_hashes)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     counts = {
         s: int(pc.sum(pc.equal(table["status"], s)).as_py() or 0)
-        for s in (STATUS_OK, STATUS_CORRUPT, STATUS_DUPLICATE)
+        for s in (STATUS_OK, STATUS_CORRUPT, STATUS_DUPLICATE, STATUS_MISSING)
     }
     return SampleTable(
         path=str(path),
-        discovered=table.num_rows,
+        processed=table.num_rows,
         ok=counts[STATUS_OK],
         corrupt=counts[STATUS_CORRUPT],
         duplicates=counts[STATUS_DUPLICATE],
+        missing=counts[STATUS_MISSING],
     )
 
 
@@ -206,14 +219,23 @@ def collect_sample_rows(inspections: list[ShardInspection], checks: ChecksConfig
     retry_condition_fn=is_transient_failure,
 )
 def inspect_shard(
-    shard: Shard, source: str, input_size: int, checks: ChecksConfig, cache_dir: Path
+    shard: Shard,
+    source: str,
+    aws_credentials: str | None,
+    input_size: int,
+    checks: ChecksConfig,
+    cache_dir: Path,
 ) -> ShardInspection:
     key = digest(shard.fingerprint, str(input_size), checks.model_dump_json(), code_version())
-    return inspect_shard_files(shard, source, input_size, checks, cache_dir / "inspect" / key)
+    storage = open_storage(source, aws_credentials)
+    return inspect_shard_files(shard, storage, input_size, checks, cache_dir / "inspect" / key)
 
 
 @task(name="collect-samples")
-def collect_samples(inspections: list[ShardInspection], checks: ChecksConfig, cache_dir: Path) -> SampleTable:
+def collect_samples(
+    inspections: list[ShardInspection], checks: ChecksConfig, known_hashes: dict[str, str], cache_dir: Path
+) -> SampleTable:
     # Named by content so that tasks downstream, keyed on this record, stay cached.
-    key = digest(*(i.directory for i in inspections), checks.model_dump_json(), code_version())
-    return collect_sample_rows(inspections, checks, cache_dir / "samples" / f"{key}.parquet")
+    known = "".join(f"{h}{i}" for h, i in sorted(known_hashes.items()))
+    key = digest(*(i.directory for i in inspections), checks.model_dump_json(), known, code_version())
+    return collect_sample_rows(inspections, checks, known_hashes, cache_dir / "samples" / f"{key}.parquet")

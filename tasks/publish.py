@@ -1,5 +1,6 @@
 """Publish: write the run's files (the contract in DESIGN.md) to `<output>/runs/<run-id>/`,
-then `<output>/latest.json` last, so it only ever names a complete run."""
+run.json last. `<output>/latest.json` is written when the datapool commits (tasks/state.py),
+so it only ever names a complete, committed run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import csv
 import io
 import json
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,11 @@ from tasks.embedding_table import EmbeddingTable, read_embeddings
 from tasks.inspect import INTERNAL_COLUMNS, STATUS_CORRUPT, SampleTable
 from tasks.retry import is_transient_failure
 from tasks.select import Selection
-from tasks.storage import open_storage
+from tasks.storage import Storage, contained_key, open_storage
 
 logger = logging.getLogger(__name__)
+
+SELECTED_FOLDER = "selected"
 
 
 class RunFiles(BaseModel, frozen=True):
@@ -33,7 +35,8 @@ class RunFiles(BaseModel, frozen=True):
     onnx_model: str
     # The fp32 graph the embedding model was quantized from, when they differ.
     fp32_onnx_model: str | None = None
-    checkpoint: str
+    # None when the run embedded with the datapool's model (it trained nothing).
+    checkpoint: str | None
 
 
 def samples_parquet(samples: SampleTable) -> bytes:
@@ -65,12 +68,27 @@ def selected_filenames(selection: Selection) -> bytes:
     return "".join(f"{i}\n" for i in ids).encode()
 
 
-def publish_run_files(output: str, run_id: str, files: RunFiles, record: dict[str, Any]) -> dict[str, str]:
-    """Write every file of the run, then run.json (with the artifact URIs), then latest.json.
+def copy_selected_images(source: Storage, output: Storage, selection: Selection) -> int:
+    """Copy each selected image to `selected/<key>` in the output (keys made safe as paths)."""
+    ids = pq.read_table(selection.path, columns=["id"])["id"].to_pylist()
+    for sample_id in ids:
+        output.copy_from(source, sample_id, f"{SELECTED_FOLDER}/{contained_key(sample_id)}")
+    return len(ids)
+
+
+def publish_run_files(
+    source: Storage,
+    output: Storage,
+    run_id: str,
+    files: RunFiles,
+    record: dict[str, Any],
+    copy_selected: bool,
+) -> dict[str, str]:
+    """Write every file of the run, the selected images when asked, then run.json (with
+    the artifact URIs).
 
     Returns the artifacts' URIs by name, run.json included.
     """
-    storage = open_storage(output)
     prefix = f"runs/{run_id}"
     blobs = {
         "samples.parquet": samples_parquet(files.samples),
@@ -82,26 +100,39 @@ def publish_run_files(output: str, run_id: str, files: RunFiles, record: dict[st
         "embeddings.parquet": Path(files.embeddings.path),
         "selection.parquet": Path(files.selection.path),
         "model.onnx": Path(files.onnx_model),
-        "checkpoint.pt": Path(files.checkpoint),
     }
+    if files.checkpoint is not None:
+        uploads["checkpoint.pt"] = Path(files.checkpoint)
     if files.fp32_onnx_model is not None:
         uploads["model.fp32.onnx"] = Path(files.fp32_onnx_model)
-    artifacts = {name: storage.write_bytes(f"{prefix}/{name}", data) for name, data in blobs.items()}
-    artifacts |= {name: storage.upload_file(f"{prefix}/{name}", path) for name, path in uploads.items()}
+    artifacts = {name: output.write_bytes(f"{prefix}/{name}", data) for name, data in blobs.items()}
+    artifacts |= {name: output.upload_file(f"{prefix}/{name}", path) for name, path in uploads.items()}
+    if copy_selected:
+        copied = copy_selected_images(source, output, files.selection)
+        artifacts[SELECTED_FOLDER] = f"{output.uri}/{SELECTED_FOLDER}"
+        logger.info("copied %d selected images to %s/%s", copied, output.uri, SELECTED_FOLDER)
     run_json_key = f"{prefix}/run.json"
-    run_record = {**record, "artifacts": {**artifacts, "run.json": f"{storage.uri}/{run_json_key}"}}
-    artifacts["run.json"] = storage.write_bytes(run_json_key, json.dumps(run_record, indent=2).encode())
-    latest = {
-        "run_id": run_id,
-        "run": prefix,
-        "run_json": artifacts["run.json"],
-        "finished_at": datetime.now(UTC).isoformat(),
-    }
-    storage.write_bytes("latest.json", json.dumps(latest, indent=2).encode())
-    logger.info("published run %s to %s/%s", run_id, storage.uri, prefix)
+    run_record = {**record, "artifacts": {**artifacts, "run.json": f"{output.uri}/{run_json_key}"}}
+    artifacts["run.json"] = output.write_bytes(run_json_key, json.dumps(run_record, indent=2).encode())
+    logger.info("published run %s to %s/%s", run_id, output.uri, prefix)
     return artifacts
 
 
 @task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient_failure)
-def publish(output: str, run_id: str, files: RunFiles, record: dict[str, Any]) -> dict[str, str]:
-    return publish_run_files(output, run_id, files, record)
+def publish(
+    source: str,
+    output: str,
+    aws_credentials: str | None,
+    run_id: str,
+    files: RunFiles,
+    record: dict[str, Any],
+    copy_selected: bool,
+) -> dict[str, str]:
+    return publish_run_files(
+        open_storage(source, aws_credentials),
+        open_storage(output, aws_credentials),
+        run_id,
+        files,
+        record,
+        copy_selected,
+    )

@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from prefect_aws import AwsCredentials
 
-from tasks.storage import MissingObjectError, ObjectInfo, Storage, StorageError
+from tasks.storage import MissingObjectError, ObjectInfo, Storage, StorageError, split_s3_uri
 
 # boto3's clients are built at run time; without boto3-stubs they are untyped.
 S3Client = Any
@@ -46,18 +46,6 @@ REJECTED_CREDENTIALS_CODES = {
     "TokenRefreshRequired",
     "AuthorizationHeaderMalformed",
 }
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """'s3://bucket/a/b/' -> ('bucket', 'a/b')
-
-    Raises:
-        ValueError: no bucket is named.
-    """
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    if not bucket:
-        raise ValueError(f"{uri!r} names no bucket: write s3://bucket or s3://bucket/prefix")
-    return bucket, prefix.strip("/")
 
 
 def load_credentials(block_name: str) -> AwsCredentials:

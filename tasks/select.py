@@ -19,22 +19,46 @@ from pydantic import BaseModel
 
 from tasks.config import SelectionConfig
 from tasks.embedding_table import EmbeddingTable, read_embeddings
+from tasks.state import RunPlan, manifest_vectors
 
 logger = logging.getLogger(__name__)
 
 SELECTION_FILE = "selection.parquet"
 
 
+# Rows of the already-chosen set compared at once: bounds the (N, block) distance matrix.
+CHOSEN_BLOCK = 1024
+
+
+def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Each row's squared Euclidean distance to its nearest row of `chosen`.
+    Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)"""
+    nearest = np.full(len(x), np.inf, dtype=np.float32)
+    for start in range(0, len(chosen), CHOSEN_BLOCK):
+        block = np.ascontiguousarray(chosen[start : start + CHOSEN_BLOCK], dtype=np.float32)
+        block_norms = np.einsum("ij,ij->i", block, block)
+        squared = squared_norms[:, None] - 2.0 * (x @ block.T) + block_norms[None, :]
+        np.minimum(nearest, squared.min(axis=1), out=nearest)
+    return nearest
+
+
 def kcenter_greedy(
-    embeddings: np.ndarray, n: int, seed: int, min_distance: float | None = None
+    embeddings: np.ndarray,
+    n: int,
+    seed: int,
+    min_distance: float | None = None,
+    chosen: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pick up to `n` rows of `embeddings` by greedy k-center.
 
-    The first pick is a seeded random row. Stops early when the farthest remaining row is
-    closer than `min_distance` to the selection.
+    Without `chosen`, the first pick is a seeded random row. With `chosen` (embeddings
+    selected before, e.g. by earlier runs), they are the initial centers: every pick is
+    the row farthest from them and from the picks before it. Stops early when the
+    farthest remaining row is closer than `min_distance` to the selection.
 
-    Shape: embeddings (N, D) float32 -> indices (k,), distances (k,) where distances[i] is
-    pick i's Euclidean distance to the picks before it (inf for the first).
+    Shape: embeddings (N, D) float32, chosen (M, D) -> indices (k,), distances (k,) where
+    distances[i] is pick i's Euclidean distance to the centers before it (inf for a
+    seeded first pick).
     """
     count = len(embeddings)
     n = min(n, count)
@@ -42,10 +66,17 @@ def kcenter_greedy(
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     squared_norms = np.einsum("ij,ij->i", x, x)
-    nearest = np.full(count, np.inf, dtype=np.float32)  # squared distance to nearest center
     picks = np.empty(n, dtype=np.int64)
     distances = np.empty(n, dtype=np.float32)
-    pick, distance = int(np.random.default_rng(seed).integers(count)), np.float32(np.inf)
+    if chosen is not None and len(chosen):
+        nearest = squared_distance_to_set(x, squared_norms, chosen)  # squared distance to nearest center
+        pick = int(np.argmax(nearest))
+        distance = np.sqrt(max(float(nearest[pick]), 0.0))
+        if min_distance is not None and distance < min_distance:
+            return picks[:0], distances[:0]
+    else:
+        nearest = np.full(count, np.inf, dtype=np.float32)
+        pick, distance = int(np.random.default_rng(seed).integers(count)), np.float32(np.inf)
     for i in range(n):
         picks[i], distances[i] = pick, distance
         squared = squared_norms - 2.0 * (x @ x[pick]) + squared_norms[pick]
@@ -68,10 +99,25 @@ class Selection(BaseModel, frozen=True):
     note: str | None
 
 
-def select_from_pool(table: EmbeddingTable, requested: int, config: SelectionConfig, path: Path) -> Selection:
-    """Select from the clean samples' embeddings; write (id, rank, reason) to `path`."""
+def earlier_picks(run_plan: RunPlan, ids: list[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of the samples earlier runs selected (from the datapool's manifest, or
+    from this run's table where this run reprocessed them), and a mask of this run's rows
+    that are such samples. Shape: ids (N,), embeddings (N, D) -> (M, D), (N,)"""
+    earlier = set(run_plan.previously_selected)
+    reprocessed = np.array([i in earlier for i in ids], dtype=bool)
+    _, kept = manifest_vectors(pq.read_table(run_plan.kept_manifest), earlier)
+    return np.concatenate([kept.reshape(-1, embeddings.shape[1]), embeddings[reprocessed]]), reprocessed
+
+
+def select_from_pool(
+    table: EmbeddingTable, requested: int, config: SelectionConfig, run_plan: RunPlan, path: Path
+) -> Selection:
+    """Select from this run's clean samples, diverse also against what earlier runs
+    selected; write (id, rank, reason) to `path`."""
     ids, embeddings = read_embeddings(table)
-    picks, distances = kcenter_greedy(embeddings, requested, config.seed, config.min_distance)
+    chosen, reprocessed = earlier_picks(run_plan, ids, embeddings)
+    ids, embeddings = [i for i, r in zip(ids, reprocessed, strict=True) if not r], embeddings[~reprocessed]
+    picks, distances = kcenter_greedy(embeddings, requested, config.seed, config.min_distance, chosen)
     note = None
     if requested > len(ids):
         note = f"asked for {requested} samples but the clean pool holds {len(ids)}: selected all of them"
@@ -85,7 +131,7 @@ def select_from_pool(table: EmbeddingTable, requested: int, config: SelectionCon
     reasons = [
         "diversity: first pick (seeded)"
         if np.isinf(d)
-        else f"diversity: distance {d:.4f} to the nearest earlier pick"
+        else f"diversity: distance {d:.4f} to the nearest pick before it (this run's or earlier runs')"
         for d in distances
     ]
     selection = pa.table(
@@ -100,6 +146,13 @@ def select_from_pool(table: EmbeddingTable, requested: int, config: SelectionCon
     return Selection(path=str(path), requested=requested, selected=len(picks), candidates=len(ids), note=note)
 
 
+def selected_ids(selection: Selection) -> list[str]:
+    """The picked ids, in pick order."""
+    return list(pq.read_table(selection.path, columns=["id"])["id"].to_pylist())
+
+
 @task(name="select")
-def select(table: EmbeddingTable, requested: int, config: SelectionConfig, work_dir: Path) -> Selection:
-    return select_from_pool(table, requested, config, work_dir / SELECTION_FILE)
+def select(
+    table: EmbeddingTable, requested: int, config: SelectionConfig, run_plan: RunPlan, work_dir: Path
+) -> Selection:
+    return select_from_pool(table, requested, config, run_plan, work_dir / SELECTION_FILE)

@@ -46,5 +46,30 @@ def test_how_many_to_select(tmp_path: Path) -> None:
 def test_default_output_and_cache_follow_the_source_name(tmp_path: Path) -> None:
     (tmp_path / "cats").mkdir()
     config = RunConfig(source=str(tmp_path / "cats"))
-    assert config.output_dir == (Path("winnow-output") / "cats").resolve()
-    assert config.cache_path == config.output_dir / "cache"
+    assert config.output_uri == str((Path("winnow-output") / "cats").resolve())
+    assert config.cache_path == Path(config.output_uri) / "cache"
+    # The datapool is named after the output: the same command again is incremental.
+    assert config.datapool_name == RunConfig(source=str(tmp_path / "cats")).datapool_name
+    assert config.datapool_name.startswith("cats-")
+
+
+def test_s3_locations_default_to_a_local_output_and_cache() -> None:
+    config = RunConfig(source="s3://raw-bucket/cams/front/")
+    assert config.source == "s3://raw-bucket/cams/front"
+    assert config.output_uri == str((Path("winnow-output") / "front").resolve())
+    on_s3 = RunConfig(source="s3://raw-bucket/cams", output="s3://curated/cams")
+    assert on_s3.cache_path.is_relative_to(Path("winnow-output/.cache").resolve())
+    assert on_s3.datapool_name != config.datapool_name
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"source": "s3://"}, "names no bucket"),
+        ({"source": "gs://bucket/x"}, "local folder or s3://bucket/prefix"),
+        ({"source": "s3://b/x", "output": "http://host/x"}, "output: "),
+        ({"source": "s3://b/x", "datapool": "Not A Slug"}, "datapool: String should match pattern"),
+    ],
+)
+def test_bad_locations_and_names_are_refused(fields: dict[str, str], words: str) -> None:
+    assert words in error_message(**fields)

@@ -94,6 +94,7 @@ def test_counts_and_corrupt_files_with_reasons(first_run: dict[str, Any], source
         "new": len(good) + len(bad) + 1,
         "corrupt": len(bad),
         "duplicates": 1,
+        "missing": 0,
         "embedded": len(good),
         "selected": 6,
     }
@@ -159,24 +160,43 @@ def test_selection_is_clean_unique_and_ranked(first_run: dict[str, Any], source:
     assert all(r["reason"].startswith("diversity") for r in selection)
 
 
-def test_a_second_run_reuses_training_and_embeddings(first_run: dict[str, Any], source: Any) -> None:
-    root, _, _ = source
+def test_the_same_command_again_finds_nothing_new(first_run: dict[str, Any], source: Any) -> None:
+    root, good, bad = source
     second = curate(source=str(root), output=first_run["output"], n_samples=6, training=TINY_TRAINING)
-    assert second["run_id"] != first_run["run_id"]
-    assert second["cached_tasks"] == dict.fromkeys(("inspect", "train", "export", "quantize", "embed"), "1/1")
+    assert second["counts"]["discovered"] == len(good) + len(bad) + 1
+    assert (second["counts"]["new"], second["counts"]["embedded"], second["counts"]["selected"]) == (0, 0, 0)
+    assert second["model"]["source"] == "the datapool's"
     assert second["model"]["onnx_sha256"] == first_run["model"]["onnx_sha256"]
-    assert (run_dir(second) / "selected_filenames.txt").read_text() == (
-        run_dir(first_run) / "selected_filenames.txt"
-    ).read_text()
+    assert (second["datapool"]["base_version"], second["datapool"]["version"]) == (1, 2)
+    assert second["datapool"]["selected"] == 6
+    assert (run_dir(second) / "selected_filenames.txt").read_text() == ""
     latest = json.loads((Path(first_run["output"]) / "latest.json").read_text())
     assert latest["run_id"] == second["run_id"]
+
+
+def test_process_all_reuses_training_and_embeddings_from_the_cache(
+    first_run: dict[str, Any], source: Any
+) -> None:
+    root, _, _ = source
+    again = curate(
+        source=str(root), output=first_run["output"], n_samples=6, training=TINY_TRAINING, process_all=True
+    )
+    assert again["run_id"] != first_run["run_id"]
+    assert again["counts"] == first_run["counts"]
+    assert again["cached_tasks"] == dict.fromkeys(("inspect", "train", "export", "quantize", "embed"), "1/1")
+    assert again["model"]["onnx_sha256"] == first_run["model"]["onnx_sha256"]
+    assert (run_dir(again) / "selected_filenames.txt").read_text() == (
+        run_dir(first_run) / "selected_filenames.txt"
+    ).read_text()
 
 
 def test_asking_for_more_than_the_pool_selects_all_and_says_so(
     first_run: dict[str, Any], source: Any
 ) -> None:
     root, good, _ = source
-    record = curate(source=str(root), output=first_run["output"], n_samples=500, training=TINY_TRAINING)
+    record = curate(
+        source=str(root), output=first_run["output"], n_samples=500, training=TINY_TRAINING, process_all=True
+    )
     assert record["counts"]["selected"] == len(good)
     assert f"asked for 500 samples but the clean pool holds {len(good)}" in record["selection"]["note"]
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.discover import discover_source, read_manifest
-from tasks.storage import LocalStorage, safe_key
+from tasks.discover import Shard, discover_source, read_listing, read_manifest, write_manifests
+from tasks.storage import LocalStorage, contained_key, safe_key
 
 
 def touch(root: Path, *keys: str) -> None:
@@ -12,9 +12,14 @@ def touch(root: Path, *keys: str) -> None:
         (root / key).write_bytes(b"x" * len(key))
 
 
-def keys_of(root: Path, tmp_path: Path, relevant: str | None = None, shard_size: int = 100) -> list[str]:
-    discovery = discover_source(str(root), relevant, shard_size, tmp_path / "manifests")
-    return [info.key for shard in discovery.shards for info in read_manifest(shard)]
+def keys_of(root: Path, tmp_path: Path, relevant: str | None = None) -> list[str]:
+    listing = discover_source(str(root), None, relevant, tmp_path / "listings")
+    return [info.key for info in read_listing(listing)]
+
+
+def shards_of(root: Path, tmp_path: Path, shard_size: int) -> list[Shard]:
+    objects = read_listing(discover_source(str(root), None, None, tmp_path / "listings"))
+    return write_manifests(objects, shard_size, tmp_path / "manifests")
 
 
 def test_images_of_every_extension_in_any_case_are_found(tmp_path: Path) -> None:
@@ -49,12 +54,13 @@ def test_a_source_without_images_fails_naming_it(tmp_path: Path) -> None:
 def test_shards_keep_their_fingerprint_until_their_files_change(tmp_path: Path) -> None:
     root = tmp_path / "src"
     touch(root, *(f"{i:03d}.jpg" for i in range(25)))
-    first = discover_source(str(root), None, 10, tmp_path / "m").shards
+    first = shards_of(root, tmp_path, 10)
     assert [s.count for s in first] == [10, 10, 5]
-    again = discover_source(str(root), None, 10, tmp_path / "m").shards
+    assert [info.key for info in read_manifest(first[2])] == [f"{i:03d}.jpg" for i in range(20, 25)]
+    again = shards_of(root, tmp_path, 10)
     assert [s.fingerprint for s in again] == [s.fingerprint for s in first]
     (root / "024.jpg").write_bytes(b"changed content, new size")
-    changed = discover_source(str(root), None, 10, tmp_path / "m").shards
+    changed = shards_of(root, tmp_path, 10)
     assert [s.fingerprint == f.fingerprint for s, f in zip(changed, first, strict=True)] == [
         True,
         True,
@@ -68,3 +74,21 @@ def test_keys_never_leave_the_storage_root(key: str, tmp_path: Path) -> None:
         safe_key(key)
     with pytest.raises(ValueError, match="unsafe storage key"):
         LocalStorage(tmp_path).write_bytes(key, b"x")
+
+
+def test_contained_keys_stay_inside_and_stay_distinct(tmp_path: Path) -> None:
+    keys = [
+        "a/../b.jpg",
+        "b.jpg",
+        "./x.jpg",
+        "x.jpg",
+        "/lead.jpg",
+        "a//b.jpg",
+        "a%2E%2E/b.jpg",
+        "..",
+        "c\\d.jpg",
+    ]
+    paths = {(tmp_path / contained_key(key)).resolve() for key in keys}
+    assert len(paths) == len(keys)
+    assert all(path.is_relative_to(tmp_path) for path in paths)
+    assert contained_key("cats/001.jpg") == "cats/001.jpg"

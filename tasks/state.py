@@ -1,0 +1,441 @@
+"""State: read a datapool before a run, and commit the next version after it, last.
+
+Layout in the output location (keys relative to it):
+
+    datapool/<name>/versions/00000007.json              the committed state of version 7
+    datapool/<name>/manifests/00000007-<run-id>.parquet  that version's manifest
+
+A version is committed by creating its log entry with create-if-absent (S3 If-None-Match,
+a hard link on a local disk): of two runs that started from version 6, exactly one
+creates 00000007.json; the other fails with a clear message and changes nothing. The
+Prefect block mirrors the newest entry; if a run dies between the two writes, the next
+run reads the log, sees the block is behind and repairs it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from prefect import task
+from pydantic import BaseModel
+
+from models.export import onnx_metadata
+from tasks.datapool import Datapool
+from tasks.discover import Listing, Shard, read_listing, write_manifests
+from tasks.embedding_table import EmbeddingTable, read_embeddings
+from tasks.export import OnnxModel
+from tasks.fingerprint import digest, file_sha256
+from tasks.inspect import STATUS_MISSING, SampleTable
+from tasks.retry import is_transient_failure
+from tasks.storage import ObjectInfo, Storage, open_storage
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("version", pa.string()),  # ETag on S3, mtime in ns on a local disk
+        ("size", pa.int64()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("content_hash", pa.string()),
+        ("embedding", pa.list_(pa.float32())),  # null unless status is ok
+        ("selected", pa.bool_()),
+        ("run_id", pa.string()),  # the run that processed this version of the key
+    ]
+)
+
+
+class DatapoolConflictError(RuntimeError):
+    """Another run committed to the datapool while this one was working."""
+
+
+class ModelPointers(BaseModel, frozen=True):
+    """Where the model that produced a datapool's embeddings is, and what it is."""
+
+    onnx: str
+    onnx_sha256: str
+    checkpoint: str | None
+    input_size: int
+    embedding_dim: int
+
+
+def model_pointers(start: PoolStart, model: OnnxModel, artifacts: dict[str, str]) -> ModelPointers:
+    """The model the datapool names after this run: its own when it embedded with it,
+    else the one this run published."""
+    if start.model is not None and start.state.model_onnx is not None:
+        return ModelPointers(
+            onnx=start.state.model_onnx,
+            onnx_sha256=start.state.model_onnx_sha256 or model.sha256,
+            checkpoint=start.state.checkpoint,
+            input_size=model.input_size,
+            embedding_dim=model.embedding_dim,
+        )
+    return ModelPointers(
+        onnx=artifacts["model.onnx"],
+        onnx_sha256=model.sha256,
+        checkpoint=artifacts.get("checkpoint.pt"),
+        input_size=model.input_size,
+        embedding_dim=model.embedding_dim,
+    )
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def versions_prefix(name: str) -> str:
+    return f"datapool/{name}/versions"
+
+
+def version_key(name: str, version: int) -> str:
+    return f"{versions_prefix(name)}/{version:08d}.json"
+
+
+def relative_key(storage: Storage, uri: str) -> str:
+    """The key of `uri` inside `storage` (state holds URIs for people to read).
+
+    Raises:
+        ValueError: `uri` is not inside `storage`.
+    """
+    if not uri.startswith(f"{storage.uri}/"):
+        raise ValueError(f"{uri} is not inside {storage.uri}")
+    return uri[len(storage.uri) + 1 :]
+
+
+def load_block(name: str) -> Datapool | None:
+    try:
+        return cast(Datapool, Datapool.load(name))
+    except ValueError:  # Prefect's answer for "no block document with that name"
+        return None
+
+
+def read_state(name: str, storage: Storage) -> Datapool:
+    """The datapool's newest committed state (version 0 and empty if it has none).
+
+    Raises:
+        ValueError: the block belongs to another output location.
+    """
+    block = load_block(name)
+    if block is not None and block.output != storage.uri:
+        raise ValueError(
+            f"datapool {name!r} belongs to output {block.output}, not {storage.uri}: "
+            "name another datapool or use that output"
+        )
+    log = sorted(info.key for info in storage.list_objects(versions_prefix(name)))
+    if not log:
+        if block is not None and block.version > 0:
+            logger.warning(
+                "datapool %r: the block is at version %d but %s holds no commit log: starting over",
+                name,
+                block.version,
+                storage.uri,
+            )
+        return Datapool(output=storage.uri)
+    state = Datapool.model_validate_json(storage.read_bytes(log[-1]))
+    if block is None or block.version != state.version:
+        logger.warning("datapool %r: block behind the commit log; repairing it to v%d", name, state.version)
+        state.save(name, overwrite=True)
+    return state
+
+
+def read_manifest(state: Datapool, storage: Storage, directory: Path) -> str | None:
+    """A local copy of the state's manifest (None for a new datapool)."""
+    if state.manifest is None:
+        return None
+    path = directory / f"manifest-{state.version:08d}-{digest(state.manifest)[:8]}.parquet"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        storage.download_file(relative_key(storage, state.manifest), partial)
+        partial.replace(path)
+    return str(path)
+
+
+def fetch_model(state: Datapool, storage: Storage, directory: Path) -> Path:
+    """The datapool's ONNX model, downloaded once and checked against its sha256.
+
+    Raises:
+        ValueError: the file's sha256 is not the one the state names.
+    """
+    if state.model_onnx is None or state.model_onnx_sha256 is None:
+        raise ValueError(f"datapool at version {state.version} names no model")
+    path = directory / state.model_onnx_sha256 / "model.onnx"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        storage.download_file(relative_key(storage, state.model_onnx), partial)
+        partial.replace(path)
+    if (actual := file_sha256(path)) != state.model_onnx_sha256:
+        path.unlink()
+        raise ValueError(
+            f"the datapool's model {state.model_onnx} has sha256 {actual[:12]}..., not "
+            f"{state.model_onnx_sha256[:12]}... as its state says: it was replaced after it was committed"
+        )
+    return path
+
+
+def plan_run(
+    listed: list[ObjectInfo], previous: pa.Table, reprocess_all: bool
+) -> tuple[list[ObjectInfo], pa.Table, set[str]]:
+    """Split the listed objects by what the previous manifest knows.
+
+    New or changed keys are processed; unchanged keys keep their manifest rows; keys no
+    longer listed leave the pool. With `reprocess_all` every listed key is processed
+    again, and the earlier selection of unchanged keys still stands.
+
+    Returns (objects to process, manifest rows kept as they are, ids selected earlier
+    whose content is unchanged).
+    """
+    rows = previous.select(["id", "version", "selected"]).to_pydict()
+    known = dict(zip(rows["id"], rows["version"], strict=True))
+    unchanged = {info.key for info in listed if known.get(info.key) == info.version}
+    previously_selected = {
+        i for i, chosen in zip(rows["id"], rows["selected"], strict=True) if chosen and i in unchanged
+    }
+    if reprocess_all:
+        return list(listed), MANIFEST_SCHEMA.empty_table(), previously_selected
+    keep = pa.array([i in unchanged for i in rows["id"]], pa.bool_())
+    to_process = [info for info in listed if info.key not in unchanged]
+    return to_process, previous.filter(keep).cast(MANIFEST_SCHEMA), previously_selected
+
+
+class RunPlan(BaseModel, frozen=True):
+    """What this run processes (as shards) and what it keeps from the datapool."""
+
+    listing: Listing
+    shards: list[Shard]
+    new: int
+    kept_manifest: str  # Parquet: the previous manifest's rows that stay as they are
+    kept: int
+    previously_selected: list[str]
+
+
+def plan_shards(
+    listing: Listing, manifest: str | None, reprocess_all: bool, shard_size: int, directory: Path
+) -> RunPlan:
+    previous = pq.read_table(manifest) if manifest else MANIFEST_SCHEMA.empty_table()
+    to_process, kept, previously_selected = plan_run(read_listing(listing), previous, reprocess_all)
+    shards = write_manifests(to_process, shard_size, directory / "manifests")
+    kept_path = directory / "kept" / f"{digest(listing.path, manifest or '', str(reprocess_all))}.parquet"
+    kept_path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(kept, kept_path)
+    logger.info(
+        "%d new or changed of %d listed; %d kept from the datapool",
+        len(to_process),
+        listing.count,
+        kept.num_rows,
+    )
+    return RunPlan(
+        listing=listing,
+        shards=shards,
+        new=len(to_process),
+        kept_manifest=str(kept_path),
+        kept=kept.num_rows,
+        previously_selected=sorted(previously_selected),
+    )
+
+
+@task(name="plan")
+def plan(
+    listing: Listing, manifest: str | None, reprocess_all: bool, shard_size: int, cache_dir: Path
+) -> RunPlan:
+    return plan_shards(listing, manifest, reprocess_all, shard_size, cache_dir)
+
+
+def known_content_hashes(run_plan: RunPlan) -> dict[str, str]:
+    """Content hash -> id of the clean samples the datapool keeps: a new file with the
+    same content is a duplicate of one of them."""
+    kept = pq.read_table(run_plan.kept_manifest, columns=["id", "status", "content_hash"]).to_pydict()
+    return {
+        h: i
+        for i, status, h in zip(kept["id"], kept["status"], kept["content_hash"], strict=True)
+        if status == "ok" and h is not None
+    }
+
+
+def embedding_column(vectors: list[np.ndarray | None]) -> pa.Array:
+    values = [None if v is None else v.astype(np.float32).tolist() for v in vectors]
+    return pa.array(values, pa.list_(pa.float32()))
+
+
+def next_manifest(
+    run_plan: RunPlan,
+    processed: pa.Table,
+    embeddings: dict[str, np.ndarray],
+    selected: set[str],
+    run_id: str,
+) -> pa.Table:
+    """The manifest after this run: kept rows, plus a row for each processed sample that
+    was read (a missing one is left out, so the next run tries it again).
+
+    `processed` has the samples table's columns id, status, reason, content_hash."""
+    listed_by_key = {info.key: info for info in read_listing(run_plan.listing)}
+    previously_selected = set(run_plan.previously_selected)
+    columns = processed.select(["id", "status", "reason", "content_hash"]).to_pylist()
+    new_rows = [r for r in columns if r["status"] != STATUS_MISSING]
+    ids = [r["id"] for r in new_rows]
+    fresh = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "version": pa.array([listed_by_key[i].version for i in ids], pa.string()),
+            "size": pa.array([listed_by_key[i].size for i in ids], pa.int64()),
+            "status": pa.array([r["status"] for r in new_rows], pa.string()),
+            "reason": pa.array([r["reason"] for r in new_rows], pa.string()),
+            "content_hash": pa.array([r["content_hash"] for r in new_rows], pa.string()),
+            "embedding": embedding_column([embeddings.get(i) for i in ids]),
+            "selected": pa.array([i in selected or i in previously_selected for i in ids], pa.bool_()),
+            "run_id": pa.array([run_id] * len(ids), pa.string()),
+        },
+        schema=MANIFEST_SCHEMA,
+    )
+    kept = pq.read_table(run_plan.kept_manifest).cast(MANIFEST_SCHEMA)
+    return pa.concat_tables([kept, fresh]).sort_by("id")
+
+
+def manifest_vectors(manifest: pa.Table, ids: set[str]) -> tuple[list[str], np.ndarray]:
+    """Embeddings of the manifest rows in `ids` that have one. Shape: -> (n,), (n, D)"""
+    rows = manifest.filter(pa.array([i in ids for i in manifest["id"].to_pylist()], pa.bool_()))
+    rows = rows.filter(rows["embedding"].is_valid())
+    if rows.num_rows == 0:
+        return [], np.empty((0, 0), dtype=np.float32)
+    vectors = np.array(rows["embedding"].to_pylist(), dtype=np.float32)
+    return rows["id"].to_pylist(), vectors
+
+
+def commit(name: str, storage: Storage, base_version: int, state: Datapool, manifest: pa.Table) -> Datapool:
+    """Commit `state` (with `manifest`) as version base_version + 1.
+
+    Raises:
+        DatapoolConflictError: another run committed that version first; nothing of this
+            run's state was committed (its manifest file stays, unreferenced).
+    """
+    version = base_version + 1
+    buffer = io.BytesIO()
+    pq.write_table(manifest, buffer)
+    manifest_uri = storage.write_bytes(
+        f"datapool/{name}/manifests/{version:08d}-{state.last_run_id}.parquet", buffer.getvalue()
+    )
+    committed = state.model_copy(update={"version": version, "manifest": manifest_uri, "output": storage.uri})
+    created = storage.write_new(version_key(name, version), committed.model_dump_json(indent=2).encode())
+    winner = (
+        committed if created else Datapool.model_validate_json(storage.read_bytes(version_key(name, version)))
+    )
+    # A retried commit whose first attempt created the entry finds its own run there.
+    if winner.last_run_id != state.last_run_id:
+        raise DatapoolConflictError(
+            f"datapool {name!r} moved to version {version} (committed by run {winner.last_run_id}) while "
+            f"run {state.last_run_id} was working from version {base_version}: this run's state was not "
+            "committed, its files stay under runs/; run again to process what is still new"
+        )
+    committed.save(name, overwrite=True)
+    logger.info("datapool %r: committed version %d (%d samples)", name, version, manifest.num_rows)
+    return committed
+
+
+class PoolStart(BaseModel, frozen=True):
+    """What a run starts from: the datapool's committed state, a local copy of its
+    manifest, and its model when the run embeds with it."""
+
+    name: str
+    state: Datapool
+    manifest: str | None
+    model: OnnxModel | None
+
+
+def start_from(
+    name: str, storage: Storage, process_all: bool, reuse_model: bool, directory: Path
+) -> PoolStart:
+    state = read_state(name, storage)
+    manifest = None if process_all else read_manifest(state, storage, directory)
+    model = None
+    if reuse_model and state.model_onnx is not None and not process_all:
+        path = fetch_model(state, storage, directory / "models")
+        model = OnnxModel(
+            path=str(path),
+            sha256=file_sha256(path),
+            embedding_dim=state.embedding_dim or 0,
+            input_size=state.input_size or 0,
+            parity_max_abs_diff=None,
+            precision=onnx_metadata(path).get("precision", "fp32"),
+        )
+    logger.info(
+        "datapool %r at version %d: %d samples, %d selected",
+        name,
+        state.version,
+        state.samples,
+        state.selected,
+    )
+    return PoolStart(name=name, state=state, manifest=manifest, model=model)
+
+
+@task(name="open-datapool", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient_failure)
+def open_datapool(
+    name: str, output: str, aws_credentials: str | None, process_all: bool, reuse_model: bool, cache_dir: Path
+) -> PoolStart:
+    storage = open_storage(output, aws_credentials)
+    storage.check_access()
+    return start_from(name, storage, process_all, reuse_model, cache_dir / "datapool")
+
+
+def write_latest(storage: Storage, run_id: str, run_json: str) -> None:
+    latest = {"run_id": run_id, "run": f"runs/{run_id}", "run_json": run_json, "finished_at": utc_now()}
+    storage.write_bytes("latest.json", json.dumps(latest, indent=2).encode())
+
+
+def commit_run(
+    start: PoolStart,
+    storage: Storage,
+    run_plan: RunPlan,
+    processed: SampleTable,
+    embeddings: EmbeddingTable,
+    selected: list[str],
+    model: ModelPointers,
+    run_id: str,
+    run_json: str,
+) -> Datapool:
+    """Commit the run's datapool version, then point latest.json at the run."""
+    ids, vectors = read_embeddings(embeddings)
+    manifest = next_manifest(
+        run_plan, pq.read_table(processed.path), dict(zip(ids, vectors, strict=True)), set(selected), run_id
+    )
+    selected_total = int(pc.sum(manifest["selected"]).as_py() or 0)
+    state = Datapool(
+        output=storage.uri,
+        model_onnx=model.onnx,
+        model_onnx_sha256=model.onnx_sha256,
+        checkpoint=model.checkpoint,
+        input_size=model.input_size,
+        embedding_dim=model.embedding_dim,
+        samples=manifest.num_rows,
+        selected=selected_total,
+        last_run_id=run_id,
+        last_run_at=utc_now(),
+    )
+    committed = commit(start.name, storage, start.state.version, state, manifest)
+    write_latest(storage, run_id, run_json)
+    return committed
+
+
+@task(name="commit", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient_failure)
+def commit_state(
+    start: PoolStart,
+    output: str,
+    aws_credentials: str | None,
+    run_plan: RunPlan,
+    processed: SampleTable,
+    embeddings: EmbeddingTable,
+    selected: list[str],
+    model: ModelPointers,
+    run_id: str,
+    run_json: str,
+) -> Datapool:
+    storage = open_storage(output, aws_credentials)
+    return commit_run(start, storage, run_plan, processed, embeddings, selected, model, run_id, run_json)
