@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 # Errors that say the input is wrong, not that the infrastructure hiccupped.
-PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+PERMANENT_OS_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
 
 
 def is_transient_failure(_task: Any, _task_run: Any, state: Any) -> bool:

@@ -1,0 +1,230 @@
+"""Incremental runs through a datapool, against a real S3 server (moto, over HTTP) and on
+a local disk: only new or changed images are processed, new picks are diverse against
+earlier ones, process_all starts over, and a failed run loses nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from examples.make_images import write_scene_crops
+from flows.curate import curate
+from tasks.datapool import Datapool
+from tasks.storage import StorageError
+from tests.images import jpeg_bytes
+from tests.s3 import new_bucket, s3_admin_client, upload_folder
+
+TINY_TRAINING = {"backbone": "resnet10", "width": 8, "input_size": 32, "embedding_dim": 16, "epochs": 2}
+FIRST_SCENES = ("astronaut", "coffee", "chelsea", "rocket")
+NEW_SCENES = ("immunohistochemistry", "camera")
+ODD_KEYS = ("sp ace/ünïcødé.jpg", "odd/../dots.jpg")
+
+
+class Bucket:
+    """The test's bucket: what the first run saw and what changed before the second."""
+
+    def __init__(self, endpoint: str, root: Path) -> None:
+        self.endpoint, self.name, self.root = endpoint, new_bucket(endpoint), root
+        self.client = s3_admin_client(endpoint)
+        self.source, self.output = f"s3://{self.name}/raw", f"s3://{self.name}/curated"
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.name, Key=f"raw/{key}", Body=data)
+
+    def get(self, uri: str) -> bytes:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def run_json(self, record: dict[str, Any]) -> dict[str, Any]:
+        return dict(json.loads(self.get(record["artifacts"]["run.json"])))
+
+    def selected(self, record: dict[str, Any]) -> list[str]:
+        return self.get(record["artifacts"]["selected_filenames.txt"]).decode().splitlines()
+
+
+def manifest_of(pool: Datapool, read: Any) -> dict[str, dict[str, Any]]:
+    assert pool.manifest is not None
+    return {row["id"]: row for row in pq.read_table(io.BytesIO(read(pool.manifest))).to_pylist()}
+
+
+def run(bucket: Bucket, credentials: str, **options: Any) -> dict[str, Any]:
+    return curate(
+        source=bucket.source,
+        output=bucket.output,
+        aws_credentials=credentials,
+        datapool=f"pool-{bucket.name}",
+        training=TINY_TRAINING,
+        **options,
+    )
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Bucket:
+    root = tmp_path_factory.mktemp("bucket")
+    write_scene_crops(root / "first", FIRST_SCENES, per_scene=4, side=64)
+    made = Bucket(s3_endpoint, root)
+    upload_folder(s3_endpoint, root / "first", made.name, "raw")
+    photo = Image.open(root / "first" / "coffee" / "00.jpg")
+    for key in ODD_KEYS:  # legal S3 keys that are not safe file paths
+        made.put(key, jpeg_bytes(photo.rotate(90 * (1 + ODD_KEYS.index(key)))))
+    return made
+
+
+@pytest.fixture(scope="module")
+def first(bucket: Bucket, aws_credentials: str) -> dict[str, Any]:
+    return run(bucket, aws_credentials, n_samples=4)
+
+
+@pytest.fixture(scope="module")
+def second(bucket: Bucket, aws_credentials: str, first: dict[str, Any]) -> dict[str, Any]:
+    """Six crops of two new scenes, a re-encoded copy of each earlier pick (near
+    duplicates), and one changed image, then the same command again."""
+    write_scene_crops(bucket.root / "new", NEW_SCENES, per_scene=3, side=64)
+    upload_folder(bucket.endpoint, bucket.root / "new", bucket.name, "raw")
+    for pick in bucket.selected(first):
+        copy = Image.open(io.BytesIO(bucket.get(f"{bucket.source}/{pick}")))
+        bucket.put(f"copies/{pick}", jpeg_bytes(copy, quality=70))
+    earlier = set(bucket.selected(first))
+    changed = next(k for k in sorted(manifest_of(load_pool(bucket), bucket.get)) if k not in earlier)
+    bucket.put(changed, jpeg_bytes(Image.open(bucket.root / "first" / "rocket" / "03.jpg").rotate(180)))
+    return run(bucket, aws_credentials, n_samples=3)
+
+
+def load_pool(bucket: Bucket) -> Datapool:
+    pool = Datapool.load(f"pool-{bucket.name}")
+    assert isinstance(pool, Datapool)
+    return pool
+
+
+def test_the_first_run_processes_the_whole_bucket(bucket: Bucket, first: dict[str, Any]) -> None:
+    discovered = 4 * len(FIRST_SCENES) + len(ODD_KEYS)
+    assert first["counts"] | {"selected": 0} == {
+        "discovered": discovered,
+        "new": discovered,
+        "corrupt": 0,
+        "duplicates": 0,
+        "missing": 0,
+        "embedded": discovered,
+        "selected": 0,
+    }
+    assert len(bucket.selected(first)) == first["counts"]["selected"] == 4
+    assert bucket.run_json(first)["counts"] == first["counts"]
+    latest = json.loads(bucket.get(f"{bucket.output}/latest.json"))
+    assert latest["run_id"] == first["run_id"]
+    pool = load_pool(bucket)
+    assert (pool.version, pool.samples, pool.selected) == (1, discovered, 4)
+    assert pool.model_onnx == first["artifacts"]["model.onnx"]
+    manifest = manifest_of(pool, bucket.get)
+    assert set(manifest) >= set(ODD_KEYS)
+    assert {k for k, row in manifest.items() if row["selected"]} == set(bucket.selected(first))
+    assert all(len(row["embedding"]) == 16 and row["run_id"] == first["run_id"] for row in manifest.values())
+
+
+def test_the_second_run_processes_only_what_is_new_or_changed(
+    bucket: Bucket, first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    new = 3 * len(NEW_SCENES) + len(bucket.selected(first))  # new scenes + copies
+    assert second["counts"]["new"] == new + 1  # and the changed image
+    assert second["counts"]["discovered"] == first["counts"]["discovered"] + new
+    assert second["model"]["source"] == "the datapool's"
+    assert second["model"]["onnx_sha256"] == first["model"]["onnx_sha256"]
+    assert "train" not in second["timings"]
+    pool = load_pool(bucket)
+    assert (pool.version, pool.samples, pool.selected) == (2, second["counts"]["discovered"], 4 + 3)
+    assert pool.model_onnx == first["artifacts"]["model.onnx"]  # embeddings stay comparable
+
+
+def test_new_picks_are_diverse_against_earlier_picks(
+    bucket: Bucket, first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    earlier, picks = bucket.selected(first), bucket.selected(second)
+    assert len(picks) == 3 and not set(picks) & set(earlier)
+    assert not [p for p in picks if p.startswith("copies/")], "a near-duplicate of an earlier pick was picked"
+    manifest = manifest_of(load_pool(bucket), bucket.get)
+    vector = {k: np.array(row["embedding"]) for k, row in manifest.items() if row["embedding"] is not None}
+    copy_gap = max(np.linalg.norm(vector[f"copies/{k}"] - vector[k]) for k in earlier)
+    pick_gap = min(np.linalg.norm(vector[p] - vector[e]) for p in picks for e in earlier)
+    assert pick_gap > copy_gap
+
+
+def test_process_all_starts_over(bucket: Bucket, aws_credentials: str, second: dict[str, Any]) -> None:
+    everything = run(bucket, aws_credentials, n_samples=5, process_all=True)
+    assert everything["counts"]["new"] == everything["counts"]["discovered"] == second["counts"]["discovered"]
+    assert everything["model"]["source"] == "trained by this run"
+    pool = load_pool(bucket)
+    assert (pool.version, pool.selected) == (3, 5)
+    assert pool.model_onnx == everything["artifacts"]["model.onnx"]
+
+
+def test_a_missing_bucket_fails_before_any_work(aws_credentials: str, tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="'winnow-no-such-bucket' does not exist"):
+        curate(
+            source="s3://winnow-no-such-bucket/raw",
+            output=str(tmp_path / "out"),
+            aws_credentials=aws_credentials,
+            training=TINY_TRAINING,
+        )
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_selected_images_are_copied_and_odd_keys_stay_inside(
+    bucket: Bucket, aws_credentials: str, first: dict[str, Any], tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    record = curate(
+        source=bucket.source,
+        output=str(output),
+        aws_credentials=aws_credentials,
+        n_samples=100,
+        training=TINY_TRAINING | {"enabled": False},
+        selection={"copy_selected": True},
+    )
+    copied = sorted(p for p in (output / "selected").rglob("*") if p.is_file())
+    assert len(copied) == record["counts"]["selected"] == record["counts"]["embedded"]
+    assert all(p.resolve().is_relative_to(output / "selected") for p in copied)
+    assert (output / "selected" / "odd" / "%2E%2E" / "dots.jpg").read_bytes() == bucket.get(
+        f"{bucket.source}/odd/../dots.jpg"
+    )
+
+
+def test_a_local_folder_is_incremental_and_a_failed_publish_loses_nothing(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    source, output = tmp_path / "photos", tmp_path / "out"
+    write_scene_crops(source, FIRST_SCENES[:2], per_scene=4, side=64)
+    first = curate(source=str(source), output=str(output), n_samples=2, training=TINY_TRAINING)
+    pool_name = first["datapool"]["name"]
+    write_scene_crops(source / "more", NEW_SCENES[:1], per_scene=2, side=64)
+    # Publishing the copies of the selected images fails: a file is where their folder goes.
+    (output / "selected").write_text("in the way")
+    copy = {"copy_selected": True}
+    with pytest.raises(NotADirectoryError):
+        curate(source=str(source), output=str(output), n_samples=1, training=TINY_TRAINING, selection=copy)
+    pool = Datapool.load(pool_name)
+    assert isinstance(pool, Datapool)
+    assert (pool.version, pool.last_run_id) == (1, first["run_id"])
+    assert json.loads((output / "latest.json").read_text())["run_id"] == first["run_id"]
+    assert [p.name for p in (output / "datapool" / pool_name / "versions").iterdir()] == ["00000001.json"]
+
+    (output / "selected").unlink()
+    again = curate(
+        source=str(source), output=str(output), n_samples=1, training=TINY_TRAINING, selection=copy
+    )
+    assert again["counts"]["new"] == 2
+    assert len(list((output / "selected").rglob("*.jpg"))) == 1
+    assert again["cached_tasks"]["inspect"] == "1/1"  # the failed run's work is reused
+    assert again["datapool"]["version"] == 2
+    # Touching a file (new mtime, same size) makes it changed; nothing else is redone.
+    touched = source / "more" / "immunohistochemistry" / "00.jpg"
+    shutil.copyfile(touched, tmp_path / "copy.jpg")
+    (tmp_path / "copy.jpg").replace(touched)
+    third = curate(source=str(source), output=str(output), n_samples=1, training=TINY_TRAINING)
+    assert third["counts"]["new"] == 1

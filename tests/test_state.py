@@ -1,0 +1,116 @@
+"""The datapool's state: planning a run against a manifest, committing last and exactly
+once, and samples that vanish between listing and reading."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.config import ChecksConfig
+from tasks.datapool import Datapool
+from tasks.discover import discover_source, read_listing, write_manifests
+from tasks.inspect import STATUS_MISSING, inspect_shard_files
+from tasks.state import (
+    MANIFEST_SCHEMA,
+    DatapoolConflictError,
+    commit,
+    plan_run,
+    read_state,
+    version_key,
+)
+from tasks.storage import LocalStorage, ObjectInfo
+from tests.images import write_scene_crops
+
+
+def manifest(rows: list[tuple[str, str, bool]]) -> pa.Table:
+    """A manifest of ok samples: (id, version, selected)."""
+    return pa.table(
+        {
+            "id": [r[0] for r in rows],
+            "version": [r[1] for r in rows],
+            "size": [1] * len(rows),
+            "status": ["ok"] * len(rows),
+            "reason": [None] * len(rows),
+            "content_hash": [f"hash-{r[0]}" for r in rows],
+            "embedding": [[1.0, 0.0]] * len(rows),
+            "selected": [r[2] for r in rows],
+            "run_id": ["run-1"] * len(rows),
+        },
+        schema=MANIFEST_SCHEMA,
+    )
+
+
+def test_only_new_and_changed_keys_are_processed() -> None:
+    previous = manifest(
+        [("a.jpg", "v1", True), ("b.jpg", "v1", True), ("c.jpg", "v1", False), ("gone.jpg", "v1", True)]
+    )
+    listed = [
+        ObjectInfo(key, 1, version)
+        for key, version in [("a.jpg", "v1"), ("b.jpg", "v2"), ("c.jpg", "v1"), ("d.jpg", "v1")]
+    ]
+    to_process, kept, earlier = plan_run(listed, previous, reprocess_all=False)
+    assert [o.key for o in to_process] == ["b.jpg", "d.jpg"]  # changed, new
+    assert kept["id"].to_pylist() == ["a.jpg", "c.jpg"]  # unchanged; gone.jpg left the source
+    assert earlier == {"a.jpg"}  # b.jpg's selected content was replaced
+    everything, kept_none, still_selected = plan_run(listed, previous, reprocess_all=True)
+    assert len(everything) == 4 and kept_none.num_rows == 0 and still_selected == {"a.jpg"}
+
+
+def new_state(run_id: str) -> Datapool:
+    return Datapool(output="", last_run_id=run_id, samples=1)
+
+
+def test_of_two_racing_commits_exactly_one_lands(prefect_server: None, tmp_path: Path) -> None:
+    storage, name = LocalStorage(tmp_path / "out"), f"race-{uuid.uuid4().hex[:8]}"
+    rows = manifest([("a.jpg", "v1", True)])
+    winner = commit(name, storage, 0, new_state("run-a"), rows)
+    assert winner.version == 1
+    # run-b also started from version 0 and finishes second.
+    with pytest.raises(DatapoolConflictError, match=r"moved to version 1 \(committed by run run-a\)"):
+        commit(name, storage, 0, new_state("run-b"), rows)
+    block = Datapool.load(name)
+    assert isinstance(block, Datapool)
+    assert (block.version, block.last_run_id) == (1, "run-a")
+    assert Datapool.model_validate_json(storage.read_bytes(version_key(name, 1))).last_run_id == "run-a"
+    assert read_state(name, storage).last_run_id == "run-a"
+    # A retried commit whose first attempt landed is not a conflict with itself.
+    assert commit(name, storage, 0, new_state("run-a"), rows).version == 1
+
+
+def test_a_block_left_behind_by_a_crash_is_repaired_from_the_log(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    storage, name = LocalStorage(tmp_path / "out"), f"crash-{uuid.uuid4().hex[:8]}"
+    commit(name, storage, 0, new_state("run-a"), manifest([]))
+    # Version 2 reached the log, then the run died before it saved the block.
+    logged = Datapool(output=storage.uri, version=2, last_run_id="run-b", manifest=None)
+    assert storage.write_new(version_key(name, 2), logged.model_dump_json().encode())
+    assert read_state(name, storage).version == 2
+    block = Datapool.load(name)
+    assert isinstance(block, Datapool) and (block.version, block.last_run_id) == (2, "run-b")
+
+
+def test_a_datapool_belongs_to_one_output(prefect_server: None, tmp_path: Path) -> None:
+    name = f"owned-{uuid.uuid4().hex[:8]}"
+    commit(name, LocalStorage(tmp_path / "one"), 0, new_state("run-a"), manifest([]))
+    with pytest.raises(ValueError, match=f"datapool '{name}' belongs to output .*one, not .*two"):
+        read_state(name, LocalStorage(tmp_path / "two"))
+
+
+def test_a_file_deleted_after_listing_is_recorded_missing(tmp_path: Path) -> None:
+    source = tmp_path / "photos"
+    keys = write_scene_crops(source, per_scene=2)
+    listing = discover_source(str(source), None, None, tmp_path / "listings")
+    (source / keys[0]).unlink()
+    (source / keys[1]).write_bytes(b"changed after listing")
+    [shard] = write_manifests(read_listing(listing), 100, tmp_path / "manifests")
+    inspection = inspect_shard_files(shard, LocalStorage(source), 32, ChecksConfig(), tmp_path / "inspect")
+    rows = {r["id"]: r for r in pq.read_table(inspection.samples_path).to_pylist()}
+    assert rows[keys[0]]["status"] == rows[keys[1]]["status"] == STATUS_MISSING
+    assert "does not exist" in rows[keys[0]]["reason"]
+    assert "changed after listing" in rows[keys[1]]["reason"]
+    assert inspection.ok == len(keys) - 2
