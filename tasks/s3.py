@@ -30,7 +30,7 @@ MIB = 1 << 20
 # Above this, uploads are multipart (parallel parts, and a failed part is retried alone).
 MULTIPART_THRESHOLD = 16 * MIB
 RETRY_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 8},
+    retries={"mode": "standard", "total_max_attempts": 8},
     connect_timeout=10,
     read_timeout=60,
     # Downloads run concurrently from a thread pool; one connection each.
@@ -124,8 +124,10 @@ class S3Storage:
         return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
 
     def check_access(self) -> None:
+        # A one-key listing, not HeadBucket: a HEAD's 403 has no body to tell rejected
+        # credentials from denied access, and listing is what a run needs anyway.
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except (ClientError, BotoCoreError) as error:
             raise_for(error, self.bucket, "", "open")
 
@@ -185,7 +187,10 @@ class S3Storage:
             self.client.upload_file(str(path), self.bucket, self._full(key), Config=self.transfer)
         except (ClientError, BotoCoreError) as error:
             raise_for(error, self.bucket, self._full(key), "upload")
-        except boto3.exceptions.S3UploadFailedError:
+        except boto3.exceptions.S3UploadFailedError as error:
+            # boto3 wraps the ClientError (as the exception's context) in its own type.
+            if isinstance(error.__context__, ClientError):
+                raise_for(error.__context__, self.bucket, self._full(key), "upload")
             raise ConnectionError(f"upload of {path} to {self.uri}/{key} failed") from None
         return f"s3://{self.bucket}/{self._full(key)}"
 
@@ -194,6 +199,9 @@ class S3Storage:
         try:
             self.client.download_file(self.bucket, self._full(key), str(path), Config=self.transfer)
         except (ClientError, BotoCoreError) as error:
+            # The download starts with a HEAD, whose 404 cannot say whether the bucket or
+            # the object is missing: ask the bucket.
+            self.check_access()
             raise_for(error, self.bucket, self._full(key), "download")
 
     def copy_from(self, source: Storage, key: str, target_key: str) -> str:
@@ -206,7 +214,11 @@ class S3Storage:
                     self._full(target_key),
                     Config=self.transfer,
                 )
-            except (ClientError, BotoCoreError) as error:
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in MISSING_CODES:
+                    raise_for(error, source.bucket, source._full(key), "copy")
+                raise_for(error, self.bucket, self._full(target_key), "copy to")
+            except BotoCoreError as error:
                 raise_for(error, self.bucket, self._full(target_key), "copy to")
             return f"s3://{self.bucket}/{self._full(target_key)}"
         return self.write_bytes(target_key, source.read_bytes(key))
