@@ -5,12 +5,13 @@ It only orchestrates: every computation is a task in tasks/.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -18,6 +19,8 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from flows.progress import RunProgress
 from tasks.config import (
@@ -153,6 +156,15 @@ def model_record(model: OnnxModel, trained: TrainedModel | None, providers: set[
     return record
 
 
+def run_field(name: str) -> FieldInfo:
+    """RunConfig's field `name` (constraints, description) without its default, for the
+    flow's signature: the deployment's parameter schema then refuses what RunConfig would
+    refuse (n_samples=0, a datapool name that is not a slug) before a run is created."""
+    info = copy.copy(RunConfig.model_fields[name])
+    info.default = PydanticUndefined
+    return info
+
+
 def reuses_datapool_model(config: RunConfig) -> bool:
     """Whether new samples are embedded with the datapool's model (when it has one)."""
     return not config.process_all and not config.training.retrain
@@ -166,14 +178,14 @@ def reuses_datapool_model(config: RunConfig) -> bool:
     "folder or S3 prefix, remembering what was processed in a datapool.",
 )
 def curate(
-    source: str,
-    output: str | None = None,
-    n_samples: int | None = None,
-    proportion: float | None = None,
-    datapool: str | None = None,
-    process_all: bool = False,
-    aws_credentials: str | None = None,
-    cache_dir: str | None = None,
+    source: Annotated[str, run_field("source")],
+    output: Annotated[str | None, run_field("output")] = None,
+    n_samples: Annotated[int | None, run_field("n_samples")] = None,
+    proportion: Annotated[float | None, run_field("proportion")] = None,
+    datapool: Annotated[str | None, run_field("datapool")] = None,
+    process_all: Annotated[bool, run_field("process_all")] = False,
+    aws_credentials: Annotated[str | None, run_field("aws_credentials")] = None,
+    cache_dir: Annotated[str | None, run_field("cache_dir")] = None,
     inputs: InputsConfig = InputsConfig(),  # noqa: B008 (frozen model: a safe default)
     checks: ChecksConfig = ChecksConfig(),  # noqa: B008
     training: TrainingConfig = TrainingConfig(),  # noqa: B008

@@ -1,0 +1,238 @@
+"""Deployments end to end: a real `prefect server`, real work pools, `prefect deploy` from
+deployments/prefect.yaml, a real process worker, `prefect deployment run --watch`, and
+the Prefect UI in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.images import write_bad_files, write_scene_crops
+
+REPO = Path(__file__).resolve().parent.parent
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+TINY_TRAINING = {"backbone": "resnet10", "width": 8, "input_size": 32, "embedding_dim": 16, "epochs": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PREFECT, *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        request = urllib.request.Request(
+            f"{self.url}/api{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method=method,
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    # A process group of its own: stopping it stops the flow-run processes it started.
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"{url}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+    }
+    process = start(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, home / "server.log"
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(1)
+    else:
+        stop(process)
+        pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+    yield Server(url, env)
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def deployed(server: Server) -> Server:
+    for pool, kind in (("winnow-process", "process"), ("winnow-docker", "docker")):
+        created = server.cli("work-pool", "create", pool, "--type", kind)
+        assert created.returncode == 0, created.stdout + created.stderr
+    result = server.cli("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return server
+
+
+@pytest.fixture(scope="module")
+def worker(deployed: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    process = start(
+        [PREFECT, "worker", "start", "--pool", "winnow-process", "--type", "process"], deployed.env, log
+    )
+    yield process
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def finished_run(
+    deployed: Server, worker: subprocess.Popen[bytes], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("deployment-run")
+    write_scene_crops(root / "photos", per_scene=2)
+    write_bad_files(root / "photos")
+    result = deployed.cli(
+        "deployment",
+        "run",
+        "curate/local",
+        "--param",
+        f"source={root / 'photos'}",
+        "--param",
+        f"output={root / 'out'}",
+        "--param",
+        "n_samples=3",
+        "--param",
+        f"training={json.dumps(TINY_TRAINING)}",
+        "--watch",
+        "--watch-timeout",
+        "400",
+        timeout=450,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [run] = deployed.api("POST", "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 1})
+    return {"run": run, "output": root / "out", "stdout": result.stdout}
+
+
+def test_deploy_creates_the_three_deployments_with_their_settings(deployed: Server) -> None:
+    deployments = {d["name"]: d for d in deployed.api("POST", "/deployments/filter", {})}
+    assert set(deployments) == {"local", "nightly", "gpu"}
+    nightly = deployments["nightly"]
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    assert nightly["global_concurrency_limit"]["limit"] == 1
+    assert nightly["parameters"]["datapool"] == "nightly"
+    gpu = deployments["gpu"]
+    assert gpu["work_pool_name"] == "winnow-docker"
+    requests = gpu["job_variables"]["container_create_kwargs"]["device_requests"]
+    assert requests == [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
+    # The run form: every parameter with its description, defaults where there are any.
+    schema = deployments["local"]["parameter_openapi_schema"]["properties"]
+    assert {"source", "n_samples", "datapool", "process_all", "aws_credentials", "training"} <= set(schema)
+    assert "folder or s3://bucket/prefix" in schema["source"]["description"]
+    assert schema["process_all"]["default"] is False
+
+
+def test_a_deployment_run_completes_on_a_process_worker(
+    finished_run: dict[str, Any], deployed: Server
+) -> None:
+    run = finished_run["run"]
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    output = finished_run["output"]
+    latest = json.loads((output / "latest.json").read_text())
+    record = json.loads(Path(latest["run_json"]).read_text())
+    assert record["counts"]["selected"] == 3
+    assert record["counts"]["corrupt"] == 3
+    assert len(Path(record["artifacts"]["selected_filenames.txt"]).read_text().splitlines()) == 3
+    artifacts = deployed.api(
+        "POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
+    )
+    keys = {a["key"] for a in artifacts}
+    assert {"curate-progress", "curate-counts", "curate-summary"} <= keys
+    summary = next(a for a in artifacts if a["key"] == "curate-summary")
+    assert record["run_id"] in summary["data"]
+
+
+def test_an_invalid_parameter_is_refused_naming_the_field(deployed: Server) -> None:
+    result = deployed.cli(
+        "deployment", "run", "curate/local", "--param", "source=/tmp", "--param", "n_samples=0"
+    )
+    assert result.returncode != 0
+    assert "n_samples" in result.stdout + result.stderr
+
+
+def test_the_datapool_block_type_registers(deployed: Server) -> None:
+    result = deployed.cli("block", "register", "-m", "tasks.datapool")
+    assert result.returncode == 0, result.stdout + result.stderr
+    block_type = deployed.api("GET", "/block_types/slug/winnow-datapool")
+    assert block_type["name"] == "winnow datapool"
+    assert "datapool" in block_type["description"]
+
+
+def test_the_ui_shows_the_run_and_its_summary(
+    finished_run: dict[str, Any], deployed: Server, tmp_path: Path
+) -> None:
+    assert shutil.which("chromium"), "Debian's chromium is needed: scripts/test.sh installs it"
+    run = finished_run["run"]
+    record_id = json.loads((finished_run["output"] / "latest.json").read_text())["run_id"]
+    artifacts = deployed.api(
+        "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["curate-summary"]}}}
+    )
+    summary = next(a for a in artifacts if a["flow_run_id"] == run["id"])
+    pages = {
+        "run": f"{deployed.url}/runs/flow-run/{run['id']}",
+        "summary": f"{deployed.url}/artifacts/artifact/{summary['id']}",
+    }
+    dom = {}
+    for name, url in pages.items():
+        screenshot = tmp_path / f"{name}.png"
+        browser = [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1400,1000",
+            "--virtual-time-budget=30000",
+        ]
+        shot = subprocess.run([*browser, f"--screenshot={screenshot}", url], capture_output=True, timeout=120)
+        assert screenshot.exists() and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
+        dumped = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+        dom[name] = dumped.stdout
+    assert run["name"] in dom["run"]
+    assert "Completed" in dom["run"]
+    assert record_id in dom["summary"]
+    assert "Datapool" in dom["summary"]
