@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -52,6 +53,16 @@ class Server:
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"null")
+
+
+def run_local(
+    server: Server, parameters: dict[str, Any], watch: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`prefect deployment run 'curate/local' --param k=v ...`, waiting for the end with --watch."""
+    params = [f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in parameters.items()]
+    args = [arg for param in params for arg in ("--param", param)]
+    watching = ["--watch", "--watch-timeout", "400"] if watch else []
+    return server.cli("deployment", "run", "curate/local", *args, *watching, timeout=450)
 
 
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -127,23 +138,13 @@ def finished_run(
     root = tmp_path_factory.mktemp("deployment-run")
     write_scene_crops(root / "photos", per_scene=2)
     write_bad_files(root / "photos")
-    result = deployed.cli(
-        "deployment",
-        "run",
-        "curate/local",
-        "--param",
-        f"source={root / 'photos'}",
-        "--param",
-        f"output={root / 'out'}",
-        "--param",
-        "n_samples=3",
-        "--param",
-        f"training={json.dumps(TINY_TRAINING)}",
-        "--watch",
-        "--watch-timeout",
-        "400",
-        timeout=450,
-    )
+    parameters = {
+        "source": root / "photos",
+        "output": root / "out",
+        "n_samples": 3,
+        "training": TINY_TRAINING,
+    }
+    result = run_local(deployed, parameters)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     [run] = deployed.api("POST", "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 1})
     return {"run": run, "output": root / "out", "stdout": result.stdout}
@@ -236,3 +237,64 @@ def test_the_ui_shows_the_run_and_its_summary(
     assert "Completed" in dom["run"]
     assert record_id in dom["summary"]
     assert "Datapool" in dom["summary"]
+
+
+def flow_run_processes(flow_run_id: str) -> list[int]:
+    """Pids of the processes executing a flow run (the worker passes its id in the env)."""
+    pids = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in environ.read_bytes().split(b"\0"):
+                pids.append(int(environ.parent.name))
+        except OSError:  # the process ended, or is not ours to read
+            continue
+    return pids
+
+
+def wait_for(condition: Any, what: str, timeout: float = 240) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_a_worker_killed_mid_run_loses_nothing_and_a_retried_run_completes(
+    deployed: Server, worker: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    write_scene_crops(tmp_path / "photos", per_scene=2)
+    output = tmp_path / "out"
+    parameters = {"source": tmp_path / "photos", "output": output}
+    slow = TINY_TRAINING | {"epochs": 200}  # long enough to be killed while training
+    started = run_local(deployed, parameters | {"training": slow}, watch=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout)
+    assert run_id, started.stdout
+    run = deployed.api("GET", f"/flow_runs/{run_id.group(1)}")
+
+    def training() -> bool:
+        tasks = deployed.api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
+        return any(t["name"].startswith("train") and t["state"]["type"] == "RUNNING" for t in tasks)
+
+    wait_for(training, "the run to start training")
+    stop(worker)  # the worker goes, and with it (killed below) the flow-run process
+    for pid in flow_run_processes(run["id"]):
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not flow_run_processes(run["id"]), "the flow-run process to die")
+    assert not (output / "latest.json").exists()
+    assert not list(output.glob("datapool/*/versions/*.json"))
+
+    replacement = start(
+        [PREFECT, "worker", "start", "--pool", "winnow-process", "--type", "process"],
+        deployed.env,
+        tmp_path / "worker.log",
+    )
+    try:
+        again = run_local(deployed, parameters | {"training": TINY_TRAINING})
+    finally:
+        stop(replacement)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    record = json.loads(Path(json.loads((output / "latest.json").read_text())["run_json"]).read_text())
+    assert record["datapool"]["base_version"] == 0 and record["datapool"]["commits_version"] == 1
+    assert record["counts"]["new"] == record["counts"]["discovered"]

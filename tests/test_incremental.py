@@ -18,6 +18,7 @@ from PIL import Image
 from examples.make_images import write_scene_crops
 from flows.curate import curate
 from tasks.datapool import Datapool
+from tasks.discover import discover_source, read_listing
 from tasks.storage import StorageError
 from tests.images import jpeg_bytes
 from tests.s3 import new_bucket, s3_admin_client, upload_folder
@@ -61,8 +62,7 @@ def run(bucket: Bucket, credentials: str, **options: Any) -> dict[str, Any]:
         output=bucket.output,
         aws_credentials=credentials,
         datapool=f"pool-{bucket.name}",
-        training=TINY_TRAINING,
-        **options,
+        **({"training": TINY_TRAINING} | options),
     )
 
 
@@ -162,6 +162,30 @@ def test_process_all_starts_over(bucket: Bucket, aws_credentials: str, second: d
     pool = load_pool(bucket)
     assert (pool.version, pool.selected) == (3, 5)
     assert pool.model_onnx == everything["artifacts"]["model.onnx"]
+
+
+def test_retrain_trains_anew_reembeds_the_pool_and_keeps_earlier_picks(
+    bucket: Bucket, aws_credentials: str, second: dict[str, Any]
+) -> None:
+    before = load_pool(bucket)
+    earlier = {k for k, row in manifest_of(before, bucket.get).items() if row["selected"]}
+    record = run(bucket, aws_credentials, n_samples=2, training=TINY_TRAINING | {"retrain": True})
+    assert record["counts"]["new"] == record["counts"]["discovered"]  # the whole pool, re-embedded
+    assert record["model"]["source"] == "trained by this run"
+    picks = set(bucket.selected(record))
+    assert len(picks) == 2 and not picks & earlier
+    after = load_pool(bucket)
+    assert after.selected == before.selected + 2
+    assert after.model_onnx == record["artifacts"]["model.onnx"]
+    assert {k for k, row in manifest_of(after, bucket.get).items() if row["selected"]} == earlier | picks
+
+
+def test_the_relevant_filenames_file_may_live_in_the_bucket(
+    bucket: Bucket, aws_credentials: str, tmp_path: Path
+) -> None:
+    bucket.put("relevant.txt", b"coffee/*\n!coffee/00.jpg\n")
+    listing = discover_source(bucket.source, aws_credentials, "relevant.txt", tmp_path)
+    assert [info.key for info in read_listing(listing)] == ["coffee/01.jpg", "coffee/02.jpg", "coffee/03.jpg"]
 
 
 def test_a_missing_bucket_fails_before_any_work(aws_credentials: str, tmp_path: Path) -> None:
