@@ -196,47 +196,56 @@ def test_an_invalid_parameter_is_refused_naming_the_field(deployed: Server) -> N
     assert "n_samples" in result.stdout + result.stderr
 
 
-def test_the_datapool_block_type_registers(deployed: Server) -> None:
-    result = deployed.cli("block", "register", "-m", "tasks.datapool")
-    assert result.returncode == 0, result.stdout + result.stderr
+BROWSER = [
+    "chromium",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--window-size=1400,1000",
+    # Time for the single-page app to fetch from the API and render before the dump.
+    "--virtual-time-budget=30000",
+]
+
+
+def rendered(url: str, screenshot: Path | None = None) -> str:
+    """The page's DOM after the Prefect UI rendered it in headless Chromium."""
+    assert shutil.which("chromium"), "Debian's chromium is needed: scripts/test.sh installs it"
+    if screenshot is not None:
+        shot = subprocess.run([*BROWSER, f"--screenshot={screenshot}", url], capture_output=True, timeout=120)
+        assert screenshot.exists() and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
+    return subprocess.run([*BROWSER, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+
+
+def test_the_block_types_register_and_show_in_the_catalog(deployed: Server) -> None:
+    for module in ("tasks.datapool", "prefect_aws"):
+        result = deployed.cli("block", "register", "-m", module)
+        assert result.returncode == 0, result.stdout + result.stderr
     block_type = deployed.api("GET", "/block_types/slug/winnow-datapool")
     assert block_type["name"] == "winnow datapool"
     assert "datapool" in block_type["description"]
+    catalog = rendered(f"{deployed.url}/blocks/catalog")
+    assert "winnow datapool" in catalog.lower()
+    assert "aws credentials" in catalog.lower()
 
 
-def test_the_ui_shows_the_run_and_its_summary(
+def test_the_ui_shows_the_run_its_summary_and_the_run_form(
     finished_run: dict[str, Any], deployed: Server, tmp_path: Path
 ) -> None:
-    assert shutil.which("chromium"), "Debian's chromium is needed: scripts/test.sh installs it"
     run = finished_run["run"]
     record_id = json.loads((finished_run["output"] / "latest.json").read_text())["run_id"]
     artifacts = deployed.api(
         "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["curate-summary"]}}}
     )
     summary = next(a for a in artifacts if a["flow_run_id"] == run["id"])
-    pages = {
-        "run": f"{deployed.url}/runs/flow-run/{run['id']}",
-        "summary": f"{deployed.url}/artifacts/artifact/{summary['id']}",
-    }
-    dom = {}
-    for name, url in pages.items():
-        screenshot = tmp_path / f"{name}.png"
-        browser = [
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--window-size=1400,1000",
-            "--virtual-time-budget=30000",
-        ]
-        shot = subprocess.run([*browser, f"--screenshot={screenshot}", url], capture_output=True, timeout=120)
-        assert screenshot.exists() and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
-        dumped = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=120)
-        dom[name] = dumped.stdout
-    assert run["name"] in dom["run"]
-    assert "Completed" in dom["run"]
-    assert record_id in dom["summary"]
-    assert "Datapool" in dom["summary"]
+    run_page = rendered(f"{deployed.url}/runs/flow-run/{run['id']}", tmp_path / "run.png")
+    assert run["name"] in run_page
+    assert "Completed" in run_page
+    summary_page = rendered(f"{deployed.url}/artifacts/artifact/{summary['id']}", tmp_path / "summary.png")
+    assert record_id in summary_page
+    assert "Datapool" in summary_page
+    form = rendered(f"{deployed.url}/deployments/deployment/{run['deployment_id']}/run")
+    for text in ("n_samples", "How many new samples to select this run", "process_all", "datapool"):
+        assert text in form, text
 
 
 def flow_run_processes(flow_run_id: str) -> list[int]:
