@@ -96,6 +96,19 @@ def summary_markdown(record: dict[str, Any]) -> str:
         f"Model: {model['embedding_dim']}-d embeddings, ONNX sha256 `{model['onnx_sha256'][:12]}`, "
         f"{model['precision']}, embedded with {model['execution_provider'] or 'nothing (no new samples)'}.",
     ]
+    quality = record["selection"]["quality"]
+    if quality["selected"]["coverage"] is not None:
+        chosen, random = quality["selected"], quality["random"]
+        lines += [
+            "",
+            "| against a random subset of the same size | selected | random |",
+            "| --- | --- | --- |",
+            *(
+                f"| {name} | {chosen[name]:.4f} | {random[name]:.4f} |"
+                for name in ("diversity", "coverage")
+                if chosen[name] is not None and random[name] is not None
+            ),
+        ]
     if record["selection"]["note"]:
         lines += ["", f"Note: {record['selection']['note']}"]
     return "\n".join(lines)
@@ -127,7 +140,12 @@ def run_record(
             "embedded": table.count,
             "selected": chosen.selected,
         },
-        "selection": {"requested": chosen.requested, "candidates": chosen.candidates, "note": chosen.note},
+        "selection": {
+            "requested": chosen.requested,
+            "candidates": chosen.candidates,
+            "note": chosen.note,
+            "quality": chosen.quality,
+        },
         "started_at": started_at,
     }
 

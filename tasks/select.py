@@ -18,28 +18,14 @@ from prefect import task
 from pydantic import BaseModel
 
 from tasks.config import SelectionConfig
+from tasks.distances import squared_distance_to_set
 from tasks.embedding_table import EmbeddingTable, read_embeddings
+from tasks.quality import selection_quality
 from tasks.state import RunPlan, manifest_vectors
 
 logger = logging.getLogger(__name__)
 
 SELECTION_FILE = "selection.parquet"
-
-
-# Rows of the already-chosen set compared at once: bounds the (N, block) distance matrix.
-CHOSEN_BLOCK = 1024
-
-
-def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """Each row's squared Euclidean distance to its nearest row of `chosen`.
-    Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)"""
-    nearest = np.full(len(x), np.inf, dtype=np.float32)
-    for start in range(0, len(chosen), CHOSEN_BLOCK):
-        block = np.ascontiguousarray(chosen[start : start + CHOSEN_BLOCK], dtype=np.float32)
-        block_norms = np.einsum("ij,ij->i", block, block)
-        squared = squared_norms[:, None] - 2.0 * (x @ block.T) + block_norms[None, :]
-        np.minimum(nearest, squared.min(axis=1), out=nearest)
-    return nearest
 
 
 def kcenter_greedy(
@@ -97,6 +83,8 @@ class Selection(BaseModel, frozen=True):
     selected: int
     candidates: int
     note: str | None
+    # Diversity and coverage of the picks and of a random subset of the same size.
+    quality: dict[str, object]
 
 
 def earlier_picks(run_plan: RunPlan, ids: list[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +131,14 @@ def select_from_pool(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(selection, path)
-    return Selection(path=str(path), requested=requested, selected=len(picks), candidates=len(ids), note=note)
+    return Selection(
+        path=str(path),
+        requested=requested,
+        selected=len(picks),
+        candidates=len(ids),
+        note=note,
+        quality=selection_quality(embeddings, picks, config.seed),
+    )
 
 
 def selected_ids(selection: Selection) -> list[str]:

@@ -158,6 +158,10 @@ def test_selection_is_clean_unique_and_ranked(first_run: dict[str, Any], source:
     assert [r["id"] for r in selection] == selected
     assert [r["rank"] for r in selection] == list(range(6))
     assert all(r["reason"].startswith("diversity") for r in selection)
+    # Measured against a random subset of the same size from the same pool.
+    quality = json.loads((folder / "run.json").read_text())["selection"]["quality"]
+    assert quality["selected"]["coverage"] > quality["random"]["coverage"]
+    assert quality["selected"]["diversity"] > quality["random"]["diversity"]
 
 
 def test_the_same_command_again_finds_nothing_new(first_run: dict[str, Any], source: Any) -> None:

@@ -1,0 +1,35 @@
+"""Nearest-neighbour distances in blocks: memory stays O(N * block), never N x N."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Rows compared at once: bounds the (N, BLOCK) distance matrix (N x 1024 x 4 bytes).
+BLOCK = 1024
+
+
+def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Each row's squared Euclidean distance to its nearest row of `chosen`.
+    Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)"""
+    nearest = np.full(len(x), np.inf, dtype=np.float32)
+    for start in range(0, len(chosen), BLOCK):
+        block = np.ascontiguousarray(chosen[start : start + BLOCK], dtype=np.float32)
+        block_norms = np.einsum("ij,ij->i", block, block)
+        squared = squared_norms[:, None] - 2.0 * (x @ block.T) + block_norms[None, :]
+        np.minimum(nearest, squared.min(axis=1), out=nearest)
+    return nearest
+
+
+def nearest_other_distances(x: np.ndarray) -> np.ndarray:
+    """Each row's Euclidean distance to its nearest other row (inf for a single row).
+    Shape: (N, D) -> (N,)"""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    squared_norms = np.einsum("ij,ij->i", x, x)
+    nearest = np.full(len(x), np.inf, dtype=np.float32)
+    for start in range(0, len(x), BLOCK):
+        block = x[start : start + BLOCK]
+        squared = squared_norms[:, None] - 2.0 * (x @ block.T) + squared_norms[start : start + BLOCK][None, :]
+        rows = np.arange(start, start + len(block))
+        squared[rows, rows - start] = np.inf  # a row is not its own neighbour
+        np.minimum(nearest, squared.min(axis=1), out=nearest)
+    return np.sqrt(np.maximum(nearest, 0.0))
