@@ -37,6 +37,7 @@ from tasks.embed import embed_shard, embedding_precision
 from tasks.embedding_table import EmbeddingTable, collect_embeddings
 from tasks.export import OnnxModel, export
 from tasks.inspect import SampleTable, collect_samples, inspect_shard
+from tasks.near_duplicates import remove_near_duplicates
 from tasks.publish import RunFiles, publish
 from tasks.quantize import quantize
 from tasks.select import Selection, select, selected_ids
@@ -214,7 +215,8 @@ def curate(
 
     Args:
         source: folder or s3://bucket/prefix of images to curate.
-        output: folder or s3://bucket/prefix for runs and the datapool (default winnow-output/<source name>).
+        output: folder or s3://bucket/prefix for runs and the datapool (default: a folder named after
+            the source, under winnow-output).
         n_samples: how many new samples to select this run.
         proportion: share of this run's new clean samples to select, instead of n_samples.
         datapool: name of the datapool block (default: named after the output).
@@ -315,6 +317,11 @@ def curate(
             progress.update("embed", done, len(inspections))
         cached["embed"] = cached_share(embed_states)
         table = collect_embeddings(samples, shard_embeddings, onnx_model.embedding_dim, work_dir)
+    if config.checks.near_duplicate_distance is not None:
+        with timer.stage("near_duplicates"):
+            samples, table = remove_near_duplicates(
+                samples, table, config.checks.near_duplicate_distance, run_plan, work_dir
+            )
 
     with timer.stage("select"):
         chosen = select(table, config.target_count(table.count), config.selection, run_plan, work_dir)

@@ -48,6 +48,14 @@ class ChecksConfig(Section):
     remove_exact_duplicates: bool = Field(
         True, description="Mark files whose content hash equals an earlier file's as duplicates."
     )
+    near_duplicate_distance: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Mark samples whose embedding is within this cosine distance of an earlier "
+        "sample's (the datapool's first) as near duplicates, never selected; off when empty. "
+        "Re-encoded or slightly resized copies are within about 0.01.",
+    )
 
 
 class TrainingConfig(Section):

@@ -38,6 +38,12 @@ def gather_embeddings(
                 if status == STATUS_OK
             ]
         )
+    return write_embedding_table(ids, vectors, path)
+
+
+def write_embedding_table(ids: list[str], vectors: np.ndarray, path: Path) -> EmbeddingTable:
+    """Shape: ids (N,), vectors (N, D)"""
+    dim = vectors.shape[1]
     flat = pa.array(vectors.astype(np.float32, copy=False).reshape(-1), pa.float32())
     table = pa.table(
         {"id": pa.array(ids, pa.string()), "embedding": pa.FixedSizeListArray.from_arrays(flat, dim)}

@@ -196,18 +196,21 @@ def collect_sample_rows(
         table = mark_exact_duplicates(table, known_hashes)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
+    return SampleTable(path=str(path), processed=table.num_rows, **count_statuses(table))
+
+
+def count_statuses(table: pa.Table) -> dict[str, int]:
+    """SampleTable's counts of a samples table."""
     counts = {
         s: int(pc.sum(pc.equal(table["status"], s)).as_py() or 0)
         for s in (STATUS_OK, STATUS_CORRUPT, STATUS_DUPLICATE, STATUS_MISSING)
     }
-    return SampleTable(
-        path=str(path),
-        processed=table.num_rows,
-        ok=counts[STATUS_OK],
-        corrupt=counts[STATUS_CORRUPT],
-        duplicates=counts[STATUS_DUPLICATE],
-        missing=counts[STATUS_MISSING],
-    )
+    return {
+        "ok": counts[STATUS_OK],
+        "corrupt": counts[STATUS_CORRUPT],
+        "duplicates": counts[STATUS_DUPLICATE],
+        "missing": counts[STATUS_MISSING],
+    }
 
 
 @task(

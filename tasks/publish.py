@@ -16,7 +16,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from tasks.embedding_table import EmbeddingTable, read_embeddings
-from tasks.inspect import INTERNAL_COLUMNS, STATUS_CORRUPT, SampleTable
+from tasks.inspect import INTERNAL_COLUMNS, STATUS_CORRUPT, STATUS_DUPLICATE, SampleTable
 from tasks.retry import is_transient_failure
 from tasks.select import Selection
 from tasks.storage import Storage, contained_key, open_storage
@@ -50,6 +50,17 @@ def corrupt_json(samples: SampleTable) -> bytes:
     rows = pq.read_table(samples.path, columns=["id", "status", "reason"]).to_pylist()
     corrupt = {r["id"]: r["reason"] for r in rows if r["status"] == STATUS_CORRUPT}
     return json.dumps(corrupt, indent=2, sort_keys=True).encode()
+
+
+def duplicates_json(samples: SampleTable) -> bytes:
+    """{sample id: {"of": the kept sample it duplicates, "reason": exact or near, and how}}"""
+    rows = pq.read_table(samples.path, columns=["id", "status", "reason", "duplicate_of"]).to_pylist()
+    duplicates = {
+        r["id"]: {"of": r["duplicate_of"], "reason": r["reason"]}
+        for r in rows
+        if r["status"] == STATUS_DUPLICATE
+    }
+    return json.dumps(duplicates, indent=2, sort_keys=True).encode()
 
 
 def lightly_csv(embeddings: EmbeddingTable) -> bytes:
@@ -93,6 +104,7 @@ def publish_run_files(
     blobs = {
         "samples.parquet": samples_parquet(files.samples),
         "corrupt.json": corrupt_json(files.samples),
+        "duplicates.json": duplicates_json(files.samples),
         "embeddings.csv": lightly_csv(files.embeddings),
         "selected_filenames.txt": selected_filenames(files.selection),
     }

@@ -243,9 +243,11 @@ def test_the_ui_shows_the_run_its_summary_and_the_run_form(
     summary_page = rendered(f"{deployed.url}/artifacts/artifact/{summary['id']}", tmp_path / "summary.png")
     assert record_id in summary_page
     assert "Datapool" in summary_page
-    form = rendered(f"{deployed.url}/deployments/deployment/{run['deployment_id']}/run")
-    for text in ("n_samples", "How many new samples to select this run", "process_all", "datapool"):
-        assert text in form, text
+    form = rendered(
+        f"{deployed.url}/deployments/deployment/{run['deployment_id']}/run", tmp_path / "form.png"
+    )
+    for text in ("n_samples", "how many new samples to select this run", "process_all", "datapool"):
+        assert text in form.lower(), text
 
 
 def flow_run_processes(flow_run_id: str) -> list[int]:

@@ -1,0 +1,67 @@
+"""Near duplicates on embeddings: one member of each group is kept, the datapool's first."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from flows.curate import curate
+from tasks.distances import BLOCK
+from tasks.near_duplicates import find_near_duplicates
+from tests.images import jpeg_bytes, write_scene_crops
+from tests.test_curate_flow import TINY_TRAINING
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_each_group_keeps_exactly_one_member_across_blocks() -> None:
+    rng = np.random.default_rng(0)
+    centers = unit(rng.normal(size=(BLOCK + 50, 32)))
+    group = rng.integers(0, len(centers), size=3 * len(centers))  # many groups span blocks
+    x = unit(centers[group] + 1e-3 * rng.normal(size=(len(group), 32)))
+    ids = [f"{i:05d}" for i in range(len(x))]
+    removed = find_near_duplicates(ids, x, 0.01, [], np.empty((0, 32), np.float32))
+    kept = [i for i in ids if i not in removed]
+    assert sorted({int(group[int(i)]) for i in kept}) == sorted(set(group.tolist()))
+    assert len(kept) == len(set(group.tolist()))  # exactly one a group
+    for sample_id, (original, distance) in removed.items():
+        assert original not in removed and original < sample_id
+        assert group[int(original)] == group[int(sample_id)] and distance < 0.01
+
+
+def test_the_datapool_samples_are_the_representatives() -> None:
+    rng = np.random.default_rng(1)
+    earlier = unit(rng.normal(size=(4, 8)))
+    x = unit(np.concatenate([earlier[:2] + 1e-4, rng.normal(size=(3, 8))]))
+    removed = find_near_duplicates(["n0", "n1", "n2", "n3", "n4"], x, 0.01, ["p0", "p1", "p2", "p3"], earlier)
+    assert {k: v[0] for k, v in removed.items()} == {"n0": "p0", "n1": "p1"}
+
+
+def test_a_run_marks_reencoded_copies_as_near_duplicates(prefect_server: None, tmp_path: Path) -> None:
+    source = tmp_path / "photos"
+    keys = write_scene_crops(source, per_scene=1)  # six different photographs
+    for key in keys[:3]:
+        (source / "copies").mkdir(exist_ok=True)
+        (source / "copies" / key.replace("/", "-")).write_bytes(
+            jpeg_bytes(Image.open(source / key), quality=90)
+        )
+    record = curate(
+        source=str(source),
+        output=str(tmp_path / "out"),
+        n_samples=100,
+        # Trained long enough that distinct photographs are far apart; copies stay close.
+        training=TINY_TRAINING.model_copy(update={"epochs": 15, "width": 16, "embedding_dim": 32}),
+        checks={"near_duplicate_distance": 0.01},
+    )
+    folder = Path(record["output"]) / "runs" / record["run_id"]
+    duplicates = json.loads((folder / "duplicates.json").read_text())
+    copies = {f"copies/{k.replace('/', '-')}": k for k in keys[:3]}
+    # Each copy sorts after its original, so the original is the one kept.
+    assert {k: v["of"] for k, v in duplicates.items()} == copies
+    assert all("near duplicate of" in v["reason"] for v in duplicates.values())
+    selected = set((folder / "selected_filenames.txt").read_text().splitlines())
+    assert not selected & set(duplicates)
+    assert record["counts"]["duplicates"] == 3 and record["counts"]["embedded"] == len(keys)
