@@ -4,7 +4,9 @@
 
 The naive baseline recomputes each row's distance to the new center by broadcasting
 (x - c)**2 over the whole matrix, as a first implementation usually does; both pick the
-same samples (checked). Prints a JSON object of figures on its last line.
+same samples (checked). Then times the near-duplicate search (cosine distance 0.01) over
+the same rows with planted, slightly perturbed copies, and checks it finds them. Prints a
+JSON object of figures on its last line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 
 import numpy as np
 
+from tasks.near_duplicates import find_near_duplicates
 from tasks.select import kcenter_greedy
 
 
@@ -29,12 +32,33 @@ def naive_kcenter(x: np.ndarray, n: int, first: int) -> np.ndarray:
     return np.array(picks)
 
 
+def near_duplicate_search(x: np.ndarray, copies: int) -> tuple[float, int]:
+    """Time winnow's near-duplicate search over `x` with `copies` rows replaced by slightly
+    perturbed copies of others. Returns (seconds, planted copies found)."""
+    rng = np.random.default_rng(1)
+    planted = x.copy()
+    targets = rng.choice(len(x), size=copies, replace=False)
+    originals = rng.choice(np.setdiff1d(np.arange(len(x)), targets), size=copies, replace=False)
+    noisy = x[originals] + 0.01 * rng.normal(size=(copies, x.shape[1])).astype(np.float32) / np.sqrt(
+        x.shape[1]
+    )
+    planted[targets] = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    ids = [f"{i:07d}" for i in range(len(x))]
+    started = time.perf_counter()
+    removed = find_near_duplicates(ids, planted, 0.01, [], np.empty((0, x.shape[1]), np.float32))
+    seconds = time.perf_counter() - started
+    pairs = {(ids[t], ids[o]) for t, o in zip(targets, originals, strict=True)}
+    found = sum((a, b) in pairs or (b, a) in pairs for a, b in ((k, v[0]) for k, v in removed.items()))
+    return seconds, found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--picks", type=int, default=1000)
     parser.add_argument("--baseline-picks", type=int, default=200, help="the naive form is slow")
+    parser.add_argument("--planted-copies", type=int, default=1000, help="near duplicates hidden in the rows")
     args = parser.parse_args()
     x = np.random.default_rng(0).normal(size=(args.rows, args.dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -45,9 +69,11 @@ def main() -> None:
     baseline = naive_kcenter(x, args.baseline_picks, int(picks[0]))
     naive_ms_per_pick = 1000 * (time.perf_counter() - started) / args.baseline_picks
     same = bool(np.array_equal(baseline, picks[: args.baseline_picks]))
+    near_seconds, found = near_duplicate_search(x, args.planted_copies)
     print(f"{args.rows} x {args.dim} float32, {args.picks} picks")
     print(f"winnow  {ms_per_pick:7.2f} ms a pick")
     print(f"naive   {naive_ms_per_pick:7.2f} ms a pick (same picks: {same})")
+    print(f"near duplicates: {near_seconds:.1f} s, {found} of {args.planted_copies} planted copies found")
     print(
         json.dumps(
             {
@@ -55,6 +81,9 @@ def main() -> None:
                 "naive_ms_per_pick": round(naive_ms_per_pick, 2),
                 "ratio": round(naive_ms_per_pick / ms_per_pick, 2),
                 "same_picks": same,
+                "near_duplicates_s": round(near_seconds, 2),
+                "near_duplicates_found": found,
+                "near_duplicates_planted": args.planted_copies,
                 "rows": args.rows,
                 "dim": args.dim,
                 "picks": args.picks,
