@@ -1,6 +1,7 @@
 """Greedy k-center: winnow's matrix-vector form against the naive broadcast form.
 
     python -m benchmarks.select [--rows 100000] [--dim 128] [--picks 1000]
+    python -m benchmarks.select --rows 1000000 --picks 10000 --baseline-picks 20
 
 The naive baseline recomputes each row's distance to the new center by broadcasting
 (x - c)**2 over the whole matrix, as a first implementation usually does; both pick the
@@ -59,6 +60,9 @@ def main() -> None:
     parser.add_argument("--picks", type=int, default=1000)
     parser.add_argument("--baseline-picks", type=int, default=200, help="the naive form is slow")
     parser.add_argument("--planted-copies", type=int, default=1000, help="near duplicates hidden in the rows")
+    parser.add_argument(
+        "--near-duplicate-rows", type=int, default=100_000, help="rows searched for near duplicates"
+    )
     args = parser.parse_args()
     x = np.random.default_rng(0).normal(size=(args.rows, args.dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -69,7 +73,7 @@ def main() -> None:
     baseline = naive_kcenter(x, args.baseline_picks, int(picks[0]))
     naive_ms_per_pick = 1000 * (time.perf_counter() - started) / args.baseline_picks
     same = bool(np.array_equal(baseline, picks[: args.baseline_picks]))
-    near_seconds, found = near_duplicate_search(x, args.planted_copies)
+    near_seconds, found = near_duplicate_search(x[: args.near_duplicate_rows], args.planted_copies)
     print(f"{args.rows} x {args.dim} float32, {args.picks} picks")
     print(f"winnow  {ms_per_pick:7.2f} ms a pick")
     print(f"naive   {naive_ms_per_pick:7.2f} ms a pick (same picks: {same})")
@@ -84,6 +88,7 @@ def main() -> None:
                 "near_duplicates_s": round(near_seconds, 2),
                 "near_duplicates_found": found,
                 "near_duplicates_planted": args.planted_copies,
+                "near_duplicate_rows": min(args.rows, args.near_duplicate_rows),
                 "rows": args.rows,
                 "dim": args.dim,
                 "picks": args.picks,

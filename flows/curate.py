@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from flows.progress import RunProgress
+from flows.record import model_record, run_record, summary_markdown
 from tasks.config import (
     ChecksConfig,
     EmbeddingConfig,
@@ -34,14 +35,15 @@ from tasks.config import (
 )
 from tasks.discover import discover
 from tasks.embed import embed_shard, embedding_precision
-from tasks.embedding_table import EmbeddingTable, collect_embeddings
-from tasks.export import OnnxModel, export
-from tasks.inspect import SampleTable, collect_samples, inspect_shard
+from tasks.embedding_table import collect_embeddings
+from tasks.export import export
+from tasks.inspect import collect_samples, inspect_shard
 from tasks.near_duplicates import remove_near_duplicates
+from tasks.plan import known_content_hashes, plan
 from tasks.publish import RunFiles, publish
 from tasks.quantize import quantize
-from tasks.select import Selection, select, selected_ids
-from tasks.state import RunPlan, commit_state, known_content_hashes, model_pointers, open_datapool, plan
+from tasks.select import select, selected_ids
+from tasks.state import commit_state, model_pointers, open_datapool
 from tasks.train import TrainedModel, train
 
 # Shard tasks overlap I/O and decoding; more threads than this only queue on 2-8 cores.
@@ -78,101 +80,6 @@ def build_config(**fields: Any) -> RunConfig:
         return RunConfig(**fields)
     except ValidationError as error:
         raise ValueError(describe_validation_error(error)) from None
-
-
-def summary_markdown(record: dict[str, Any]) -> str:
-    counts, model, pool = record["counts"], record["model"], record["datapool"]
-    lines = [
-        f"# winnow run {record['run_id']}",
-        f"Source `{record['source']}` -> `{record['output']}`",
-        "",
-        "| discovered | new | corrupt | duplicates | missing | embedded | selected |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        f"| {counts['discovered']} | {counts['new']} | {counts['corrupt']} | {counts['duplicates']} "
-        f"| {counts['missing']} | {counts['embedded']} | {counts['selected']} |",
-        "",
-        f"Datapool `{pool['name']}`: version {pool['base_version']} -> {pool['version']}, "
-        f"{pool['samples']} samples, {pool['selected']} selected in all.",
-        "",
-        f"Model: {model['embedding_dim']}-d embeddings, ONNX sha256 `{model['onnx_sha256'][:12]}`, "
-        f"{model['precision']}, embedded with {model['execution_provider'] or 'nothing (no new samples)'}.",
-    ]
-    quality = record["selection"]["quality"]
-    if quality["selected"]["coverage"] is not None:
-        chosen, random = quality["selected"], quality["random"]
-        lines += [
-            "",
-            "| against a random subset of the same size | selected | random |",
-            "| --- | --- | --- |",
-            *(
-                f"| {name} | {chosen[name]:.4f} | {random[name]:.4f} |"
-                for name in ("diversity", "coverage")
-                if chosen[name] is not None and random[name] is not None
-            ),
-        ]
-    if record["selection"]["note"]:
-        lines += ["", f"Note: {record['selection']['note']}"]
-    return "\n".join(lines)
-
-
-def run_record(
-    config: RunConfig,
-    run_id: str,
-    started_at: str,
-    discovered: int,
-    run_plan: RunPlan,
-    samples: SampleTable,
-    table: EmbeddingTable,
-    chosen: Selection,
-) -> dict[str, Any]:
-    """The counts and identity of a run, as run.json holds them."""
-    return {
-        "run_id": run_id,
-        "status": "completed",
-        "source": config.source,
-        "output": config.output_uri,
-        "config": config.model_dump(mode="json"),
-        "counts": {
-            "discovered": discovered,
-            "new": run_plan.new,
-            "corrupt": samples.corrupt,
-            "duplicates": samples.duplicates,
-            "missing": samples.missing,
-            "embedded": table.count,
-            "selected": chosen.selected,
-        },
-        "selection": {
-            "requested": chosen.requested,
-            "candidates": chosen.candidates,
-            "note": chosen.note,
-            "quality": chosen.quality,
-        },
-        "started_at": started_at,
-    }
-
-
-def model_record(model: OnnxModel, trained: TrainedModel | None, providers: set[str]) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "onnx_sha256": model.sha256,
-        "embedding_dim": model.embedding_dim,
-        "input_size": model.input_size,
-        "execution_provider": ",".join(sorted(providers)),
-        "precision": model.precision,
-        "int8_min_cosine": model.int8_min_cosine,
-        "onnx_parity_max_abs_diff": model.parity_max_abs_diff,
-        "source": "the datapool's",
-    }
-    if trained is not None:
-        record |= {
-            "source": "trained by this run" if trained.trained else "untrained or given checkpoint",
-            "trained": trained.trained,
-            "training_images": trained.images,
-            "training_epochs": trained.epochs,
-            "training_images_per_second": round(trained.images_per_second, 2),
-            "training_device": trained.device,
-            "final_loss": trained.final_loss,
-        }
-    return record
 
 
 def run_field(name: str) -> FieldInfo:

@@ -17,7 +17,8 @@ from prefect import task
 from tasks.distances import BLOCK
 from tasks.embedding_table import EmbeddingTable, read_embeddings, write_embedding_table
 from tasks.inspect import STATUS_DUPLICATE, STATUS_OK, SampleTable, count_statuses
-from tasks.state import RunPlan, manifest_vectors
+from tasks.manifest import manifest_vectors
+from tasks.plan import RunPlan
 
 
 def earlier_neighbours(x: np.ndarray, threshold: float) -> list[list[tuple[int, float]]]:

@@ -20,8 +20,9 @@ from pydantic import BaseModel
 from tasks.config import SelectionConfig
 from tasks.distances import squared_distance_to_set
 from tasks.embedding_table import EmbeddingTable, read_embeddings
+from tasks.manifest import manifest_vectors
+from tasks.plan import RunPlan
 from tasks.quality import selection_quality
-from tasks.state import RunPlan, manifest_vectors
 
 logger = logging.getLogger(__name__)
 

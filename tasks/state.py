@@ -30,29 +30,17 @@ from pydantic import BaseModel
 
 from models.export import onnx_metadata
 from tasks.datapool import Datapool
-from tasks.discover import Listing, Shard, read_listing, write_manifests
+from tasks.discover import read_listing
 from tasks.embedding_table import EmbeddingTable, read_embeddings
 from tasks.export import OnnxModel
 from tasks.fingerprint import digest, file_sha256
 from tasks.inspect import STATUS_MISSING, SampleTable
+from tasks.manifest import MANIFEST_SCHEMA, embedding_column
+from tasks.plan import RunPlan
 from tasks.retry import is_transient_failure
-from tasks.storage import ObjectInfo, Storage, open_storage
+from tasks.storage import Storage, open_storage
 
 logger = logging.getLogger(__name__)
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("version", pa.string()),  # ETag on S3, mtime in ns on a local disk
-        ("size", pa.int64()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-        ("content_hash", pa.string()),
-        ("embedding", pa.list_(pa.float32())),  # null unless status is ok
-        ("selected", pa.bool_()),
-        ("run_id", pa.string()),  # the run that processed this version of the key
-    ]
-)
 
 
 class DatapoolConflictError(RuntimeError):
@@ -182,90 +170,6 @@ def fetch_model(state: Datapool, storage: Storage, directory: Path) -> Path:
     return path
 
 
-def plan_run(
-    listed: list[ObjectInfo], previous: pa.Table, reprocess_all: bool
-) -> tuple[list[ObjectInfo], pa.Table, set[str]]:
-    """Split the listed objects by what the previous manifest knows.
-
-    New or changed keys are processed; unchanged keys keep their manifest rows; keys no
-    longer listed leave the pool. With `reprocess_all` every listed key is processed
-    again, and the earlier selection of unchanged keys still stands.
-
-    Returns (objects to process, manifest rows kept as they are, ids selected earlier
-    whose content is unchanged).
-    """
-    rows = previous.select(["id", "version", "selected"]).to_pydict()
-    known = dict(zip(rows["id"], rows["version"], strict=True))
-    unchanged = {info.key for info in listed if known.get(info.key) == info.version}
-    previously_selected = {
-        i for i, chosen in zip(rows["id"], rows["selected"], strict=True) if chosen and i in unchanged
-    }
-    if reprocess_all:
-        return list(listed), MANIFEST_SCHEMA.empty_table(), previously_selected
-    keep = pa.array([i in unchanged for i in rows["id"]], pa.bool_())
-    to_process = [info for info in listed if info.key not in unchanged]
-    return to_process, previous.filter(keep).cast(MANIFEST_SCHEMA), previously_selected
-
-
-class RunPlan(BaseModel, frozen=True):
-    """What this run processes (as shards) and what it keeps from the datapool."""
-
-    listing: Listing
-    shards: list[Shard]
-    new: int
-    kept_manifest: str  # Parquet: the previous manifest's rows that stay as they are
-    kept: int
-    previously_selected: list[str]
-
-
-def plan_shards(
-    listing: Listing, manifest: str | None, reprocess_all: bool, shard_size: int, directory: Path
-) -> RunPlan:
-    previous = pq.read_table(manifest) if manifest else MANIFEST_SCHEMA.empty_table()
-    to_process, kept, previously_selected = plan_run(read_listing(listing), previous, reprocess_all)
-    shards = write_manifests(to_process, shard_size, directory / "manifests")
-    kept_path = directory / "kept" / f"{digest(listing.path, manifest or '', str(reprocess_all))}.parquet"
-    kept_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(kept, kept_path)
-    logger.info(
-        "%d new or changed of %d listed; %d kept from the datapool",
-        len(to_process),
-        listing.count,
-        kept.num_rows,
-    )
-    return RunPlan(
-        listing=listing,
-        shards=shards,
-        new=len(to_process),
-        kept_manifest=str(kept_path),
-        kept=kept.num_rows,
-        previously_selected=sorted(previously_selected),
-    )
-
-
-@task(name="plan")
-def plan(
-    listing: Listing, manifest: str | None, reprocess_all: bool, shard_size: int, cache_dir: Path
-) -> RunPlan:
-    return plan_shards(listing, manifest, reprocess_all, shard_size, cache_dir)
-
-
-def known_content_hashes(run_plan: RunPlan) -> dict[str, str]:
-    """Content hash -> id of the clean samples the datapool keeps: a new file with the
-    same content is a duplicate of one of them."""
-    kept = pq.read_table(run_plan.kept_manifest, columns=["id", "status", "content_hash"]).to_pydict()
-    return {
-        h: i
-        for i, status, h in zip(kept["id"], kept["status"], kept["content_hash"], strict=True)
-        if status == "ok" and h is not None
-    }
-
-
-def embedding_column(vectors: list[np.ndarray | None]) -> pa.Array:
-    values = [None if v is None else v.astype(np.float32).tolist() for v in vectors]
-    return pa.array(values, pa.list_(pa.float32()))
-
-
 def next_manifest(
     run_plan: RunPlan,
     processed: pa.Table,
@@ -298,16 +202,6 @@ def next_manifest(
     )
     kept = pq.read_table(run_plan.kept_manifest).cast(MANIFEST_SCHEMA)
     return pa.concat_tables([kept, fresh]).sort_by("id")
-
-
-def manifest_vectors(manifest: pa.Table, ids: set[str]) -> tuple[list[str], np.ndarray]:
-    """Embeddings of the manifest rows in `ids` that have one. Shape: -> (n,), (n, D)"""
-    rows = manifest.filter(pa.array([i in ids for i in manifest["id"].to_pylist()], pa.bool_()))
-    rows = rows.filter(rows["embedding"].is_valid())
-    if rows.num_rows == 0:
-        return [], np.empty((0, 0), dtype=np.float32)
-    vectors = np.array(rows["embedding"].to_pylist(), dtype=np.float32)
-    return rows["id"].to_pylist(), vectors
 
 
 def commit(name: str, storage: Storage, base_version: int, state: Datapool, manifest: pa.Table) -> Datapool:

@@ -14,14 +14,9 @@ from tasks.config import ChecksConfig
 from tasks.datapool import Datapool
 from tasks.discover import discover_source, read_listing, write_manifests
 from tasks.inspect import STATUS_MISSING, inspect_shard_files
-from tasks.state import (
-    MANIFEST_SCHEMA,
-    DatapoolConflictError,
-    commit,
-    plan_run,
-    read_state,
-    version_key,
-)
+from tasks.manifest import MANIFEST_SCHEMA
+from tasks.plan import plan_run
+from tasks.state import DatapoolConflictError, commit, read_state, version_key
 from tasks.storage import LocalStorage, ObjectInfo
 from tests.images import write_scene_crops
 

@@ -1,0 +1,108 @@
+"""The run record (run.json) and the markdown summary a flow run shows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.config import RunConfig
+from tasks.embedding_table import EmbeddingTable
+from tasks.export import OnnxModel
+from tasks.inspect import SampleTable
+from tasks.plan import RunPlan
+from tasks.select import Selection
+from tasks.train import TrainedModel
+
+
+def summary_markdown(record: dict[str, Any]) -> str:
+    counts, model, pool = record["counts"], record["model"], record["datapool"]
+    lines = [
+        f"# winnow run {record['run_id']}",
+        f"Source `{record['source']}` -> `{record['output']}`",
+        "",
+        "| discovered | new | corrupt | duplicates | missing | embedded | selected |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {counts['discovered']} | {counts['new']} | {counts['corrupt']} | {counts['duplicates']} "
+        f"| {counts['missing']} | {counts['embedded']} | {counts['selected']} |",
+        "",
+        f"Datapool `{pool['name']}`: version {pool['base_version']} -> {pool['version']}, "
+        f"{pool['samples']} samples, {pool['selected']} selected in all.",
+        "",
+        f"Model: {model['embedding_dim']}-d embeddings, ONNX sha256 `{model['onnx_sha256'][:12]}`, "
+        f"{model['precision']}, embedded with {model['execution_provider'] or 'nothing (no new samples)'}.",
+    ]
+    quality = record["selection"]["quality"]
+    if quality["selected"]["coverage"] is not None:
+        chosen, random = quality["selected"], quality["random"]
+        lines += [
+            "",
+            "| against a random subset of the same size | selected | random |",
+            "| --- | --- | --- |",
+            *(
+                f"| {name} | {chosen[name]:.4f} | {random[name]:.4f} |"
+                for name in ("diversity", "coverage")
+                if chosen[name] is not None and random[name] is not None
+            ),
+        ]
+    if record["selection"]["note"]:
+        lines += ["", f"Note: {record['selection']['note']}"]
+    return "\n".join(lines)
+
+
+def run_record(
+    config: RunConfig,
+    run_id: str,
+    started_at: str,
+    discovered: int,
+    run_plan: RunPlan,
+    samples: SampleTable,
+    table: EmbeddingTable,
+    chosen: Selection,
+) -> dict[str, Any]:
+    """The counts and identity of a run, as run.json holds them."""
+    return {
+        "run_id": run_id,
+        "status": "completed",
+        "source": config.source,
+        "output": config.output_uri,
+        "config": config.model_dump(mode="json"),
+        "counts": {
+            "discovered": discovered,
+            "new": run_plan.new,
+            "corrupt": samples.corrupt,
+            "duplicates": samples.duplicates,
+            "missing": samples.missing,
+            "embedded": table.count,
+            "selected": chosen.selected,
+        },
+        "selection": {
+            "requested": chosen.requested,
+            "candidates": chosen.candidates,
+            "note": chosen.note,
+            "quality": chosen.quality,
+        },
+        "started_at": started_at,
+    }
+
+
+def model_record(model: OnnxModel, trained: TrainedModel | None, providers: set[str]) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "onnx_sha256": model.sha256,
+        "embedding_dim": model.embedding_dim,
+        "input_size": model.input_size,
+        "execution_provider": ",".join(sorted(providers)),
+        "precision": model.precision,
+        "int8_min_cosine": model.int8_min_cosine,
+        "onnx_parity_max_abs_diff": model.parity_max_abs_diff,
+        "source": "the datapool's",
+    }
+    if trained is not None:
+        record |= {
+            "source": "trained by this run" if trained.trained else "untrained or given checkpoint",
+            "trained": trained.trained,
+            "training_images": trained.images,
+            "training_epochs": trained.epochs,
+            "training_images_per_second": round(trained.images_per_second, 2),
+            "training_device": trained.device,
+            "final_loss": trained.final_loss,
+        }
+    return record

@@ -1,0 +1,99 @@
+"""Plan: what a run processes, given what the source lists now and what the datapool's
+manifest says was processed before."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from pydantic import BaseModel
+
+from tasks.discover import Listing, Shard, read_listing, write_manifests
+from tasks.fingerprint import digest
+from tasks.inspect import STATUS_OK
+from tasks.manifest import MANIFEST_SCHEMA
+from tasks.storage import ObjectInfo
+
+logger = logging.getLogger(__name__)
+
+
+def plan_run(
+    listed: list[ObjectInfo], previous: pa.Table, reprocess_all: bool
+) -> tuple[list[ObjectInfo], pa.Table, set[str]]:
+    """Split the listed objects by what the previous manifest knows.
+
+    New or changed keys are processed; unchanged keys keep their manifest rows; keys no
+    longer listed leave the pool. With `reprocess_all` every listed key is processed
+    again, and the earlier selection of unchanged keys still stands.
+
+    Returns (objects to process, manifest rows kept as they are, ids selected earlier
+    whose content is unchanged).
+    """
+    rows = previous.select(["id", "version", "selected"]).to_pydict()
+    known = dict(zip(rows["id"], rows["version"], strict=True))
+    unchanged = {info.key for info in listed if known.get(info.key) == info.version}
+    previously_selected = {
+        i for i, chosen in zip(rows["id"], rows["selected"], strict=True) if chosen and i in unchanged
+    }
+    if reprocess_all:
+        return list(listed), MANIFEST_SCHEMA.empty_table(), previously_selected
+    keep = pa.array([i in unchanged for i in rows["id"]], pa.bool_())
+    to_process = [info for info in listed if info.key not in unchanged]
+    return to_process, previous.filter(keep).cast(MANIFEST_SCHEMA), previously_selected
+
+
+class RunPlan(BaseModel, frozen=True):
+    """What this run processes (as shards) and what it keeps from the datapool."""
+
+    listing: Listing
+    shards: list[Shard]
+    new: int
+    kept_manifest: str  # Parquet: the previous manifest's rows that stay as they are
+    kept: int
+    previously_selected: list[str]
+
+
+def plan_shards(
+    listing: Listing, manifest: str | None, reprocess_all: bool, shard_size: int, directory: Path
+) -> RunPlan:
+    previous = pq.read_table(manifest) if manifest else MANIFEST_SCHEMA.empty_table()
+    to_process, kept, previously_selected = plan_run(read_listing(listing), previous, reprocess_all)
+    shards = write_manifests(to_process, shard_size, directory / "manifests")
+    kept_path = directory / "kept" / f"{digest(listing.path, manifest or '', str(reprocess_all))}.parquet"
+    kept_path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(kept, kept_path)
+    logger.info(
+        "%d new or changed of %d listed; %d kept from the datapool",
+        len(to_process),
+        listing.count,
+        kept.num_rows,
+    )
+    return RunPlan(
+        listing=listing,
+        shards=shards,
+        new=len(to_process),
+        kept_manifest=str(kept_path),
+        kept=kept.num_rows,
+        previously_selected=sorted(previously_selected),
+    )
+
+
+@task(name="plan")
+def plan(
+    listing: Listing, manifest: str | None, reprocess_all: bool, shard_size: int, cache_dir: Path
+) -> RunPlan:
+    return plan_shards(listing, manifest, reprocess_all, shard_size, cache_dir)
+
+
+def known_content_hashes(run_plan: RunPlan) -> dict[str, str]:
+    """Content hash -> id of the clean samples the datapool keeps: a new file with the
+    same content is a duplicate of one of them."""
+    kept = pq.read_table(run_plan.kept_manifest, columns=["id", "status", "content_hash"]).to_pydict()
+    return {
+        h: i
+        for i, status, h in zip(kept["id"], kept["status"], kept["content_hash"], strict=True)
+        if status == STATUS_OK and h is not None
+    }
