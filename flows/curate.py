@@ -231,7 +231,9 @@ def curate(
             )
 
     with timer.stage("select"):
-        chosen = select(table, config.target_count(table.count), config.selection, run_plan, work_dir)
+        chosen = select(
+            table, config.target_count(table.count), config.selection, run_plan, samples, work_dir
+        )
         progress.update("select", 1, 1)
 
     record = run_record(config, run_id, started_at, listing.count, run_plan, samples, table, chosen)

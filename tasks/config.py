@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models.backbone import BackboneName
 from tasks.datapool import default_datapool_name
+from tasks.metadata import METADATA_COLUMNS
 from tasks.storage import is_s3_uri, split_s3_uri
 
 # Used when neither n_samples nor proportion is given (stated in the README).
@@ -100,6 +101,74 @@ class EmbeddingConfig(Section):
     )
 
 
+# Metadata a METADATA input can name: every sample has these (`folder`: the key's first folder).
+BUILTIN_METADATA_KEYS = frozenset({"width", "height", "bytes", "folder", *METADATA_COLUMNS})
+CATEGORICAL_METADATA_KEYS = frozenset({"folder"})
+
+
+class StrategyInput(Section):
+    type: Literal["EMBEDDINGS", "METADATA", "RANDOM"] = Field(
+        "EMBEDDINGS", description="What the strategy looks at."
+    )
+    key: str | None = Field(
+        None, description=f"For METADATA: one of {', '.join(sorted(BUILTIN_METADATA_KEYS))}."
+    )
+    random_seed: int = Field(0, description="For RANDOM: seeds the random values.")
+
+    @model_validator(mode="after")
+    def _key_names_metadata(self) -> StrategyInput:
+        if self.type == "METADATA" and self.key not in BUILTIN_METADATA_KEYS:
+            known = ", ".join(sorted(BUILTIN_METADATA_KEYS))
+            raise ValueError(f"METADATA key {self.key!r} does not exist (known: {known})")
+        if self.type != "METADATA" and self.key is not None:
+            raise ValueError(f"key {self.key!r} is only for METADATA inputs")
+        return self
+
+
+class StrategyRule(Section):
+    type: Literal["DIVERSITY", "WEIGHTS", "BALANCE", "THRESHOLD"] = Field(
+        "DIVERSITY", description="How the input is used."
+    )
+    strength: float = Field(1.0, description="Exponent of this objective; negative inverts it.")
+    target: dict[str, float] | None = Field(
+        None, description="For BALANCE: the share of each category (summing to 1); default uniform."
+    )
+    operation: Literal["<", "<=", ">", ">="] | None = Field(None, description="For THRESHOLD.")
+    value: float | None = Field(None, description="For THRESHOLD: what the key is compared with.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> StrategyRule:
+        if self.type == "THRESHOLD" and (self.operation is None or self.value is None):
+            raise ValueError("THRESHOLD needs an operation (<, <=, >, >=) and a value")
+        if self.target is not None:
+            if self.type != "BALANCE":
+                raise ValueError("target is only for BALANCE")
+            if abs(sum(self.target.values()) - 1.0) > 1e-6 or min(self.target.values()) < 0:
+                raise ValueError(f"BALANCE target {self.target} must be shares that sum to 1")
+        return self
+
+
+class SelectionStrategy(Section):
+    input: StrategyInput = StrategyInput()
+    strategy: StrategyRule = StrategyRule()
+
+    @model_validator(mode="after")
+    def _input_fits_strategy(self) -> SelectionStrategy:
+        kind, source, key = self.strategy.type, self.input.type, self.input.key
+        if kind == "DIVERSITY" and source != "EMBEDDINGS":
+            raise ValueError("DIVERSITY works on EMBEDDINGS")
+        if kind in ("BALANCE", "THRESHOLD") and source != "METADATA":
+            raise ValueError(f"{kind} works on a METADATA key")
+        if kind in ("WEIGHTS", "THRESHOLD") and key in CATEGORICAL_METADATA_KEYS:
+            raise ValueError(f"{kind} needs a numeric key, and {key!r} is a category")
+        if kind == "WEIGHTS" and source == "EMBEDDINGS":
+            raise ValueError("WEIGHTS works on a METADATA key or RANDOM")
+        return self
+
+
+DIVERSITY_ONLY = (SelectionStrategy(),)
+
+
 class SelectionConfig(Section):
     min_distance: float | None = Field(
         None,
@@ -109,6 +178,12 @@ class SelectionConfig(Section):
         "(Euclidean distance between unit embeddings) to the selection.",
     )
     seed: int = Field(0, description="Seeds the first pick of greedy k-center.")
+    strategies: tuple[SelectionStrategy, ...] = Field(
+        DIVERSITY_ONLY,
+        min_length=1,
+        description="What to select for, in the Lightly Worker's shape: a list of {input: {type, key}, "
+        "strategy: {type, strength, ...}}. THRESHOLDs filter; the rest are combined.",
+    )
     copy_selected: bool = Field(
         False,
         description="Also copy the selected images to <output>/selected/<key> (server-side "

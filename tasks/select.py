@@ -17,12 +17,14 @@ import pyarrow.parquet as pq
 from prefect import task
 from pydantic import BaseModel
 
-from tasks.config import SelectionConfig
+from tasks.config import BUILTIN_METADATA_KEYS, CATEGORICAL_METADATA_KEYS, DIVERSITY_ONLY, SelectionConfig
 from tasks.distances import squared_distance_to_set
 from tasks.embedding_table import EmbeddingTable, read_embeddings
+from tasks.inspect import SampleTable
 from tasks.manifest import manifest_vectors
 from tasks.plan import RunPlan
 from tasks.quality import selection_quality
+from tasks.strategies import Balance, Diversity, Objective, Threshold, Weights, combined_greedy
 
 logger = logging.getLogger(__name__)
 
@@ -98,31 +100,81 @@ def earlier_picks(run_plan: RunPlan, ids: list[str], embeddings: np.ndarray) -> 
     return np.concatenate([kept.reshape(-1, embeddings.shape[1]), embeddings[reprocessed]]), reprocessed
 
 
+def sample_metadata(samples: SampleTable, ids: list[str]) -> dict[str, np.ndarray]:
+    """The built-in metadata of `ids`, a column each (`folder`: the key's first folder)."""
+    columns = ["id", "key", *sorted(BUILTIN_METADATA_KEYS - CATEGORICAL_METADATA_KEYS)]
+    rows = {r["id"]: r for r in pq.read_table(samples.path, columns=columns).to_pylist()}
+    metadata = {
+        name: np.array([np.nan if rows[i][name] is None else rows[i][name] for i in ids], dtype=np.float64)
+        for name in columns[2:]
+    }
+    metadata["folder"] = np.array(
+        [k.split("/")[0] if "/" in k else "" for k in (rows[i]["key"] for i in ids)]
+    )
+    return metadata
+
+
+def strategy_terms(
+    config: SelectionConfig, samples: SampleTable, ids: list[str]
+) -> tuple[list[Threshold], list[Objective]]:
+    metadata = sample_metadata(samples, ids)
+    thresholds: list[Threshold] = []
+    objectives: list[Objective] = []
+    for rule in config.strategies:
+        source, strategy = rule.input, rule.strategy
+        if source.type == "RANDOM":
+            values = np.random.default_rng(source.random_seed).random(len(ids))
+        elif source.type == "METADATA" and source.key is not None:
+            values = metadata[source.key]
+        if strategy.type == "DIVERSITY":
+            objectives.append(Diversity(strategy.strength, config.min_distance))
+        elif strategy.type == "THRESHOLD" and strategy.operation is not None and strategy.value is not None:
+            thresholds.append(Threshold(values, strategy.operation, strategy.value))
+        elif strategy.type == "WEIGHTS":
+            objectives.append(Weights(values, strategy.strength))
+        elif strategy.type == "BALANCE":
+            objectives.append(Balance(values.astype(str), strategy.target, strategy.strength))
+    return thresholds, objectives
+
+
+def diversity_reasons(distances: np.ndarray) -> list[str]:
+    return [
+        "diversity: first pick (seeded)"
+        if np.isinf(d)
+        else f"diversity: distance {d:.4f} to the nearest pick before it (this run's or earlier runs')"
+        for d in distances
+    ]
+
+
 def select_from_pool(
-    table: EmbeddingTable, requested: int, config: SelectionConfig, run_plan: RunPlan, path: Path
+    table: EmbeddingTable,
+    requested: int,
+    config: SelectionConfig,
+    run_plan: RunPlan,
+    samples: SampleTable,
+    path: Path,
 ) -> Selection:
     """Select from this run's clean samples, diverse also against what earlier runs
     selected; write (id, rank, reason) to `path`."""
     ids, embeddings = read_embeddings(table)
     chosen, reprocessed = earlier_picks(run_plan, ids, embeddings)
     ids, embeddings = [i for i, r in zip(ids, reprocessed, strict=True) if not r], embeddings[~reprocessed]
-    picks, distances = kcenter_greedy(embeddings, requested, config.seed, config.min_distance, chosen)
+    if config.strategies == DIVERSITY_ONLY:
+        picks, distances = kcenter_greedy(embeddings, requested, config.seed, config.min_distance, chosen)
+        reasons = diversity_reasons(distances)
+    else:
+        thresholds, objectives = strategy_terms(config, samples, ids)
+        picks, reasons = combined_greedy(requested, thresholds, objectives, embeddings, chosen)
     note = None
     if requested > len(ids):
         note = f"asked for {requested} samples but the clean pool holds {len(ids)}: selected all of them"
         logger.warning(note)
     elif len(picks) < requested:
         note = (
-            f"stopped at {len(picks)} of {requested} samples: every other sample is closer "
-            f"than min_distance {config.min_distance} to the selection"
+            f"stopped at {len(picks)} of {requested} samples: the others fail a threshold or are "
+            f"closer than min_distance {config.min_distance} to the selection"
         )
         logger.info(note)
-    reasons = [
-        "diversity: first pick (seeded)"
-        if np.isinf(d)
-        else f"diversity: distance {d:.4f} to the nearest pick before it (this run's or earlier runs')"
-        for d in distances
-    ]
     selection = pa.table(
         {
             "id": pa.array([ids[i] for i in picks], pa.string()),
@@ -149,6 +201,11 @@ def selected_ids(selection: Selection) -> list[str]:
 
 @task(name="select")
 def select(
-    table: EmbeddingTable, requested: int, config: SelectionConfig, run_plan: RunPlan, work_dir: Path
+    table: EmbeddingTable,
+    requested: int,
+    config: SelectionConfig,
+    run_plan: RunPlan,
+    samples: SampleTable,
+    work_dir: Path,
 ) -> Selection:
-    return select_from_pool(table, requested, config, run_plan, work_dir / SELECTION_FILE)
+    return select_from_pool(table, requested, config, run_plan, samples, work_dir / SELECTION_FILE)

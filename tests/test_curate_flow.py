@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,34 @@ def test_an_empty_source_fails_naming_it(prefect_server: None, tmp_path: Path) -
     with pytest.raises(ValueError, match="holds no images"):
         curate(source=str(tmp_path / "empty"), output=str(tmp_path / "out"))
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_strategies_filter_and_balance_a_real_run(first_run: dict[str, Any], source: Any) -> None:
+    root, _, _ = source
+    strategies = [
+        {
+            "input": {"type": "METADATA", "key": "luminance"},
+            "strategy": {"type": "THRESHOLD", "operation": ">=", "value": 0.35},
+        },
+        {"input": {"type": "METADATA", "key": "folder"}, "strategy": {"type": "BALANCE"}},
+        {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}},
+    ]
+    record = curate(
+        source=str(root),
+        output=first_run["output"],
+        n_samples=8,
+        training=TINY_TRAINING,
+        process_all=True,
+        selection={"strategies": strategies},
+    )
+    folder = run_dir(record)
+    rows = {r["id"]: r for r in pq.read_table(folder / "samples.parquet").to_pylist()}
+    picks = (folder / "selected_filenames.txt").read_text().splitlines()
+    bright = {i for i, r in rows.items() if r["status"] == "ok" and r["luminance"] >= 0.35}
+    clean = {i for i, r in rows.items() if r["status"] == "ok"}
+    assert len(bright) < len(clean)  # the threshold does leave samples out
+    assert 0 < len(picks) <= 8 and set(picks) <= bright
+    folders = Counter(p.split("/")[0] for p in picks)
+    admissible = {i.split("/")[0] for i in bright}
+    share = len(picks) / len(admissible)
+    assert all(abs(folders[f] - share) <= 1 for f in admissible), (folders, admissible)

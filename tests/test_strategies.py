@@ -1,0 +1,92 @@
+"""Selection strategies on data whose right answer is known."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from tasks.config import RunConfig, describe_validation_error
+from tasks.select import kcenter_greedy
+from tasks.strategies import Balance, Diversity, Threshold, Weights, combined_greedy
+
+
+def unit_rows(count: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(count, 8)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_balance_hits_the_target_shares_within_one_sample() -> None:
+    categories = np.array(["a"] * 100 + ["b"] * 50 + ["c"] * 20)
+    target = {"a": 0.5, "b": 0.3, "c": 0.2}
+    picks, _ = combined_greedy(
+        30, [], [Balance(categories, target, 1.0), Diversity(1.0, None)], unit_rows(170)
+    )
+    counts = Counter(categories[picks].tolist())
+    for category, share in target.items():
+        assert abs(counts[category] - share * 30) <= 1, counts
+
+
+def test_uniform_balance_without_a_target() -> None:
+    categories = np.array(["x"] * 90 + ["y"] * 10)
+    picks, _ = combined_greedy(10, [], [Balance(categories, None, 1.0)], unit_rows(100))
+    assert Counter(categories[picks].tolist()) == {"x": 5, "y": 5}
+
+
+def test_thresholds_never_admit_a_violating_sample() -> None:
+    rng = np.random.default_rng(1)
+    luminance, sharpness = rng.random(500), rng.random(500) * 100
+    thresholds = [Threshold(luminance, ">=", 0.3), Threshold(sharpness, "<", 60.0)]
+    objectives = [Diversity(1.0, None), Balance(np.array(["p", "q"] * 250), None, 1.0)]
+    picks, _ = combined_greedy(500, thresholds, objectives, unit_rows(500))
+    admissible = (luminance >= 0.3) & (sharpness < 60.0)
+    assert set(picks.tolist()) == set(np.flatnonzero(admissible).tolist())  # all, and only, those
+
+
+def test_weights_prefer_large_values_and_a_negative_strength_inverts() -> None:
+    values = np.random.default_rng(2).random(200)
+    largest, _ = combined_greedy(10, [], [Weights(values, 1.0)], unit_rows(200))
+    smallest, _ = combined_greedy(10, [], [Weights(values, -1.0)], unit_rows(200))
+    assert set(largest.tolist()) == set(np.argsort(values)[-10:].tolist())
+    assert set(smallest.tolist()) == set(np.argsort(values)[:10].tolist())
+
+
+def test_diversity_alone_is_greedy_kcenter_against_earlier_picks() -> None:
+    x, earlier = unit_rows(300, seed=3), unit_rows(5, seed=4)
+    combined, _ = combined_greedy(20, [], [Diversity(1.0, None)], x, chosen=earlier)
+    reference, _ = kcenter_greedy(x, 20, seed=0, chosen=earlier)
+    assert combined.tolist() == reference.tolist()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "words"),
+    [
+        ({"input": {"type": "METADATA", "key": "colour"}}, "METADATA key 'colour' does not exist"),
+        (
+            {
+                "input": {"type": "METADATA", "key": "folder"},
+                "strategy": {"type": "BALANCE", "target": {"a": 0.7}},
+            },
+            "must be shares that sum to 1",
+        ),
+        (
+            {
+                "input": {"type": "METADATA", "key": "folder"},
+                "strategy": {"type": "THRESHOLD", "operation": "<", "value": 1},
+            },
+            "THRESHOLD needs a numeric key, and 'folder' is a category",
+        ),
+        (
+            {"input": {"type": "METADATA", "key": "luminance"}, "strategy": {"type": "THRESHOLD"}},
+            "needs an operation",
+        ),
+        ({"input": {"type": "RANDOM"}, "strategy": {"type": "DIVERSITY"}}, "DIVERSITY works on EMBEDDINGS"),
+    ],
+)
+def test_bad_strategies_are_configuration_errors_naming_the_field(
+    strategy: dict[str, object], words: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        RunConfig(source="s3://bucket/raw", selection={"strategies": [strategy]})
+    message = describe_validation_error(caught.value)
+    assert "selection.strategies.0" in message and words in message
