@@ -126,7 +126,7 @@ class StrategyInput(Section):
 
 
 class StrategyRule(Section):
-    type: Literal["DIVERSITY", "WEIGHTS", "BALANCE", "THRESHOLD"] = Field(
+    type: Literal["DIVERSITY", "TYPICALITY", "SIMILARITY", "WEIGHTS", "BALANCE", "THRESHOLD"] = Field(
         "DIVERSITY", description="How the input is used."
     )
     strength: float = Field(1.0, description="Exponent of this objective; negative inverts it.")
@@ -135,11 +135,19 @@ class StrategyRule(Section):
     )
     operation: Literal["<", "<=", ">", ">="] | None = Field(None, description="For THRESHOLD.")
     value: float | None = Field(None, description="For THRESHOLD: what the key is compared with.")
+    neighbours: int = Field(
+        10, ge=1, le=1000, description="For TYPICALITY: the k of the k nearest neighbours."
+    )
+    query: tuple[str, ...] | None = Field(
+        None, description="For SIMILARITY: ids of samples to find more like (they must be in the pool)."
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> StrategyRule:
         if self.type == "THRESHOLD" and (self.operation is None or self.value is None):
             raise ValueError("THRESHOLD needs an operation (<, <=, >, >=) and a value")
+        if (self.type == "SIMILARITY") != bool(self.query):
+            raise ValueError("SIMILARITY, and only SIMILARITY, takes a query: a list of sample ids")
         if self.target is not None:
             if self.type != "BALANCE":
                 raise ValueError("target is only for BALANCE")
@@ -155,8 +163,8 @@ class SelectionStrategy(Section):
     @model_validator(mode="after")
     def _input_fits_strategy(self) -> SelectionStrategy:
         kind, source, key = self.strategy.type, self.input.type, self.input.key
-        if kind == "DIVERSITY" and source != "EMBEDDINGS":
-            raise ValueError("DIVERSITY works on EMBEDDINGS")
+        if kind in ("DIVERSITY", "TYPICALITY", "SIMILARITY") and source != "EMBEDDINGS":
+            raise ValueError(f"{kind} works on EMBEDDINGS")
         if kind in ("BALANCE", "THRESHOLD") and source != "METADATA":
             raise ValueError(f"{kind} works on a METADATA key")
         if kind in ("WEIGHTS", "THRESHOLD") and key in CATEGORICAL_METADATA_KEYS:

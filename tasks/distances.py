@@ -33,3 +33,21 @@ def nearest_other_distances(x: np.ndarray) -> np.ndarray:
         squared[rows, rows - start] = np.inf  # a row is not its own neighbour
         np.minimum(nearest, squared.min(axis=1), out=nearest)
     return np.sqrt(np.maximum(nearest, 0.0))
+
+
+def mean_knn_distance(x: np.ndarray, k: int) -> np.ndarray:
+    """Each row's mean Euclidean distance to its k nearest other rows (fewer when there
+    are not k others). Shape: (N, D) -> (N,)"""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    k = min(k, len(x) - 1)
+    if k <= 0:
+        return np.zeros(len(x), dtype=np.float32)
+    squared_norms = np.einsum("ij,ij->i", x, x)
+    result = np.empty(len(x), dtype=np.float32)
+    for start in range(0, len(x), BLOCK):
+        stop = min(start + BLOCK, len(x))
+        squared = squared_norms[start:stop, None] - 2.0 * (x[start:stop] @ x.T) + squared_norms[None, :]
+        squared[np.arange(stop - start), np.arange(start, stop)] = np.inf  # not its own neighbour
+        nearest = np.partition(squared, k - 1, axis=1)[:, :k]
+        result[start:stop] = np.sqrt(np.maximum(nearest, 0.0)).mean(axis=1)
+    return result

@@ -18,7 +18,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from tasks.config import BUILTIN_METADATA_KEYS, CATEGORICAL_METADATA_KEYS, DIVERSITY_ONLY, SelectionConfig
-from tasks.distances import squared_distance_to_set
+from tasks.distances import mean_knn_distance, squared_distance_to_set
 from tasks.embedding_table import EmbeddingTable, read_embeddings
 from tasks.inspect import SampleTable
 from tasks.manifest import manifest_vectors
@@ -114,13 +114,28 @@ def sample_metadata(samples: SampleTable, ids: list[str]) -> dict[str, np.ndarra
     return metadata
 
 
+def similarity_to(query: tuple[str, ...], ids: list[str], embeddings: np.ndarray, index: int) -> np.ndarray:
+    """Each sample's largest cosine similarity to the query samples. Shape: -> (N,)
+
+    Raises:
+        ValueError: a query id is not among this run's clean samples.
+    """
+    position = {sample_id: row for row, sample_id in enumerate(ids)}
+    unknown = [q for q in query if q not in position]
+    if unknown:
+        raise ValueError(
+            f"selection.strategies.{index}.strategy.query: {unknown} are not clean samples of this run"
+        )
+    return np.asarray((embeddings @ embeddings[[position[q] for q in query]].T).max(axis=1))
+
+
 def strategy_terms(
-    config: SelectionConfig, samples: SampleTable, ids: list[str]
+    config: SelectionConfig, samples: SampleTable, ids: list[str], embeddings: np.ndarray
 ) -> tuple[list[Threshold], list[Objective]]:
     metadata = sample_metadata(samples, ids)
     thresholds: list[Threshold] = []
     objectives: list[Objective] = []
-    for rule in config.strategies:
+    for index, rule in enumerate(config.strategies):
         source, strategy = rule.input, rule.strategy
         if source.type == "RANDOM":
             values = np.random.default_rng(source.random_seed).random(len(ids))
@@ -128,6 +143,14 @@ def strategy_terms(
             values = metadata[source.key]
         if strategy.type == "DIVERSITY":
             objectives.append(Diversity(strategy.strength, config.min_distance))
+        elif strategy.type == "TYPICALITY":
+            # Dense neighbourhoods are typical: the closer the k nearest, the higher.
+            typical = 1.0 / (1.0 + mean_knn_distance(embeddings, strategy.neighbours))
+            objectives.append(Weights(typical, strategy.strength))
+        elif strategy.type == "SIMILARITY" and strategy.query:
+            objectives.append(
+                Weights(similarity_to(strategy.query, ids, embeddings, index), strategy.strength)
+            )
         elif strategy.type == "THRESHOLD" and strategy.operation is not None and strategy.value is not None:
             thresholds.append(Threshold(values, strategy.operation, strategy.value))
         elif strategy.type == "WEIGHTS":
@@ -163,7 +186,7 @@ def select_from_pool(
         picks, distances = kcenter_greedy(embeddings, requested, config.seed, config.min_distance, chosen)
         reasons = diversity_reasons(distances)
     else:
-        thresholds, objectives = strategy_terms(config, samples, ids)
+        thresholds, objectives = strategy_terms(config, samples, ids, embeddings)
         picks, reasons = combined_greedy(requested, thresholds, objectives, embeddings, chosen)
     note = None
     if requested > len(ids):

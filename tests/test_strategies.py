@@ -7,7 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.config import RunConfig, describe_validation_error
-from tasks.select import kcenter_greedy
+from tasks.distances import BLOCK, mean_knn_distance
+from tasks.select import kcenter_greedy, similarity_to
 from tasks.strategies import Balance, Diversity, Threshold, Weights, combined_greedy
 
 
@@ -81,6 +82,7 @@ def test_diversity_alone_is_greedy_kcenter_against_earlier_picks() -> None:
             "needs an operation",
         ),
         ({"input": {"type": "RANDOM"}, "strategy": {"type": "DIVERSITY"}}, "DIVERSITY works on EMBEDDINGS"),
+        ({"strategy": {"type": "SIMILARITY"}}, "SIMILARITY, and only SIMILARITY, takes a query"),
     ],
 )
 def test_bad_strategies_are_configuration_errors_naming_the_field(
@@ -90,3 +92,32 @@ def test_bad_strategies_are_configuration_errors_naming_the_field(
         RunConfig(source="s3://bucket/raw", selection={"strategies": [strategy]})
     message = describe_validation_error(caught.value)
     assert "selection.strategies.0" in message and words in message
+
+
+def test_typicality_prefers_the_dense_cluster_over_outliers() -> None:
+    rng = np.random.default_rng(5)
+    dense = rng.normal(size=(200, 8)) * 0.05 + 1.0
+    outliers = rng.normal(size=(20, 8)) * 3.0
+    x = np.concatenate([dense, outliers]).astype(np.float32)
+    typical = 1.0 / (1.0 + mean_knn_distance(x, 10))
+    picks, _ = combined_greedy(20, [], [Weights(typical, 1.0)], x)
+    assert set(picks.tolist()) <= set(range(200))
+    atypical, _ = combined_greedy(20, [], [Weights(typical, -1.0)], x)  # inverted: the outliers
+    assert set(atypical.tolist()) == set(range(200, 220))
+
+
+def test_mean_knn_distance_matches_brute_force_across_blocks() -> None:
+    x = unit_rows(BLOCK + 20, seed=6)
+    brute = np.sort(np.linalg.norm(x[:, None] - x[None], axis=2), axis=1)[:, 1:4].mean(axis=1)
+    np.testing.assert_allclose(mean_knn_distance(x, 3), brute, rtol=1e-3, atol=1e-3)
+
+
+def test_similarity_picks_the_nearest_to_the_query() -> None:
+    x = unit_rows(300, seed=7)
+    ids = [f"s{i}" for i in range(300)]
+    closeness = similarity_to(("s3", "s9"), ids, x, 0)
+    picks, _ = combined_greedy(12, [], [Weights(closeness, 1.0)], x)
+    expected = np.argsort(-np.maximum(x @ x[3], x @ x[9]))[:12]
+    assert set(picks.tolist()) == set(expected.tolist()) and {3, 9} <= set(picks.tolist())
+    with pytest.raises(ValueError, match=r"selection.strategies.0.strategy.query: \['nope'\]"):
+        similarity_to(("nope",), ids, x, 0)
