@@ -6,8 +6,9 @@
 The naive baseline recomputes each row's distance to the new center by broadcasting
 (x - c)**2 over the whole matrix, as a first implementation usually does; both pick the
 same samples (checked). Then times the near-duplicate search (cosine distance 0.01) over
-the same rows with planted, slightly perturbed copies, and checks it finds them. Prints a
-JSON object of figures on its last line.
+the same rows with planted, slightly perturbed copies, and checks it finds them, and the
+combined DIVERSITY + TYPICALITY + BALANCE pass (exact k-NN: quadratic, so on at most
+--combined-rows rows). Prints a JSON object of figures on its last line.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import time
 
 import numpy as np
 
+from tasks.distances import mean_knn_distance
 from tasks.near_duplicates import find_near_duplicates
 from tasks.select import kcenter_greedy
+from tasks.strategies import Balance, Diversity, Weights, combined_greedy
 
 
 def naive_kcenter(x: np.ndarray, n: int, first: int) -> np.ndarray:
@@ -53,6 +56,20 @@ def near_duplicate_search(x: np.ndarray, copies: int) -> tuple[float, int]:
     return seconds, found
 
 
+def combined_selection(x: np.ndarray, picks: int) -> tuple[float, float, float]:
+    """Time DIVERSITY + TYPICALITY + BALANCE (ten categories) through winnow's combined
+    greedy pass. Returns (typicality seconds, ms a pick, total seconds)."""
+    categories = np.random.default_rng(2).integers(0, 10, size=len(x)).astype(str)
+    started = time.perf_counter()
+    typical = 1.0 / (1.0 + mean_knn_distance(x, 10))
+    typicality_seconds = time.perf_counter() - started
+    objectives = [Diversity(1.0, None), Weights(typical, 1.0), Balance(categories, None, 1.0)]
+    started = time.perf_counter()
+    combined_greedy(picks, [], objectives, x)
+    greedy_seconds = time.perf_counter() - started
+    return typicality_seconds, 1000 * greedy_seconds / picks, typicality_seconds + greedy_seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -60,6 +77,7 @@ def main() -> None:
     parser.add_argument("--picks", type=int, default=1000)
     parser.add_argument("--baseline-picks", type=int, default=200, help="the naive form is slow")
     parser.add_argument("--planted-copies", type=int, default=1000, help="near duplicates hidden in the rows")
+    parser.add_argument("--combined-rows", type=int, default=100_000, help="rows for the combined strategies")
     parser.add_argument(
         "--near-duplicate-rows", type=int, default=100_000, help="rows searched for near duplicates"
     )
@@ -74,10 +92,16 @@ def main() -> None:
     naive_ms_per_pick = 1000 * (time.perf_counter() - started) / args.baseline_picks
     same = bool(np.array_equal(baseline, picks[: args.baseline_picks]))
     near_seconds, found = near_duplicate_search(x[: args.near_duplicate_rows], args.planted_copies)
+    combined_rows = min(args.rows, args.combined_rows)
+    typicality_seconds, combined_ms, combined_seconds = combined_selection(x[:combined_rows], args.picks)
     print(f"{args.rows} x {args.dim} float32, {args.picks} picks")
     print(f"winnow  {ms_per_pick:7.2f} ms a pick")
     print(f"naive   {naive_ms_per_pick:7.2f} ms a pick (same picks: {same})")
     print(f"near duplicates: {near_seconds:.1f} s, {found} of {args.planted_copies} planted copies found")
+    print(
+        f"DIVERSITY + TYPICALITY + BALANCE over {combined_rows} rows: k-NN {typicality_seconds:.1f} s, "
+        f"{combined_ms:.2f} ms a pick, {combined_seconds:.1f} s in all"
+    )
     print(
         json.dumps(
             {
@@ -89,6 +113,10 @@ def main() -> None:
                 "near_duplicates_found": found,
                 "near_duplicates_planted": args.planted_copies,
                 "near_duplicate_rows": min(args.rows, args.near_duplicate_rows),
+                "combined_rows": combined_rows,
+                "combined_knn_s": round(typicality_seconds, 2),
+                "combined_ms_per_pick": round(combined_ms, 2),
+                "combined_total_s": round(combined_seconds, 2),
                 "rows": args.rows,
                 "dim": args.dim,
                 "picks": args.picks,

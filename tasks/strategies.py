@@ -96,8 +96,7 @@ def combined_greedy(
     nearest = np.full(count, np.inf, dtype=np.float32)
     if diversity is not None and chosen is not None and len(chosen):
         nearest = squared_distance_to_set(x, squared_norms, chosen)
-    targets = [balance_target(b, allowed) for b in balances]
-    counts = [dict.fromkeys(t, 0) for t in targets]
+    balancing = [BalanceState(b, allowed) for b in balances]
     picks: list[int] = []
     reasons: list[str] = []
     remaining = allowed.copy()
@@ -106,10 +105,8 @@ def combined_greedy(
         if diversity is not None and np.isfinite(nearest[remaining]).any():
             distance = np.sqrt(np.maximum(nearest, 0.0))
             score += diversity.strength * np.log(np.maximum(distance / distance[remaining].max(), FLOOR))
-        for balance, target, seen in zip(balances, targets, counts, strict=True):
-            score += balance.strength * np.log(
-                balance_objective(balance.categories, target, seen, len(picks))
-            )
+        for state in balancing:
+            score += state.log_objective(len(picks))
         score[~remaining] = -np.inf
         pick = int(np.argmax(score))
         stop_at = diversity.min_distance if diversity is not None else None
@@ -120,10 +117,8 @@ def combined_greedy(
         remaining[pick] = False
         if diversity is not None:
             np.minimum(nearest, squared_norms - 2.0 * (x @ x[pick]) + squared_norms[pick], out=nearest)
-        for balance, seen in zip(balances, counts, strict=True):
-            category = str(balance.categories[pick])
-            if category in seen:
-                seen[category] += 1
+        for state in balancing:
+            state.add(pick)
     return np.array(picks, dtype=np.int64), reasons
 
 
@@ -134,12 +129,27 @@ def balance_target(balance: Balance, allowed: np.ndarray) -> dict[str, float]:
     return {c: 1.0 / len(present) for c in present}
 
 
-def balance_objective(
-    categories: np.ndarray, target: dict[str, float], seen: dict[str, int], picked: int
-) -> np.ndarray:
-    """How much each candidate's category lags its target share after the next pick, in
-    (FLOOR, 1]; categories outside the target get FLOOR."""
-    deficit = {c: share * (picked + 1) - seen[c] for c, share in target.items()}
-    top = max(max(deficit.values()), FLOOR)
-    values = np.array([deficit.get(str(c), 0.0) for c in categories], dtype=np.float64)
-    return np.maximum(values / top, FLOOR)
+class BalanceState:
+    """A BALANCE objective during the greedy pass: categories as integer codes, so each
+    pick costs O(N) in numpy and nothing in Python."""
+
+    def __init__(self, balance: Balance, allowed: np.ndarray) -> None:
+        target = balance_target(balance, allowed)
+        names = sorted(target)
+        position = {name: code for code, name in enumerate(names)}
+        # The last code stands for every category outside the target.
+        self.shares = np.array([target[name] for name in names] + [0.0])
+        self.codes = np.array([position.get(str(c), len(names)) for c in balance.categories], dtype=np.int64)
+        self.seen = np.zeros(len(names) + 1)
+        self.strength = balance.strength
+
+    def log_objective(self, picked: int) -> np.ndarray:
+        """strength * log of how much each candidate's category lags its target share after
+        the next pick, scaled to (FLOOR, 1]; categories outside the target get FLOOR."""
+        deficit = self.shares * (picked + 1) - self.seen
+        deficit[-1] = 0.0
+        lag = np.maximum(deficit / max(float(deficit.max()), FLOOR), FLOOR)
+        return np.asarray(self.strength * np.log(lag)[self.codes])
+
+    def add(self, pick: int) -> None:
+        self.seen[self.codes[pick]] += 1
