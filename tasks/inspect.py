@@ -28,6 +28,7 @@ from tasks.config import ChecksConfig
 from tasks.decode import Corrupt, analysis_copy, decode_image, resize_square
 from tasks.discover import Shard, read_manifest
 from tasks.fingerprint import code_version, digest, stage_cache_key
+from tasks.flags import sample_flags
 from tasks.metadata import ANALYSIS_SIZE, METADATA_COLUMNS, image_metadata
 from tasks.retry import is_transient_failure
 from tasks.storage import MissingObjectError, ObjectInfo, Storage, open_storage
@@ -50,6 +51,7 @@ SAMPLE_SCHEMA = pa.schema(
         *[(name, pa.float64()) for name in METADATA_COLUMNS],
         ("content_hash", pa.string()),
         ("duplicate_of", pa.string()),
+        ("flags", pa.list_(pa.string())),
         # Where the sample's pixels are in the uint8 cache; internal, not published.
         ("shard", pa.int32()),
         ("cache_row", pa.int32()),
@@ -102,7 +104,8 @@ def inspect_sample(info: ObjectInfo, storage: Storage, input_size: int, checks: 
     if isinstance(decoded, Corrupt):
         return _Inspected({**row, "status": STATUS_CORRUPT, "reason": decoded.reason}, None)
     row |= {"status": STATUS_OK, "width": decoded.width, "height": decoded.height}
-    row |= image_metadata(analysis_copy(decoded.rgb, ANALYSIS_SIZE))
+    metadata = image_metadata(analysis_copy(decoded.rgb, ANALYSIS_SIZE))
+    row |= metadata | {"flags": sample_flags({**metadata, "width": decoded.width, "height": decoded.height})}
     return _Inspected(row, resize_square(decoded.rgb, input_size))
 
 

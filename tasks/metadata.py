@@ -12,7 +12,17 @@ ANALYSIS_SIZE = 256
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # A row counts as uniform when no channel varies by more than this (of 255) along it.
 UNIFORM_ROW_TOLERANCE = 2
-METADATA_COLUMNS = ("luminance", "contrast", "sharpness", "snr", "uniform_row_ratio")
+METADATA_COLUMNS = (
+    "luminance",
+    "contrast",
+    "sharpness",
+    "snr",
+    "uniform_row_ratio",
+    "entropy",
+    "grayscale",
+)
+# Pixels whose channels differ by at most this (of 255) count as grey (JPEG chroma noise).
+GRAY_TOLERANCE = 6
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -52,6 +62,20 @@ def calc_uniform_row_ratio(rgb: np.ndarray) -> float:
     return float(np.mean(spread <= UNIFORM_ROW_TOLERANCE))
 
 
+def calc_entropy(gray: np.ndarray) -> float:
+    """Shannon entropy of the luma histogram (256 bins), in bits, 0 to 8: how much an image
+    can say; a flat or nearly blank image has little."""
+    counts = np.bincount(np.clip(gray, 0, 255).astype(np.uint8).ravel(), minlength=256)
+    shares = counts[counts > 0] / counts.sum()
+    return float(-(shares * np.log2(shares)).sum())
+
+
+def calc_grayscale(rgb: np.ndarray) -> float:
+    """1.0 when (nearly) every pixel has equal channels, else 0.0."""
+    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)
+    return float(np.mean(spread <= GRAY_TOLERANCE) >= 0.99)
+
+
 def image_metadata(rgb: np.ndarray) -> dict[str, float]:
     gray = luma(rgb)
     return {
@@ -60,4 +84,6 @@ def image_metadata(rgb: np.ndarray) -> dict[str, float]:
         "sharpness": calc_sharpness(gray),
         "snr": calc_snr(gray),
         "uniform_row_ratio": calc_uniform_row_ratio(rgb),
+        "entropy": calc_entropy(gray),
+        "grayscale": calc_grayscale(rgb),
     }

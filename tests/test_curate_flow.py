@@ -47,8 +47,11 @@ SAMPLE_COLUMNS = [
     "sharpness",
     "snr",
     "uniform_row_ratio",
+    "entropy",
+    "grayscale",
     "content_hash",
     "duplicate_of",
+    "flags",
 ]
 
 
