@@ -151,30 +151,40 @@ def inspect_shard_files(
     )
 
 
+def mark_duplicates(samples: pa.Table, duplicates: dict[str, tuple[str, str]]) -> pa.Table:
+    """Mark the ok samples in `duplicates` ({id: (the id it duplicates, reason)}) as
+    duplicates. Shape: rows in, same rows out."""
+    status = samples["status"].to_pylist()
+    reason = samples["reason"].to_pylist()
+    duplicate_of = samples["duplicate_of"].to_pylist()
+    for row, sample_id in enumerate(samples["id"].to_pylist()):
+        if sample_id in duplicates and status[row] == STATUS_OK:
+            duplicate_of[row], reason[row] = duplicates[sample_id]
+            status[row] = STATUS_DUPLICATE
+    for name, values in (("status", status), ("reason", reason), ("duplicate_of", duplicate_of)):
+        index = samples.schema.get_field_index(name)
+        samples = samples.set_column(index, name, pa.array(values, pa.string()))
+    return samples
+
+
 def mark_exact_duplicates(samples: pa.Table, known: dict[str, str] | None = None) -> pa.Table:
     """Mark every ok sample whose content hash an earlier ok sample (in id order), or a
     sample of the datapool (`known`: content hash -> id), already has as a duplicate of
     that sample. Shape: rows in, same rows out."""
     first_with_hash: dict[str, str] = dict(known or {})
-    status = samples["status"].to_pylist()
-    reason = samples["reason"].to_pylist()
-    duplicate_of = samples["duplicate_of"].to_pylist()
-    for row, (sample_id, content_hash) in enumerate(
-        zip(samples["id"].to_pylist(), samples["content_hash"].to_pylist(), strict=True)
+    duplicates: dict[str, tuple[str, str]] = {}
+    for sample_id, content_hash, status in zip(
+        samples["id"].to_pylist(),
+        samples["content_hash"].to_pylist(),
+        samples["status"].to_pylist(),
+        strict=True,
     ):
-        if status[row] != STATUS_OK:
+        if status != STATUS_OK:
             continue
         original = first_with_hash.setdefault(content_hash, sample_id)
         if original != sample_id:
-            status[row], reason[row], duplicate_of[row] = (
-                STATUS_DUPLICATE,
-                f"exact duplicate of {original}",
-                original,
-            )
-    for name, values in (("status", status), ("reason", reason), ("duplicate_of", duplicate_of)):
-        index = samples.schema.get_field_index(name)
-        samples = samples.set_column(index, name, pa.array(values, pa.string()))
-    return samples
+            duplicates[sample_id] = (original, f"exact duplicate of {original}")
+    return mark_duplicates(samples, duplicates)
 
 
 class SampleTable(BaseModel, frozen=True):

@@ -10,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 
 from tasks.distances import BLOCK
 from tasks.embedding_table import EmbeddingTable, read_embeddings, write_embedding_table
-from tasks.inspect import STATUS_DUPLICATE, STATUS_OK, SampleTable, count_statuses
+from tasks.inspect import SampleTable, count_statuses, mark_duplicates
 from tasks.manifest import manifest_vectors
 from tasks.plan import RunPlan
 
@@ -62,15 +61,11 @@ def mark_near_duplicates(
     samples: SampleTable, table: EmbeddingTable, removed: dict[str, tuple[str, float]], directory: Path
 ) -> tuple[SampleTable, EmbeddingTable]:
     """Samples with the removed ones marked duplicates, and embeddings without them."""
-    rows = pq.read_table(samples.path)
-    status, reason, duplicate_of = (rows[c].to_pylist() for c in ("status", "reason", "duplicate_of"))
-    for row, sample_id in enumerate(rows["id"].to_pylist()):
-        if sample_id in removed and status[row] == STATUS_OK:
-            original, distance = removed[sample_id]
-            status[row], duplicate_of[row] = STATUS_DUPLICATE, original
-            reason[row] = f"near duplicate of {original} (cosine distance {distance:.4f})"
-    for name, values in (("status", status), ("reason", reason), ("duplicate_of", duplicate_of)):
-        rows = rows.set_column(rows.schema.get_field_index(name), name, pa.array(values, pa.string()))
+    near = {
+        sample_id: (original, f"near duplicate of {original} (cosine distance {distance:.4f})")
+        for sample_id, (original, distance) in removed.items()
+    }
+    rows = mark_duplicates(pq.read_table(samples.path), near)
     directory.mkdir(parents=True, exist_ok=True)
     samples_path = directory / "samples.parquet"
     pq.write_table(rows, samples_path)

@@ -254,7 +254,7 @@ def start_from(
         path = fetch_model(state, storage, directory / "models")
         model = OnnxModel(
             path=str(path),
-            sha256=file_sha256(path),
+            sha256=state.model_onnx_sha256 or "",  # fetch_model checked the file against it
             embedding_dim=state.embedding_dim or 0,
             input_size=state.input_size or 0,
             parity_max_abs_diff=None,
