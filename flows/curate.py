@@ -34,7 +34,7 @@ from tasks.config import (
     describe_validation_error,
 )
 from tasks.discover import discover
-from tasks.embed import embed_shard, embedding_precision
+from tasks.embed import embed_queries, embed_shard, embedding_precision
 from tasks.embedding_table import collect_embeddings
 from tasks.export import export
 from tasks.inspect import collect_samples, inspect_shard
@@ -43,6 +43,7 @@ from tasks.plan import known_content_hashes, plan
 from tasks.publish import RunFiles, publish
 from tasks.quantize import quantize
 from tasks.select import select, selected_ids
+from tasks.selection_inputs import selection_inputs
 from tasks.state import commit_state, model_pointers, open_datapool
 from tasks.train import TrainedModel, train
 
@@ -173,8 +174,11 @@ def curate(
         listing = discover(config.source, credentials, config.inputs.relevant_filenames, cache)
         reprocess_all = config.process_all or (start.state.model_onnx is not None and config.training.retrain)
         run_plan = plan(listing, start.manifest, reprocess_all, config.inputs.shard_size, cache)
+        input_size = start.model.input_size if start.model else config.training.input_size
+        user_inputs = selection_inputs(
+            config.selection, config.source, credentials, listing, input_size, config.checks, cache
+        )
         progress.update("discover", 1, 1)
-    input_size = start.model.input_size if start.model else config.training.input_size
 
     with timer.stage("inspect"):
         futures = inspect_shard.map(
@@ -224,6 +228,8 @@ def curate(
             progress.update("embed", done, len(inspections))
         cached["embed"] = cached_share(embed_states)
         table = collect_embeddings(samples, shard_embeddings, onnx_model.embedding_dim, work_dir)
+        if user_inputs.query_images:
+            user_inputs = embed_queries(user_inputs, onnx_model, config.embedding, work_dir)
     if config.checks.near_duplicate_distance is not None:
         with timer.stage("near_duplicates"):
             samples, table = remove_near_duplicates(
@@ -232,7 +238,13 @@ def curate(
 
     with timer.stage("select"):
         chosen = select(
-            table, config.target_count(table.count), config.selection, run_plan, samples, work_dir
+            table,
+            config.target_count(table.count),
+            config.selection,
+            run_plan,
+            samples,
+            user_inputs,
+            work_dir,
         )
         progress.update("select", 1, 1)
 

@@ -42,6 +42,11 @@ def summary_markdown(record: dict[str, Any]) -> str:
                 for name in ("diversity", "coverage")
                 if chosen[name] is not None and random[name] is not None
             ),
+            *(
+                f"| balance of {key} | {share:.4f} | {random['balance'][key]:.4f} |"
+                for key, share in chosen.get("balance", {}).items()
+                if share is not None and random["balance"][key] is not None
+            ),
         ]
     if record["selection"]["note"]:
         lines += ["", f"Note: {record['selection']['note']}"]
@@ -79,6 +84,7 @@ def run_record(
             "candidates": chosen.candidates,
             "note": chosen.note,
             "quality": chosen.quality,
+            "device": chosen.device,
         },
         "started_at": started_at,
     }

@@ -8,6 +8,7 @@ CLI's flags fill the same fields.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -106,22 +107,40 @@ BUILTIN_METADATA_KEYS = frozenset({"width", "height", "bytes", "folder", *METADA
 CATEGORICAL_METADATA_KEYS = frozenset({"folder"})
 
 
+class FieldError(ValueError):
+    """A validation error about a field below the validator's own: `path` continues the
+    location pydantic reports, so the message names the exact field
+    (`selection.strategies.0.input.key`), not only the model that checked it."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(f"{'.'.join(str(part) for part in path)}: {message}")
+        self.path = path
+        self.message = message
+
+
 class StrategyInput(Section):
-    type: Literal["EMBEDDINGS", "METADATA", "RANDOM"] = Field(
+    type: Literal["EMBEDDINGS", "METADATA", "SCORES", "RANDOM"] = Field(
         "EMBEDDINGS", description="What the strategy looks at."
     )
     key: str | None = Field(
-        None, description=f"For METADATA: one of {', '.join(sorted(BUILTIN_METADATA_KEYS))}."
+        None,
+        description=f"For METADATA: one of {', '.join(sorted(BUILTIN_METADATA_KEYS))}, a named group of "
+        "selection.metadata_from_key, or a column of selection.metadata_file.",
     )
+    file: str | None = Field(
+        None,
+        description="For SCORES: a CSV or Parquet file with an `id` (sample id) or `key` (file key) "
+        "column and the score column; an absolute path or a key inside the source.",
+    )
+    score: str | None = Field(None, description="For SCORES: the column of `file` that holds the score.")
     random_seed: int = Field(0, description="For RANDOM: seeds the random values.")
 
     @model_validator(mode="after")
-    def _key_names_metadata(self) -> StrategyInput:
-        if self.type == "METADATA" and self.key not in BUILTIN_METADATA_KEYS:
-            known = ", ".join(sorted(BUILTIN_METADATA_KEYS))
-            raise ValueError(f"METADATA key {self.key!r} does not exist (known: {known})")
-        if self.type != "METADATA" and self.key is not None:
-            raise ValueError(f"key {self.key!r} is only for METADATA inputs")
+    def _fields_fit_the_type(self) -> StrategyInput:
+        if (self.type == "METADATA") != (self.key is not None):
+            raise ValueError("METADATA, and only METADATA, takes a key")
+        if (self.type == "SCORES") != (self.file is not None and self.score is not None):
+            raise ValueError("SCORES, and only SCORES, takes a file and a score column")
         return self
 
 
@@ -141,13 +160,21 @@ class StrategyRule(Section):
     query: tuple[str, ...] | None = Field(
         None, description="For SIMILARITY: ids of samples to find more like (they must be in the pool)."
     )
+    query_images: tuple[str, ...] | None = Field(
+        None,
+        description="For SIMILARITY: image files to find more like (absolute paths or keys inside "
+        "the source); embedded with the run's model.",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> StrategyRule:
         if self.type == "THRESHOLD" and (self.operation is None or self.value is None):
             raise ValueError("THRESHOLD needs an operation (<, <=, >, >=) and a value")
-        if (self.type == "SIMILARITY") != bool(self.query):
-            raise ValueError("SIMILARITY, and only SIMILARITY, takes a query: a list of sample ids")
+        if (self.type == "SIMILARITY") != bool(self.query or self.query_images):
+            raise ValueError(
+                "SIMILARITY, and only SIMILARITY, takes a query: sample ids (query) or image files "
+                "(query_images)"
+            )
         if self.target is not None:
             if self.type != "BALANCE":
                 raise ValueError("target is only for BALANCE")
@@ -165,12 +192,14 @@ class SelectionStrategy(Section):
         kind, source, key = self.strategy.type, self.input.type, self.input.key
         if kind in ("DIVERSITY", "TYPICALITY", "SIMILARITY") and source != "EMBEDDINGS":
             raise ValueError(f"{kind} works on EMBEDDINGS")
-        if kind in ("BALANCE", "THRESHOLD") and source != "METADATA":
-            raise ValueError(f"{kind} works on a METADATA key")
+        if kind == "BALANCE" and source != "METADATA":
+            raise ValueError("BALANCE works on a METADATA key")
+        if kind == "THRESHOLD" and source not in ("METADATA", "SCORES"):
+            raise ValueError("THRESHOLD works on a METADATA key or SCORES")
         if kind in ("WEIGHTS", "THRESHOLD") and key in CATEGORICAL_METADATA_KEYS:
             raise ValueError(f"{kind} needs a numeric key, and {key!r} is a category")
         if kind == "WEIGHTS" and source == "EMBEDDINGS":
-            raise ValueError("WEIGHTS works on a METADATA key or RANDOM")
+            raise ValueError("WEIGHTS works on a METADATA key, SCORES or RANDOM")
         return self
 
 
@@ -186,17 +215,78 @@ class SelectionConfig(Section):
         "(Euclidean distance between unit embeddings) to the selection.",
     )
     seed: int = Field(0, description="Seeds the first pick of greedy k-center.")
+    metadata_file: str | None = Field(
+        None,
+        description="Custom metadata: a CSV or Parquet file with an `id` (sample id) or `key` (file "
+        "key) column; every other column is a METADATA key. An absolute path or a key inside the "
+        "source.",
+    )
+    metadata_from_key: str | None = Field(
+        None,
+        description="Custom metadata from each sample's key: a regular expression with named groups, "
+        r"searched in the key; each group is a categorical METADATA key, e.g. (?P<camera>cam\d+)/.",
+    )
     strategies: tuple[SelectionStrategy, ...] = Field(
         DIVERSITY_ONLY,
         min_length=1,
         description="What to select for, in the Lightly Worker's shape: a list of {input: {type, key}, "
         "strategy: {type, strength, ...}}. THRESHOLDs filter; the rest are combined.",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where greedy k-center runs (DIVERSITY alone): torch on the GPU when usable under "
+        "auto, numpy on the CPU otherwise.",
+    )
     copy_selected: bool = Field(
         False,
         description="Also copy the selected images to <output>/selected/<key> (server-side "
         "when source and output are on the same S3 endpoint).",
     )
+
+    @field_validator("metadata_from_key")
+    @classmethod
+    def _pattern_has_named_groups(cls, pattern: str | None) -> str | None:
+        if pattern is None:
+            return None
+        try:
+            groups = set(re.compile(pattern).groupindex)
+        except re.error as error:
+            raise ValueError(f"{pattern!r} is not a regular expression: {error}") from None
+        if not groups:
+            raise ValueError(f"{pattern!r} has no named group, e.g. (?P<camera>cam\\d+)")
+        if groups & BUILTIN_METADATA_KEYS:
+            raise ValueError(f"groups {sorted(groups & BUILTIN_METADATA_KEYS)} shadow built-in metadata")
+        return pattern
+
+    @property
+    def key_groups(self) -> frozenset[str]:
+        """The categorical keys metadata_from_key defines."""
+        if self.metadata_from_key is None:
+            return frozenset()
+        return frozenset(re.compile(self.metadata_from_key).groupindex)
+
+    @model_validator(mode="after")
+    def _metadata_keys_exist(self) -> SelectionConfig:
+        """Keys are checked here as far as the configuration knows them; a key that may be a
+        column of metadata_file is checked when the file is read, before any image is."""
+        known = BUILTIN_METADATA_KEYS | self.key_groups
+        for index, rule in enumerate(self.strategies):
+            key = rule.input.key
+            if key is None or key in known:
+                if key in self.key_groups and rule.strategy.type in ("WEIGHTS", "THRESHOLD"):
+                    raise FieldError(
+                        ("strategies", index, "input", "key"),
+                        f"{rule.strategy.type} needs a numeric key, and {key!r} (metadata_from_key) "
+                        "is a category",
+                    )
+                continue
+            if self.metadata_file is None:
+                raise FieldError(
+                    ("strategies", index, "input", "key"),
+                    f"METADATA key {key!r} does not exist (known: {', '.join(sorted(known))}; "
+                    "custom keys come from metadata_file or metadata_from_key)",
+                )
+        return self
 
 
 class RunConfig(Section):
@@ -302,6 +392,10 @@ def describe_validation_error(error: ValidationError) -> str:
     """One line a field: 'training.epochs: Input should be greater than or equal to 1'."""
     lines = []
     for problem in error.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "config"
-        lines.append(f"{field}: {problem['msg']}")
+        location, message = tuple(problem["loc"]), problem["msg"]
+        cause = problem.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError):
+            location, message = location + cause.path, cause.message
+        field = ".".join(str(part) for part in location) or "config"
+        lines.append(f"{field}: {message}")
     return "invalid configuration: " + "; ".join(lines)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from tasks.fingerprint import digest
 from tasks.retry import is_transient_failure
-from tasks.storage import ObjectInfo, Storage, open_storage
+from tasks.storage import ObjectInfo, Storage, open_storage, read_file_or_key
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +94,8 @@ def load_relevant_filenames(storage: Storage, location: str | None) -> pathspec.
     """
     if location is None:
         return None
-    path = Path(location).expanduser()
     try:
-        text = path.read_text() if path.is_absolute() else storage.read_bytes(location).decode()
+        text = read_file_or_key(storage, location).decode()
     except FileNotFoundError as error:
         raise FileNotFoundError(f"relevant_filenames file {location!r} not found in {storage.uri}") from error
     return parse_relevant_filenames(text)

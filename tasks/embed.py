@@ -23,6 +23,7 @@ from tasks.export import OnnxModel
 from tasks.fingerprint import code_version, digest, stage_cache_key
 from tasks.gpu import nvidia_gpu_count
 from tasks.inspect import ShardInspection
+from tasks.selection_inputs import SelectionInputs
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,29 @@ def embed_shard_images(
         count=len(embeddings),
         provider=session.get_providers()[0],
     )
+
+
+def embed_query_images(
+    inputs: SelectionInputs, model: OnnxModel, config: EmbeddingConfig, directory: Path
+) -> SelectionInputs:
+    """`inputs` with the SIMILARITY query images embedded by the run's model."""
+    if not inputs.query_images:
+        return inputs
+    session = open_session(model.path, config)
+    directory.mkdir(parents=True, exist_ok=True)
+    embedded = {}
+    for index, images in inputs.query_images.items():
+        path = directory / f"query-embeddings-{index}.npy"
+        np.save(path, embed_images(session, np.load(images), config.batch_size))
+        embedded[index] = str(path)
+    return inputs.model_copy(update={"query_embeddings": embedded})
+
+
+@task(name="embed-queries")
+def embed_queries(
+    inputs: SelectionInputs, model: OnnxModel, config: EmbeddingConfig, work_dir: Path
+) -> SelectionInputs:
+    return embed_query_images(inputs, model, config, work_dir)
 
 
 @task(name="embed-shard", cache_key_fn=stage_cache_key("embed"), persist_result=True)

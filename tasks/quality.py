@@ -4,7 +4,9 @@ the same pool, in every run (run.json's selection.quality):
 - diversity: mean distance from each selected sample to its nearest other selected one
   (higher: the selection repeats itself less);
 - coverage: 1 / (1 + mean distance from every sample of the pool to its nearest selected
-  one) (higher: every sample has a selected sample close to it).
+  one) (higher: every sample has a selected sample close to it);
+- balance, for each BALANCE key: the entropy of the selection's categories divided by
+  log(number of categories in the pool) (1: every category equally often).
 
 Distances are Euclidean between the unit embeddings, computed in blocks.
 """
@@ -32,13 +34,34 @@ def coverage(pool: np.ndarray, selected: np.ndarray) -> float | None:
     return float(1.0 / (1.0 + np.mean(np.sqrt(np.maximum(squared, 0.0)))))
 
 
-def measure(pool: np.ndarray, picks: np.ndarray) -> dict[str, float | None]:
+def balance(categories: np.ndarray, picks: np.ndarray) -> float | None:
+    """Normalised entropy of the picks' categories; None when the pool has one category
+    or nothing is picked. Shape: categories (N,), picks (k,)"""
+    present = len(np.unique(categories))
+    if present < 2 or len(picks) == 0:
+        return None
+    _, counts = np.unique(categories[picks], return_counts=True)
+    shares = counts / counts.sum()
+    return float(-(shares * np.log(shares)).sum() / np.log(present))
+
+
+def measure(pool: np.ndarray, picks: np.ndarray, categories: dict[str, np.ndarray]) -> dict[str, object]:
     chosen = pool[picks]
-    return {"diversity": diversity(chosen), "coverage": coverage(pool, chosen)}
+    figures: dict[str, object] = {"diversity": diversity(chosen), "coverage": coverage(pool, chosen)}
+    if categories:
+        figures["balance"] = {key: balance(values, picks) for key, values in categories.items()}
+    return figures
 
 
-def selection_quality(pool: np.ndarray, picks: np.ndarray, seed: int) -> dict[str, object]:
+def selection_quality(
+    pool: np.ndarray, picks: np.ndarray, seed: int, categories: dict[str, np.ndarray] | None = None
+) -> dict[str, object]:
     """The selection's figures beside those of a seeded random subset of the same size.
-    Shape: pool (N, D), picks (k,) indices into pool."""
+    Shape: pool (N, D), picks (k,) indices into pool, categories {BALANCE key: (N,)}."""
+    categories = categories or {}
     random_picks = np.random.default_rng(seed).choice(len(pool), size=len(picks), replace=False)
-    return {"selected": measure(pool, picks), "random": measure(pool, random_picks), "random_seed": seed}
+    return {
+        "selected": measure(pool, picks, categories),
+        "random": measure(pool, random_picks, categories),
+        "random_seed": seed,
+    }

@@ -9,21 +9,31 @@ keeps every sample's distance to its nearest center: O(N d) a pick, memory-bound
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from prefect import task
 from pydantic import BaseModel
 
-from tasks.config import BUILTIN_METADATA_KEYS, CATEGORICAL_METADATA_KEYS, DIVERSITY_ONLY, SelectionConfig
+from tasks.config import (
+    BUILTIN_METADATA_KEYS,
+    CATEGORICAL_METADATA_KEYS,
+    DIVERSITY_ONLY,
+    SelectionConfig,
+    SelectionStrategy,
+)
 from tasks.distances import mean_knn_distance, squared_distance_to_set
 from tasks.embedding_table import EmbeddingTable, read_embeddings
 from tasks.inspect import SampleTable
+from tasks.kcenter_torch import kcenter_greedy_torch
 from tasks.manifest import manifest_vectors
 from tasks.plan import RunPlan
 from tasks.quality import selection_quality
+from tasks.selection_inputs import SelectionInputs, values_for
 from tasks.strategies import Balance, Diversity, Objective, Threshold, Weights, combined_greedy
 
 logger = logging.getLogger(__name__)
@@ -86,8 +96,9 @@ class Selection(BaseModel, frozen=True):
     selected: int
     candidates: int
     note: str | None
-    # Diversity and coverage of the picks and of a random subset of the same size.
+    # Diversity, coverage and balance of the picks and of a random subset of the same size.
     quality: dict[str, object]
+    device: str  # where greedy k-center ran: cpu (numpy) or cuda (torch)
 
 
 def earlier_picks(run_plan: RunPlan, ids: list[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,64 +111,109 @@ def earlier_picks(run_plan: RunPlan, ids: list[str], embeddings: np.ndarray) -> 
     return np.concatenate([kept.reshape(-1, embeddings.shape[1]), embeddings[reprocessed]]), reprocessed
 
 
-def sample_metadata(samples: SampleTable, ids: list[str]) -> dict[str, np.ndarray]:
-    """The built-in metadata of `ids`, a column each (`folder`: the key's first folder)."""
-    columns = ["id", "key", *sorted(BUILTIN_METADATA_KEYS - CATEGORICAL_METADATA_KEYS)]
-    rows = {r["id"]: r for r in pq.read_table(samples.path, columns=columns).to_pylist()}
-    metadata = {
-        name: np.array([np.nan if rows[i][name] is None else rows[i][name] for i in ids], dtype=np.float64)
-        for name in columns[2:]
-    }
-    metadata["folder"] = np.array(
-        [k.split("/")[0] if "/" in k else "" for k in (rows[i]["key"] for i in ids)]
-    )
-    return metadata
+class SampleMetadata:
+    """The METADATA values of the candidates, a key at a time: built-in columns, `folder`,
+    metadata_from_key's groups and metadata_file's columns."""
+
+    def __init__(
+        self, samples: SampleTable, ids: list[str], config: SelectionConfig, inputs: SelectionInputs
+    ) -> None:
+        numeric = sorted(BUILTIN_METADATA_KEYS - CATEGORICAL_METADATA_KEYS)
+        table = pq.read_table(samples.path, columns=["id", "key", *numeric])
+        row = {sample_id: position for position, sample_id in enumerate(table["id"].to_pylist())}
+        self.rows = pa.array([row[i] for i in ids], pa.int64())
+        self.table, self.ids, self.config, self.inputs = table, ids, config, inputs
+        self.keys: list[str] = table["key"].take(self.rows).to_pylist()
+
+    def values(self, key: str) -> np.ndarray:
+        """Shape: -> (N,) float64 (NaN: no value) or str ('': no value)"""
+        if key == "folder":
+            return np.array([k.split("/")[0] if "/" in k else "" for k in self.keys])
+        if key in self.config.key_groups and self.config.metadata_from_key is not None:
+            pattern = re.compile(self.config.metadata_from_key)
+            matches = [pattern.search(k) for k in self.keys]
+            return np.array([(m.group(key) or "") if m else "" for m in matches])
+        if key in BUILTIN_METADATA_KEYS:
+            column = self.table[key].take(self.rows).cast(pa.float64())
+            return np.asarray(column.fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+        if self.inputs.metadata is None:
+            raise ValueError(f"METADATA key {key!r} has no source")  # refused by the config checks
+        return values_for(self.inputs.metadata, key, self.ids, self.keys)
 
 
-def similarity_to(query: tuple[str, ...], ids: list[str], embeddings: np.ndarray, index: int) -> np.ndarray:
-    """Each sample's largest cosine similarity to the query samples. Shape: -> (N,)
+def similarity_to(query: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """Each sample's largest cosine similarity to the query embeddings.
+    Shape: query (Q, D), embeddings (N, D) -> (N,)"""
+    return np.asarray((embeddings @ query.T).max(axis=1))
+
+
+def query_embeddings(
+    rule: SelectionStrategy, index: int, ids: list[str], embeddings: np.ndarray, inputs: SelectionInputs
+) -> np.ndarray:
+    """The SIMILARITY query: the embeddings of its sample ids and of its image files.
+    Shape: -> (Q, D)
 
     Raises:
         ValueError: a query id is not among this run's clean samples.
     """
+    query = rule.strategy.query or ()
     position = {sample_id: row for row, sample_id in enumerate(ids)}
     unknown = [q for q in query if q not in position]
     if unknown:
         raise ValueError(
             f"selection.strategies.{index}.strategy.query: {unknown} are not clean samples of this run"
         )
-    return np.asarray((embeddings @ embeddings[[position[q] for q in query]].T).max(axis=1))
+    parts = [embeddings[[position[q] for q in query]]]
+    if index in inputs.query_embeddings:
+        parts.append(np.load(inputs.query_embeddings[index]))
+    return np.concatenate(parts)
 
 
 def strategy_terms(
-    config: SelectionConfig, samples: SampleTable, ids: list[str], embeddings: np.ndarray
-) -> tuple[list[Threshold], list[Objective]]:
-    metadata = sample_metadata(samples, ids)
+    config: SelectionConfig,
+    samples: SampleTable,
+    ids: list[str],
+    embeddings: np.ndarray,
+    inputs: SelectionInputs,
+) -> tuple[list[Threshold], list[Objective], dict[str, np.ndarray]]:
+    """The thresholds, the objectives, and the categories of each BALANCE key."""
+    metadata = SampleMetadata(samples, ids, config, inputs)
     thresholds: list[Threshold] = []
     objectives: list[Objective] = []
+    balanced: dict[str, np.ndarray] = {}
     for index, rule in enumerate(config.strategies):
         source, strategy = rule.input, rule.strategy
         if source.type == "RANDOM":
             values = np.random.default_rng(source.random_seed).random(len(ids))
         elif source.type == "METADATA" and source.key is not None:
-            values = metadata[source.key]
+            values = metadata.values(source.key)
+        elif source.type == "SCORES" and source.score is not None:
+            values = values_for(inputs.scores[index], source.score, ids, metadata.keys)
         if strategy.type == "DIVERSITY":
             objectives.append(Diversity(strategy.strength, config.min_distance))
         elif strategy.type == "TYPICALITY":
             # Dense neighbourhoods are typical: the closer the k nearest, the higher.
-            typical = 1.0 / (1.0 + mean_knn_distance(embeddings, strategy.neighbours))
+            typical = 1.0 / (1.0 + mean_knn_distance(embeddings, strategy.neighbours, seed=config.seed))
             objectives.append(Weights(typical, strategy.strength))
-        elif strategy.type == "SIMILARITY" and strategy.query:
-            objectives.append(
-                Weights(similarity_to(strategy.query, ids, embeddings, index), strategy.strength)
-            )
+        elif strategy.type == "SIMILARITY":
+            query = query_embeddings(rule, index, ids, embeddings, inputs)
+            objectives.append(Weights(similarity_to(query, embeddings), strategy.strength))
         elif strategy.type == "THRESHOLD" and strategy.operation is not None and strategy.value is not None:
             thresholds.append(Threshold(values, strategy.operation, strategy.value))
         elif strategy.type == "WEIGHTS":
             objectives.append(Weights(values, strategy.strength))
-        elif strategy.type == "BALANCE":
-            objectives.append(Balance(values.astype(str), strategy.target, strategy.strength))
-    return thresholds, objectives
+        elif strategy.type == "BALANCE" and source.key is not None:
+            balanced[source.key] = values.astype(str)
+            objectives.append(Balance(balanced[source.key], strategy.target, strategy.strength))
+    return thresholds, objectives, balanced
+
+
+def kcenter_device(config: SelectionConfig) -> str:
+    """'cuda' where greedy k-center runs in torch on the GPU, else 'cpu' (numpy)."""
+    usable = torch.cuda.is_available()
+    if config.device == "cuda" and not usable:
+        logger.warning("selection.device is cuda but torch finds no usable GPU: selecting on the CPU")
+    return "cuda" if config.device in ("auto", "cuda") and usable else "cpu"
 
 
 def diversity_reasons(distances: np.ndarray) -> list[str]:
@@ -175,6 +231,7 @@ def select_from_pool(
     config: SelectionConfig,
     run_plan: RunPlan,
     samples: SampleTable,
+    inputs: SelectionInputs,
     path: Path,
 ) -> Selection:
     """Select from this run's clean samples, diverse also against what earlier runs
@@ -182,11 +239,19 @@ def select_from_pool(
     ids, embeddings = read_embeddings(table)
     chosen, reprocessed = earlier_picks(run_plan, ids, embeddings)
     ids, embeddings = [i for i, r in zip(ids, reprocessed, strict=True) if not r], embeddings[~reprocessed]
+    balanced: dict[str, np.ndarray] = {}
+    device = "cpu"
     if config.strategies == DIVERSITY_ONLY:
-        picks, distances = kcenter_greedy(embeddings, requested, config.seed, config.min_distance, chosen)
+        device = kcenter_device(config)
+        if device == "cuda":
+            picks, distances = kcenter_greedy_torch(
+                embeddings, requested, config.seed, device, config.min_distance, chosen
+            )
+        else:
+            picks, distances = kcenter_greedy(embeddings, requested, config.seed, config.min_distance, chosen)
         reasons = diversity_reasons(distances)
     else:
-        thresholds, objectives = strategy_terms(config, samples, ids, embeddings)
+        thresholds, objectives, balanced = strategy_terms(config, samples, ids, embeddings, inputs)
         picks, reasons = combined_greedy(requested, thresholds, objectives, embeddings, chosen)
     note = None
     if requested > len(ids):
@@ -213,7 +278,8 @@ def select_from_pool(
         selected=len(picks),
         candidates=len(ids),
         note=note,
-        quality=selection_quality(embeddings, picks, config.seed),
+        quality=selection_quality(embeddings, picks, config.seed, balanced),
+        device=device,
     )
 
 
@@ -229,6 +295,7 @@ def select(
     config: SelectionConfig,
     run_plan: RunPlan,
     samples: SampleTable,
+    inputs: SelectionInputs,
     work_dir: Path,
 ) -> Selection:
-    return select_from_pool(table, requested, config, run_plan, samples, work_dir / SELECTION_FILE)
+    return select_from_pool(table, requested, config, run_plan, samples, inputs, work_dir / SELECTION_FILE)

@@ -178,6 +178,16 @@ class LocalStorage:
         return self.write_bytes(target_key, source.read_bytes(key))
 
 
+def read_file_or_key(storage: Storage, location: str) -> bytes:
+    """A file the configuration names: an absolute local path, or a key inside `storage`.
+
+    Raises:
+        FileNotFoundError: there is no such file or object.
+    """
+    path = Path(location).expanduser()
+    return path.read_bytes() if path.is_absolute() else storage.read_bytes(location)
+
+
 def is_s3_uri(uri: str) -> bool:
     return uri.startswith("s3://")
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from tasks.kcenter_torch import kcenter_greedy_torch
 from tasks.select import kcenter_greedy
 
 
@@ -55,3 +56,20 @@ def test_kcenter_stops_at_min_distance_and_caps_at_pool_size() -> None:
     assert distances[1] > 4.9
     picks, _ = kcenter_greedy(x, 10, seed=0)
     assert sorted(picks.tolist()) == [0, 1, 2, 3]
+
+
+def test_torch_kcenter_makes_the_numpy_picks() -> None:
+    # The GPU path, run on the CPU device: the same code, the same picks as the numpy form.
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    earlier = x[:5] + 0.01
+    for chosen in (None, earlier):
+        reference, reference_distances = kcenter_greedy(x, 60, seed=3, chosen=chosen)
+        picks, distances = kcenter_greedy_torch(x, 60, seed=3, device="cpu", chosen=chosen)
+        assert picks.tolist() == reference.tolist()
+        np.testing.assert_allclose(distances, reference_distances, rtol=1e-4)
+    stop = float(reference_distances[30])
+    early, _ = kcenter_greedy(x, 60, seed=3, min_distance=stop)
+    assert kcenter_greedy_torch(x, 60, seed=3, device="cpu", min_distance=stop)[0].tolist() == early.tolist()
+    assert 0 < len(early) < 60

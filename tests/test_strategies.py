@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import RunConfig, describe_validation_error
+from tasks.config import RunConfig, SelectionStrategy, describe_validation_error
 from tasks.distances import BLOCK, mean_knn_distance
-from tasks.select import kcenter_greedy, similarity_to
+from tasks.quality import selection_quality
+from tasks.select import kcenter_greedy, query_embeddings, similarity_to
+from tasks.selection_inputs import SelectionInputs
 from tasks.strategies import Balance, Diversity, Threshold, Weights, combined_greedy
 
 
@@ -62,7 +64,21 @@ def test_diversity_alone_is_greedy_kcenter_against_earlier_picks() -> None:
 @pytest.mark.parametrize(
     ("strategy", "words"),
     [
-        ({"input": {"type": "METADATA", "key": "colour"}}, "METADATA key 'colour' does not exist"),
+        (
+            {"input": {"type": "METADATA", "key": "colour"}, "strategy": {"type": "BALANCE"}},
+            "METADATA key 'colour' does not exist",
+        ),
+        (
+            {"input": {"type": "SCORES", "file": "scores.csv"}, "strategy": {"type": "WEIGHTS"}},
+            "SCORES, and only SCORES, takes a file and a score column",
+        ),
+        (
+            {
+                "input": {"type": "SCORES", "file": "s.csv", "score": "loss"},
+                "strategy": {"type": "BALANCE"},
+            },
+            "BALANCE works on a METADATA key",
+        ),
         (
             {
                 "input": {"type": "METADATA", "key": "folder"},
@@ -115,9 +131,30 @@ def test_mean_knn_distance_matches_brute_force_across_blocks() -> None:
 def test_similarity_picks_the_nearest_to_the_query() -> None:
     x = unit_rows(300, seed=7)
     ids = [f"s{i}" for i in range(300)]
-    closeness = similarity_to(("s3", "s9"), ids, x, 0)
+    rule = SelectionStrategy(strategy={"type": "SIMILARITY", "query": ("s3", "s9")})
+    closeness = similarity_to(query_embeddings(rule, 0, ids, x, SelectionInputs()), x)
     picks, _ = combined_greedy(12, [], [Weights(closeness, 1.0)], x)
     expected = np.argsort(-np.maximum(x @ x[3], x @ x[9]))[:12]
     assert set(picks.tolist()) == set(expected.tolist()) and {3, 9} <= set(picks.tolist())
+    unknown = SelectionStrategy(strategy={"type": "SIMILARITY", "query": ("nope",)})
     with pytest.raises(ValueError, match=r"selection.strategies.0.strategy.query: \['nope'\]"):
-        similarity_to(("nope",), ids, x, 0)
+        query_embeddings(unknown, 0, ids, x, SelectionInputs())
+
+
+def test_typicality_on_a_sampled_reference_still_prefers_the_dense_cluster() -> None:
+    rng = np.random.default_rng(8)
+    dense = rng.normal(size=(3000, 8)) * 0.05 + 1.0
+    outliers = rng.normal(size=(30, 8)) * 3.0
+    x = np.concatenate([dense, outliers]).astype(np.float32)
+    sampled = mean_knn_distance(x, 10, max_reference=500)
+    assert sampled[3000:].min() > sampled[:3000].max()  # every outlier less typical than the cluster
+
+
+def test_balance_quality_is_the_normalised_entropy_of_the_picks() -> None:
+    categories = np.array(["a"] * 50 + ["b"] * 30 + ["c"] * 20)
+    x = unit_rows(100, seed=9)
+    even = np.array([0, 1, 50, 51, 80, 81])  # two of each category
+    quality = selection_quality(x, even, seed=0, categories={"site": categories})
+    assert quality["selected"]["balance"] == {"site": pytest.approx(1.0)}  # type: ignore[index]
+    one_sided = selection_quality(x, np.arange(6), seed=0, categories={"site": categories})
+    assert one_sided["selected"]["balance"] == {"site": 0.0}  # type: ignore[index]
