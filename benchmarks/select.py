@@ -6,9 +6,13 @@
 The naive baseline recomputes each row's distance to the new center by broadcasting
 (x - c)**2 over the whole matrix, as a first implementation usually does; both pick the
 same samples (checked). Then times the near-duplicate search (cosine distance 0.01) over
-the same rows with planted, slightly perturbed copies, and checks it finds them, and the
-combined DIVERSITY + TYPICALITY + BALANCE pass (exact k-NN: quadratic, so on at most
---combined-rows rows). Prints a JSON object of figures on its last line.
+the same rows with planted, slightly perturbed copies, and checks it finds them; the
+combined DIVERSITY + TYPICALITY + BALANCE pass (TYPICALITY's k-NN against at most 20,000
+reference rows); and the torch form of k-center (the GPU path; on the CPU without a GPU)
+against the numpy form. The two round their matrix-vector products differently, so on
+near-ties they may pick differently: the benchmark prints the share of common picks and
+both covering radii (the last pick's distance), which must agree closely. Prints a JSON
+object of figures last.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import json
 import time
 
 import numpy as np
+import torch
 
 from tasks.distances import mean_knn_distance
+from tasks.kcenter_torch import kcenter_greedy_torch
 from tasks.near_duplicates import find_near_duplicates
 from tasks.select import kcenter_greedy
 from tasks.strategies import Balance, Diversity, Weights, combined_greedy
@@ -77,7 +83,7 @@ def main() -> None:
     parser.add_argument("--picks", type=int, default=1000)
     parser.add_argument("--baseline-picks", type=int, default=200, help="the naive form is slow")
     parser.add_argument("--planted-copies", type=int, default=1000, help="near duplicates hidden in the rows")
-    parser.add_argument("--combined-rows", type=int, default=100_000, help="rows for the combined strategies")
+    parser.add_argument("--combined-rows", type=int, default=None, help="rows for the combined strategies")
     parser.add_argument(
         "--near-duplicate-rows", type=int, default=100_000, help="rows searched for near duplicates"
     )
@@ -85,18 +91,27 @@ def main() -> None:
     x = np.random.default_rng(0).normal(size=(args.rows, args.dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     started = time.perf_counter()
-    picks, _ = kcenter_greedy(x, args.picks, seed=0)
+    picks, radii = kcenter_greedy(x, args.picks, seed=0)
     ms_per_pick = 1000 * (time.perf_counter() - started) / args.picks
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.perf_counter()
+    torch_picks, torch_radii = kcenter_greedy_torch(x, args.picks, seed=0, device=device)
+    torch_ms_per_pick = 1000 * (time.perf_counter() - started) / args.picks
+    common = len(np.intersect1d(torch_picks, picks)) / args.picks
     started = time.perf_counter()
     baseline = naive_kcenter(x, args.baseline_picks, int(picks[0]))
     naive_ms_per_pick = 1000 * (time.perf_counter() - started) / args.baseline_picks
     same = bool(np.array_equal(baseline, picks[: args.baseline_picks]))
     near_seconds, found = near_duplicate_search(x[: args.near_duplicate_rows], args.planted_copies)
-    combined_rows = min(args.rows, args.combined_rows)
+    combined_rows = min(args.rows, args.combined_rows or args.rows)
     typicality_seconds, combined_ms, combined_seconds = combined_selection(x[:combined_rows], args.picks)
     print(f"{args.rows} x {args.dim} float32, {args.picks} picks")
     print(f"winnow  {ms_per_pick:7.2f} ms a pick")
     print(f"naive   {naive_ms_per_pick:7.2f} ms a pick (same picks: {same})")
+    print(
+        f"torch   {torch_ms_per_pick:7.2f} ms a pick on {device} ({common:.1%} common picks; covering "
+        f"radius {torch_radii[-1]:.4f}, numpy's {radii[-1]:.4f})"
+    )
     print(f"near duplicates: {near_seconds:.1f} s, {found} of {args.planted_copies} planted copies found")
     print(
         f"DIVERSITY + TYPICALITY + BALANCE over {combined_rows} rows: k-NN {typicality_seconds:.1f} s, "
@@ -109,6 +124,11 @@ def main() -> None:
                 "naive_ms_per_pick": round(naive_ms_per_pick, 2),
                 "ratio": round(naive_ms_per_pick / ms_per_pick, 2),
                 "same_picks": same,
+                "torch_device": device,
+                "torch_ms_per_pick": round(torch_ms_per_pick, 2),
+                "torch_common_picks": round(common, 4),
+                "torch_radius": round(float(torch_radii[-1]), 4),
+                "numpy_radius": round(float(radii[-1]), 4),
                 "near_duplicates_s": round(near_seconds, 2),
                 "near_duplicates_found": found,
                 "near_duplicates_planted": args.planted_copies,

@@ -89,34 +89,41 @@ def combined_greedy(
     for objective in objectives:
         if isinstance(objective, Weights):
             fixed += objective.strength * np.log(normalised(objective.values.astype(np.float64)))
+    # Candidates out of the running score -inf (and sit at -1 in `nearest`), so no pass of
+    # a pick needs a mask; float32 halves the memory traffic of each pass.
+    fixed = np.where(allowed, fixed, -np.inf).astype(np.float32)
     diversity = next((o for o in objectives if isinstance(o, Diversity)), None)
-    balances = [o for o in objectives if isinstance(o, Balance)]
+    balancing = [BalanceState(o, allowed) for o in objectives if isinstance(o, Balance)]
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     squared_norms = np.einsum("ij,ij->i", x, x)
     nearest = np.full(count, np.inf, dtype=np.float32)
     if diversity is not None and chosen is not None and len(chosen):
         nearest = squared_distance_to_set(x, squared_norms, chosen)
-    balancing = [BalanceState(b, allowed) for b in balances]
+    nearest[~allowed] = -1.0
+    score, scratch = np.empty(count, dtype=np.float32), np.empty(count, dtype=np.float32)
     picks: list[int] = []
     reasons: list[str] = []
-    remaining = allowed.copy()
-    while len(picks) < n and remaining.any():
-        score = fixed.copy()
-        if diversity is not None and np.isfinite(nearest[remaining]).any():
-            distance = np.sqrt(np.maximum(nearest, 0.0))
-            score += diversity.strength * np.log(np.maximum(distance / distance[remaining].max(), FLOOR))
+    wanted = min(n, int(allowed.sum()))
+    while len(picks) < wanted:
+        np.copyto(score, fixed)
+        farthest = float(nearest.max())
+        if diversity is not None and np.isfinite(farthest):  # before any center, all are inf
+            # log(d / d_max) for d = sqrt(squared distance): half the log of the squared ratio.
+            np.divide(nearest, max(farthest, FLOOR), out=scratch)
+            np.maximum(scratch, FLOOR**2, out=scratch)
+            score += np.float32(0.5 * diversity.strength) * np.log(scratch, out=scratch)
         for state in balancing:
             score += state.log_objective(len(picks))
-        score[~remaining] = -np.inf
         pick = int(np.argmax(score))
         stop_at = diversity.min_distance if diversity is not None else None
         if stop_at is not None and np.sqrt(max(float(nearest[pick]), 0.0)) < stop_at:
             break
         picks.append(pick)
         reasons.append(f"combined: score {score[pick]:.4f}")
-        remaining[pick] = False
+        fixed[pick] = -np.inf
         if diversity is not None:
             np.minimum(nearest, squared_norms - 2.0 * (x @ x[pick]) + squared_norms[pick], out=nearest)
+        nearest[pick] = -1.0
         for state in balancing:
             state.add(pick)
     return np.array(picks, dtype=np.int64), reasons
@@ -149,7 +156,7 @@ class BalanceState:
         deficit = self.shares * (picked + 1) - self.seen
         deficit[-1] = 0.0
         lag = np.maximum(deficit / max(float(deficit.max()), FLOOR), FLOOR)
-        return np.asarray(self.strength * np.log(lag)[self.codes])
+        return (self.strength * np.log(lag)).astype(np.float32)[self.codes]
 
     def add(self, pick: int) -> None:
         self.seen[self.codes[pick]] += 1
