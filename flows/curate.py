@@ -31,6 +31,7 @@ from tasks.config import (
     RunConfig,
     SelectionConfig,
     TrainingConfig,
+    VideoConfig,
     describe_validation_error,
 )
 from tasks.discover import discover
@@ -118,11 +119,12 @@ def curate(
     training: TrainingConfig = TrainingConfig(),  # noqa: B008
     embedding: EmbeddingConfig = EmbeddingConfig(),  # noqa: B008
     selection: SelectionConfig = SelectionConfig(),  # noqa: B008
+    video: VideoConfig = VideoConfig(),  # noqa: B008
 ) -> dict[str, Any]:
-    """Curate `source`: a folder or s3://bucket/prefix of images.
+    """Curate `source`: a folder or s3://bucket/prefix of images and videos.
 
     Args:
-        source: folder or s3://bucket/prefix of images to curate.
+        source: folder or s3://bucket/prefix of images and videos to curate.
         output: folder or s3://bucket/prefix for runs and the datapool (default: a folder named after
             the source, under winnow-output).
         n_samples: how many new samples to select this run.
@@ -136,6 +138,7 @@ def curate(
         training: the self-supervised model and its training.
         embedding: ONNX Runtime embedding.
         selection: greedy k-center selection.
+        video: how frames are sampled from videos, sequence selection, the frames' file format.
 
     Returns:
         The run record written to run.json.
@@ -154,6 +157,7 @@ def curate(
         training=training,
         embedding=embedding,
         selection=selection,
+        video=video,
     )
     started_at = datetime.now(UTC).isoformat()
     run_id = new_run_id()
@@ -187,6 +191,7 @@ def curate(
             unmapped(credentials),
             unmapped(input_size),
             unmapped(config.checks),
+            unmapped(config.video),
             unmapped(cache),
         )
         inspections = []
@@ -202,7 +207,7 @@ def curate(
     else:
         if samples.ok == 0:
             raise ValueError(
-                f"source {config.source!r}: none of its {samples.processed} images could be decoded"
+                f"source {config.source!r}: none of its {samples.processed} samples could be decoded"
             )
         with timer.stage("train"):
             train_state = train(inspections, samples, config.training, cache, return_state=True)
@@ -241,6 +246,7 @@ def curate(
             table,
             config.target_count(table.count),
             config.selection,
+            config.video.sequence_length,
             run_plan,
             samples,
             user_inputs,
@@ -269,10 +275,19 @@ def curate(
         onnx_model=onnx_model.path,
         fp32_onnx_model=fp32_model.path if fp32_model != onnx_model else None,
         checkpoint=trained.checkpoint if trained else None,
+        listing=listing,
     )
     with timer.stage("publish"):
         artifacts = publish(
-            config.source, output_uri, credentials, run_id, files, record, config.selection.copy_selected
+            config.source,
+            output_uri,
+            credentials,
+            run_id,
+            files,
+            record,
+            config.selection.copy_selected,
+            config.video,
+            cache,
         )
         progress.update("publish", 1, 1)
 

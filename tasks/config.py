@@ -102,6 +102,54 @@ class EmbeddingConfig(Section):
     )
 
 
+class VideoConfig(Section):
+    every_n_frames: int | None = Field(
+        None,
+        ge=1,
+        description="Sample every n-th frame (0, n, 2n, ...). With none of every_n_frames, fps "
+        "and keyframes_only, every frame is a sample.",
+    )
+    fps: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="Sample at this rate: the first frame at or after each multiple of 1/fps "
+        "seconds from the first frame (deterministic for variable frame rate too).",
+    )
+    keyframes_only: bool = Field(
+        False,
+        description="Sample only the keyframes; the others are not even decoded (much faster).",
+    )
+    max_frames_per_video: int | None = Field(
+        None, ge=1, description="Stop sampling a video after this many frames; no limit when empty."
+    )
+    sequence_length: int | None = Field(
+        None,
+        ge=2,
+        description="Select windows of this many consecutive sampled frames of one video, scored "
+        "by their mean embedding, instead of single samples (images are then not selected); "
+        "n_samples still counts frames.",
+    )
+    frame_format: Literal["png", "jpeg"] = Field(
+        "png", description="Image format of the selected frames written under selected_frames/."
+    )
+
+    @model_validator(mode="after")
+    def _one_sampling_mode(self) -> VideoConfig:
+        modes = [
+            name
+            for name, given in (
+                ("every_n_frames", self.every_n_frames is not None),
+                ("fps", self.fps is not None),
+                ("keyframes_only", self.keyframes_only),
+            )
+            if given
+        ]
+        if len(modes) > 1:
+            raise ValueError(f"give one of every_n_frames, fps and keyframes_only, not {' and '.join(modes)}")
+        return self
+
+
 # Metadata a METADATA input can name: every sample has these (`folder`: the key's first folder).
 BUILTIN_METADATA_KEYS = frozenset({"width", "height", "bytes", "folder", *METADATA_COLUMNS})
 CATEGORICAL_METADATA_KEYS = frozenset({"folder"})
@@ -327,6 +375,7 @@ class RunConfig(Section):
     training: TrainingConfig = TrainingConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     selection: SelectionConfig = SelectionConfig()
+    video: VideoConfig = VideoConfig()
 
     @field_validator("source")
     @classmethod
@@ -359,6 +408,14 @@ class RunConfig(Section):
     def _one_way_to_say_how_many(self) -> RunConfig:
         if self.n_samples is not None and self.proportion is not None:
             raise ValueError("give n_samples or proportion, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _sequences_are_selected_for_diversity(self) -> RunConfig:
+        if self.video.sequence_length is not None and self.selection.strategies != DIVERSITY_ONLY:
+            raise ValueError(
+                "video.sequence_length selects windows by diversity alone: leave out selection.strategies"
+            )
         return self
 
     @property

@@ -1,4 +1,4 @@
-"""Discover: list the source and keep the images; cut what a run processes into shards.
+"""Discover: list the source and keep the images and videos; cut what a run processes into shards.
 
 A shard's manifest (keys, sizes, versions) is a small JSON file; its fingerprint is the
 digest of that content, so a shard whose files did not change keeps its fingerprint and
@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from tasks.fingerprint import digest
 from tasks.retry import is_transient_failure
 from tasks.storage import ObjectInfo, Storage, open_storage, read_file_or_key
+from tasks.video import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,19 @@ class Shard(BaseModel, frozen=True):
 
 
 class Listing(BaseModel, frozen=True):
-    """Every image the source holds now: a Parquet file of (key, size, version), by key."""
+    """Every image and video the source holds now: a Parquet file of (key, size, version), by key."""
 
     source: str
     path: str
     count: int
 
 
-def is_image_key(key: str) -> bool:
-    return PurePosixPath(key).suffix.lower() in IMAGE_EXTENSIONS
+SAMPLE_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+
+
+def is_sample_key(key: str) -> bool:
+    """An image or a video, by its extension in any letter case."""
+    return PurePosixPath(key).suffix.lower() in SAMPLE_EXTENSIONS
 
 
 def parse_relevant_filenames(text: str) -> pathspec.PathSpec:
@@ -54,12 +59,12 @@ def parse_relevant_filenames(text: str) -> pathspec.PathSpec:
     return pathspec.PathSpec.from_lines("gitwildmatch", text.splitlines())
 
 
-def list_images(storage: Storage, relevant: pathspec.PathSpec | None) -> list[ObjectInfo]:
-    """Every image object in `storage`, narrowed by `relevant`, sorted by key."""
+def list_samples(storage: Storage, relevant: pathspec.PathSpec | None) -> list[ObjectInfo]:
+    """Every image and video object in `storage`, narrowed by `relevant`, sorted by key."""
     found = [
         info
         for info in storage.list_objects()
-        if is_image_key(info.key) and (relevant is None or relevant.match_file(info.key))
+        if is_sample_key(info.key) and (relevant is None or relevant.match_file(info.key))
     ]
     return sorted(found, key=lambda info: info.key)
 
@@ -134,20 +139,20 @@ def read_listing(listing: Listing) -> list[ObjectInfo]:
 def discover_source(
     source: str, aws_credentials: str | None, relevant_filenames: str | None, directory: Path
 ) -> Listing:
-    """List the source's images into a listing file in `directory`.
+    """List the source's images and videos into a listing file in `directory`.
 
     Raises:
-        ValueError: the source holds no images (after the relevant-filenames filter).
+        ValueError: the source holds no images or videos (after the relevant-filenames filter).
         StorageError: the source cannot be read (missing bucket, denied access, ...).
     """
     storage = open_storage(source, aws_credentials)
     relevant = load_relevant_filenames(storage, relevant_filenames)
-    objects = list_images(storage, relevant)
+    objects = list_samples(storage, relevant)
     if not objects:
         narrowed = f" matching {relevant_filenames!r}" if relevant_filenames else ""
-        extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise ValueError(f"source {source!r} holds no images{narrowed} (looked for {extensions})")
-    logger.info("discovered %d images under %s", len(objects), source)
+        extensions = ", ".join(sorted(SAMPLE_EXTENSIONS))
+        raise ValueError(f"source {source!r} holds no images or videos{narrowed} (looked for {extensions})")
+    logger.info("discovered %d images and videos under %s", len(objects), source)
     return write_listing(source, objects, directory)
 
 

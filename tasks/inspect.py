@@ -1,5 +1,6 @@
-"""Inspect: decode every image of a shard once; record metadata, corruption and content
-hashes; write the uint8 cache at model resolution that training and embedding read.
+"""Inspect: decode every image and every sampled video frame of a shard once; record
+metadata, corruption and content hashes; write the uint8 cache at model resolution that
+training and embedding read.
 
 Per shard, in `<cache>/inspect/<key>/`:
     samples.parquet  one row a file (SAMPLE_SCHEMA)
@@ -13,18 +14,21 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from PIL import Image
 from prefect import task
 from pydantic import BaseModel
 
-from tasks.config import ChecksConfig
+from tasks.config import ChecksConfig, VideoConfig
 from tasks.decode import Corrupt, analysis_copy, decode_image, resize_square
 from tasks.discover import Shard, read_manifest
 from tasks.fingerprint import code_version, digest, stage_cache_key
@@ -32,6 +36,7 @@ from tasks.flags import sample_flags
 from tasks.metadata import ANALYSIS_SIZE, METADATA_COLUMNS, image_metadata
 from tasks.retry import is_transient_failure
 from tasks.storage import MissingObjectError, ObjectInfo, Storage, open_storage
+from tasks.video import frame_id, is_video_key, sample_frames
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +47,9 @@ SAMPLE_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("key", pa.string()),
-        ("kind", pa.string()),
+        ("kind", pa.string()),  # image, frame (of the video `key`), or video (a bad one)
+        ("frame_index", pa.int32()),  # frames only: position in the video, presentation order
+        ("timestamp_s", pa.float64()),  # frames only: pts * time_base
         ("status", pa.string()),
         ("reason", pa.string()),
         ("bytes", pa.int64()),
@@ -59,6 +66,7 @@ SAMPLE_SCHEMA = pa.schema(
 )
 INTERNAL_COLUMNS = ("shard", "cache_row")
 SAMPLES_FILE, IMAGES_FILE = "samples.parquet", "images.u8"
+KIND_IMAGE, KIND_FRAME, KIND_VIDEO = "image", "frame", "video"
 
 
 class ShardInspection(BaseModel, frozen=True):
@@ -90,7 +98,7 @@ class _Inspected:
 
 def inspect_sample(info: ObjectInfo, storage: Storage, input_size: int, checks: ChecksConfig) -> _Inspected:
     """Read, hash, decode and measure one file. Never raises for a bad or vanished file."""
-    row: dict[str, object] = {"id": info.key, "key": info.key, "kind": "image"}
+    row: dict[str, object] = {"id": info.key, "key": info.key, "kind": KIND_IMAGE}
     try:
         data = storage.read_object(info)
     except MissingObjectError as error:
@@ -103,14 +111,73 @@ def inspect_sample(info: ObjectInfo, storage: Storage, input_size: int, checks: 
     decoded = decode_image(data, checks.max_image_pixels, max(ANALYSIS_SIZE, input_size))
     if isinstance(decoded, Corrupt):
         return _Inspected({**row, "status": STATUS_CORRUPT, "reason": decoded.reason}, None)
-    row |= {"status": STATUS_OK, "width": decoded.width, "height": decoded.height}
-    metadata = image_metadata(analysis_copy(decoded.rgb, ANALYSIS_SIZE))
-    row |= metadata | {"flags": sample_flags({**metadata, "width": decoded.width, "height": decoded.height})}
-    return _Inspected(row, resize_square(decoded.rgb, input_size))
+    return measured(row, decoded.rgb, decoded.width, decoded.height, input_size)
+
+
+def measured(
+    row: dict[str, object], rgb: Image.Image, width: int, height: int, input_size: int
+) -> _Inspected:
+    """`row` completed with a clean sample's size, metadata and flags, and its pixels at
+    model resolution. `width` and `height` are the original's (`rgb` may be reduced)."""
+    metadata = image_metadata(analysis_copy(rgb, ANALYSIS_SIZE))
+    size = {"width": width, "height": height}
+    row = row | {"status": STATUS_OK, **size, **metadata, "flags": sample_flags(metadata | size)}
+    return _Inspected(row, resize_square(rgb, input_size))
+
+
+def file_hash(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def frame_hash(video_hash: str, index: int) -> str:
+    """A frame's content hash: its video's bytes and its index, not its pixels. Two copies
+    of one video then have the same frames (the second's are exact duplicates), while the
+    identical frames of a static camera within one video stay distinct samples: telling
+    those apart is the near-duplicate check's job, on what the frames show."""
+    return hashlib.blake2b(f"{video_hash}#frame={index}".encode(), digest_size=16).hexdigest()
+
+
+def inspect_video(
+    info: ObjectInfo, storage: Storage, input_size: int, video: VideoConfig, scratch: Path
+) -> Iterator[_Inspected]:
+    """A row for each sampled frame as it is decoded, then a corrupt row for the video
+    itself (id: its key) if it cannot be read or breaks midway. Never raises for a bad or
+    vanished file."""
+    row: dict[str, object] = {"id": info.key, "key": info.key, "kind": KIND_VIDEO}
+    try:
+        with storage.local_file(info, scratch) as path:
+            video_hash = file_hash(path)
+            row |= {"bytes": info.size, "content_hash": video_hash}
+            if info.size == 0:
+                yield _Inspected({**row, "status": STATUS_CORRUPT, "reason": "zero-byte file"}, None)
+                return
+            for item in sample_frames(path, video):
+                if isinstance(item, Corrupt):
+                    yield _Inspected({**row, "status": STATUS_CORRUPT, "reason": item.reason}, None)
+                    continue
+                frame = {
+                    "id": frame_id(info.key, item.index),
+                    "key": info.key,
+                    "kind": KIND_FRAME,
+                    "frame_index": item.index,
+                    "timestamp_s": item.seconds,
+                    "content_hash": frame_hash(video_hash, item.index),
+                }
+                height, width = item.rgb.shape[:2]
+                yield measured(frame, Image.fromarray(item.rgb), width, height, input_size)
+    except MissingObjectError as error:
+        logger.warning("%s", error)
+        yield _Inspected({**row, "status": STATUS_MISSING, "reason": str(error)}, None)
 
 
 def inspect_shard_files(
-    shard: Shard, storage: Storage, input_size: int, checks: ChecksConfig, directory: Path
+    shard: Shard,
+    storage: Storage,
+    input_size: int,
+    checks: ChecksConfig,
+    video: VideoConfig,
+    directory: Path,
 ) -> ShardInspection:
     """Inspect every file of `shard` into `directory` (skipped when already complete)."""
     samples_path = directory / SAMPLES_FILE
@@ -125,14 +192,25 @@ def inspect_shard_files(
     partial.mkdir(parents=True)
     rows: list[dict[str, object]] = []
     ok = 0
-    # Decoding releases the GIL, so threads decode in parallel; map keeps the file order.
-    # Reads from S3 wait on the network, so a few more threads than cores keep it busy;
-    # each holds one file's bytes at a time, so memory stays bounded.
+    videos = [o for o in objects if is_video_key(o.key)]
+    scratch = partial / "downloads"
+    scratch.mkdir()
+    # Decoding releases the GIL, so threads decode images in parallel. Reads from S3 wait
+    # on the network, so a few more threads than cores keep it busy; each holds one file's
+    # bytes at a time, so memory stays bounded. Videos follow one at a time, their frames
+    # streamed straight into the cache (FFmpeg's own threads decode each in parallel).
     with (
         ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1) + 4) as pool,
         (partial / IMAGES_FILE).open("wb") as images,
     ):
-        for result in pool.map(lambda o: inspect_sample(o, storage, input_size, checks), objects):
+        results = chain(
+            pool.map(
+                lambda o: inspect_sample(o, storage, input_size, checks),
+                [o for o in objects if not is_video_key(o.key)],
+            ),
+            chain.from_iterable(inspect_video(o, storage, input_size, video, scratch) for o in videos),
+        )
+        for result in results:
             row = {**result.row, "shard": shard.index, "cache_row": -1}
             if result.pixels is not None:
                 images.write(result.pixels.tobytes())
@@ -140,12 +218,13 @@ def inspect_shard_files(
                 ok += 1
             rows.append(row)
     pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), partial / SAMPLES_FILE)
+    scratch.rmdir()
     if directory.exists():  # a concurrent run finished the same shard first
         shutil.rmtree(partial)
     else:
         partial.replace(directory)
     corrupt = len(rows) - ok
-    logger.info("shard %d: %d images, %d corrupt", shard.index, ok, corrupt)
+    logger.info("shard %d: %d clean samples (%d videos), %d corrupt", shard.index, ok, len(videos), corrupt)
     return ShardInspection(
         shard=shard, directory=str(directory), ok=ok, corrupt=corrupt, input_size=input_size
     )
@@ -240,11 +319,13 @@ def inspect_shard(
     aws_credentials: str | None,
     input_size: int,
     checks: ChecksConfig,
+    video: VideoConfig,
     cache_dir: Path,
 ) -> ShardInspection:
-    key = digest(shard.fingerprint, str(input_size), checks.model_dump_json(), code_version())
+    settings = (checks.model_dump_json(), video.model_dump_json())
+    key = digest(shard.fingerprint, str(input_size), *settings, code_version())
     storage = open_storage(source, aws_credentials)
-    return inspect_shard_files(shard, storage, input_size, checks, cache_dir / "inspect" / key)
+    return inspect_shard_files(shard, storage, input_size, checks, video, cache_dir / "inspect" / key)
 
 
 @task(name="collect-samples")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 MANIFEST_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
-        ("version", pa.string()),  # ETag on S3, mtime in ns on a local disk
+        ("key", pa.string()),  # the object the sample came from (a frame's video)
+        ("version", pa.string()),  # of the object  # ETag on S3, mtime in ns on a local disk
         ("size", pa.int64()),
         ("status", pa.string()),
         ("reason", pa.string()),
@@ -18,6 +20,15 @@ MANIFEST_SCHEMA = pa.schema(
         ("run_id", pa.string()),  # the run that processed this version of the key
     ]
 )
+
+
+def read_manifest_table(path: str) -> pa.Table:
+    """A manifest in MANIFEST_SCHEMA. Manifests written before videos have no `key`: each
+    of their rows was an image, whose key is its id."""
+    table = pq.read_table(path)
+    if "key" not in table.column_names:
+        table = table.add_column(1, "key", table["id"])
+    return table.cast(MANIFEST_SCHEMA)
 
 
 def embedding_column(vectors: list[np.ndarray | None]) -> pa.Array:

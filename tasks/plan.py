@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from tasks.discover import Listing, Shard, read_listing, write_manifests
 from tasks.fingerprint import digest
 from tasks.inspect import STATUS_OK
-from tasks.manifest import MANIFEST_SCHEMA
+from tasks.manifest import MANIFEST_SCHEMA, read_manifest_table
 from tasks.storage import ObjectInfo
 
 logger = logging.getLogger(__name__)
@@ -25,22 +25,25 @@ def plan_run(
 ) -> tuple[list[ObjectInfo], pa.Table, set[str]]:
     """Split the listed objects by what the previous manifest knows.
 
-    New or changed keys are processed; unchanged keys keep their manifest rows; keys no
-    longer listed leave the pool. With `reprocess_all` every listed key is processed
-    again, and the earlier selection of unchanged keys still stands.
+    Decided per object key: new or changed keys are processed (a changed video samples
+    all its frames again); unchanged keys keep their manifest rows (every frame of an
+    unchanged video); keys no longer listed leave the pool. With `reprocess_all` every
+    listed key is processed again, and the earlier selection of unchanged keys still stands.
 
     Returns (objects to process, manifest rows kept as they are, ids selected earlier
-    whose content is unchanged).
+    whose object is unchanged).
     """
-    rows = previous.select(["id", "version", "selected"]).to_pydict()
-    known = dict(zip(rows["id"], rows["version"], strict=True))
+    rows = previous.select(["id", "key", "version", "selected"]).to_pydict()
+    known = dict(zip(rows["key"], rows["version"], strict=True))
     unchanged = {info.key for info in listed if known.get(info.key) == info.version}
     previously_selected = {
-        i for i, chosen in zip(rows["id"], rows["selected"], strict=True) if chosen and i in unchanged
+        i
+        for i, key, chosen in zip(rows["id"], rows["key"], rows["selected"], strict=True)
+        if chosen and key in unchanged
     }
     if reprocess_all:
         return list(listed), MANIFEST_SCHEMA.empty_table(), previously_selected
-    keep = pa.array([i in unchanged for i in rows["id"]], pa.bool_())
+    keep = pa.array([key in unchanged for key in rows["key"]], pa.bool_())
     to_process = [info for info in listed if info.key not in unchanged]
     return to_process, previous.filter(keep).cast(MANIFEST_SCHEMA), previously_selected
 
@@ -59,7 +62,7 @@ class RunPlan(BaseModel, frozen=True):
 def plan_shards(
     listing: Listing, manifest: str | None, reprocess_all: bool, shard_size: int, directory: Path
 ) -> RunPlan:
-    previous = pq.read_table(manifest) if manifest else MANIFEST_SCHEMA.empty_table()
+    previous = read_manifest_table(manifest) if manifest else MANIFEST_SCHEMA.empty_table()
     to_process, kept, previously_selected = plan_run(read_listing(listing), previous, reprocess_all)
     shards = write_manifests(to_process, shard_size, directory / "manifests")
     kept_path = directory / "kept" / f"{digest(listing.path, manifest or '', str(reprocess_all))}.parquet"

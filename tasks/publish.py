@@ -15,8 +15,11 @@ import pyarrow.parquet as pq
 from prefect import task
 from pydantic import BaseModel
 
+from tasks.config import VideoConfig
+from tasks.discover import Listing, read_listing
 from tasks.embedding_table import EmbeddingTable, read_embeddings
-from tasks.inspect import INTERNAL_COLUMNS, STATUS_CORRUPT, STATUS_DUPLICATE, SampleTable
+from tasks.frame_export import FRAMES_FOLDER, write_selected_frames
+from tasks.inspect import INTERNAL_COLUMNS, KIND_FRAME, STATUS_CORRUPT, STATUS_DUPLICATE, SampleTable
 from tasks.retry import is_transient_failure
 from tasks.select import Selection
 from tasks.storage import Storage, contained_key, open_storage
@@ -37,6 +40,8 @@ class RunFiles(BaseModel, frozen=True):
     fp32_onnx_model: str | None = None
     # None when the run embedded with the datapool's model (it trained nothing).
     checkpoint: str | None
+    # What the source listed: the selected frames' videos are read again from it.
+    listing: Listing
 
 
 def samples_parquet(samples: SampleTable) -> bytes:
@@ -79,12 +84,18 @@ def selected_filenames(selection: Selection) -> bytes:
     return "".join(f"{i}\n" for i in ids).encode()
 
 
-def copy_selected_images(source: Storage, output: Storage, selection: Selection) -> int:
+def selected_rows(files: RunFiles) -> list[dict[str, Any]]:
+    """The samples rows (id, key, kind, frame_index, timestamp_s) of the picks, in id order."""
+    chosen = set(pq.read_table(files.selection.path, columns=["id"])["id"].to_pylist())
+    columns = ["id", "key", "kind", "frame_index", "timestamp_s"]
+    return [r for r in pq.read_table(files.samples.path, columns=columns).to_pylist() if r["id"] in chosen]
+
+
+def copy_selected_images(source: Storage, output: Storage, keys: list[str]) -> int:
     """Copy each selected image to `selected/<key>` in the output (keys made safe as paths)."""
-    ids = pq.read_table(selection.path, columns=["id"])["id"].to_pylist()
-    for sample_id in ids:
-        output.copy_from(source, sample_id, f"{SELECTED_FOLDER}/{contained_key(sample_id)}")
-    return len(ids)
+    for key in keys:
+        output.copy_from(source, key, f"{SELECTED_FOLDER}/{contained_key(key)}")
+    return len(keys)
 
 
 def publish_run_files(
@@ -94,9 +105,11 @@ def publish_run_files(
     files: RunFiles,
     record: dict[str, Any],
     copy_selected: bool,
+    video: VideoConfig,
+    scratch: Path,
 ) -> dict[str, str]:
-    """Write every file of the run, the selected images when asked, then run.json (with
-    the artifact URIs).
+    """Write every file of the run, the selected frames as images, the selected images
+    when asked, then run.json (with the artifact URIs).
 
     Returns the artifacts' URIs by name, run.json included.
     """
@@ -119,8 +132,16 @@ def publish_run_files(
         uploads["model.fp32.onnx"] = Path(files.fp32_onnx_model)
     artifacts = {name: output.write_bytes(f"{prefix}/{name}", data) for name, data in blobs.items()}
     artifacts |= {name: output.upload_file(f"{prefix}/{name}", path) for name, path in uploads.items()}
+    picks = selected_rows(files)
+    frames = [(r["key"], r["frame_index"], r["timestamp_s"]) for r in picks if r["kind"] == KIND_FRAME]
+    if frames:
+        videos = {info.key: info for info in read_listing(files.listing)}
+        written = write_selected_frames(source, output, prefix, frames, videos, video.frame_format, scratch)
+        artifacts[FRAMES_FOLDER] = f"{output.uri}/{prefix}/{FRAMES_FOLDER}"
+        logger.info("wrote %d selected frames to %s", written, artifacts[FRAMES_FOLDER])
     if copy_selected:
-        copied = copy_selected_images(source, output, files.selection)
+        # Frames are not objects of the source: they are in selected_frames/.
+        copied = copy_selected_images(source, output, [r["key"] for r in picks if r["kind"] != KIND_FRAME])
         artifacts[SELECTED_FOLDER] = f"{output.uri}/{SELECTED_FOLDER}"
         logger.info("copied %d selected images to %s/%s", copied, output.uri, SELECTED_FOLDER)
     run_json_key = f"{prefix}/run.json"
@@ -139,6 +160,8 @@ def publish(
     files: RunFiles,
     record: dict[str, Any],
     copy_selected: bool,
+    video: VideoConfig,
+    cache_dir: Path,
 ) -> dict[str, str]:
     return publish_run_files(
         open_storage(source, aws_credentials),
@@ -147,4 +170,6 @@ def publish(
         files,
         record,
         copy_selected,
+        video,
+        cache_dir / "downloads",
     )

@@ -10,9 +10,11 @@ written here, never copied from a response, so no credential can reach them.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn, cast
 
 import boto3
@@ -203,6 +205,19 @@ class S3Storage:
             # the object is missing: ask the bucket.
             self.check_access()
             raise_for(error, self.bucket, self._full(key), "download")
+
+    @contextmanager
+    def local_file(self, info: ObjectInfo, scratch: Path) -> Iterator[Path]:
+        path = scratch / f"{uuid.uuid4().hex}{PurePosixPath(info.key).suffix}"
+        try:
+            self.download_file(info.key, path)
+            if path.stat().st_size != info.size:
+                raise MissingObjectError(
+                    f"{self.uri}/{info.key}: listed {info.size} bytes but {path.stat().st_size} arrived"
+                )
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
     def copy_from(self, source: Storage, key: str, target_key: str) -> str:
         if isinstance(source, S3Storage) and source.client.meta.endpoint_url == self.client.meta.endpoint_url:

@@ -28,12 +28,13 @@ from tasks.config import (
 )
 from tasks.distances import mean_knn_distance, squared_distance_to_set
 from tasks.embedding_table import EmbeddingTable, read_embeddings
-from tasks.inspect import SampleTable
+from tasks.inspect import KIND_FRAME, SampleTable
 from tasks.kcenter_torch import kcenter_greedy_torch
 from tasks.manifest import manifest_vectors
 from tasks.plan import RunPlan
 from tasks.quality import selection_quality
 from tasks.selection_inputs import SelectionInputs, values_for
+from tasks.sequences import frame_windows, window_embeddings
 from tasks.strategies import Balance, Diversity, Objective, Threshold, Weights, combined_greedy
 
 logger = logging.getLogger(__name__)
@@ -225,37 +226,79 @@ def diversity_reasons(distances: np.ndarray) -> list[str]:
     ]
 
 
+def diverse_picks(
+    embeddings: np.ndarray, n: int, config: SelectionConfig, chosen: np.ndarray, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy k-center: numpy on the CPU, torch on a GPU (`device` 'cuda')."""
+    if device == "cuda":
+        return kcenter_greedy_torch(embeddings, n, config.seed, device, config.min_distance, chosen)
+    return kcenter_greedy(embeddings, n, config.seed, config.min_distance, chosen)
+
+
+def frames_of(samples: SampleTable) -> dict[str, tuple[str, int]]:
+    """{frame id: (video key, frame index)} of the run's video frames."""
+    rows = pq.read_table(samples.path, columns=["id", "key", "kind", "frame_index"]).to_pylist()
+    return {r["id"]: (r["key"], r["frame_index"]) for r in rows if r["kind"] == KIND_FRAME}
+
+
+def select_sequences(
+    ids: list[str],
+    embeddings: np.ndarray,
+    frames: dict[str, tuple[str, int]],
+    requested: int,
+    length: int,
+    config: SelectionConfig,
+    chosen: np.ndarray,
+    device: str,
+) -> tuple[np.ndarray, list[str], int]:
+    """Greedy k-center over windows of `length` consecutive frames: `requested` counts
+    frames, so requested // length windows (at least one) are picked, every frame of each.
+    Returns (picked rows of `ids`, a reason each, how many frames were candidates)."""
+    windows = frame_windows(ids, frames, length)
+    wanted = max(1, requested // length)
+    picked, distances = diverse_picks(window_embeddings(embeddings, windows), wanted, config, chosen, device)
+    reasons = [
+        f"sequence {rank} ({length} frames), {reason}"
+        for rank, reason in enumerate(diversity_reasons(distances))
+        for _ in range(length)
+    ]
+    return windows[picked].reshape(-1), reasons, windows.size
+
+
 def select_from_pool(
     table: EmbeddingTable,
     requested: int,
     config: SelectionConfig,
+    sequence_length: int | None,
     run_plan: RunPlan,
     samples: SampleTable,
     inputs: SelectionInputs,
     path: Path,
 ) -> Selection:
-    """Select from this run's clean samples, diverse also against what earlier runs
-    selected; write (id, rank, reason) to `path`."""
+    """Select from this run's clean samples (or windows of `sequence_length` frames),
+    diverse also against what earlier runs selected; write (id, rank, reason) to `path`."""
     ids, embeddings = read_embeddings(table)
     chosen, reprocessed = earlier_picks(run_plan, ids, embeddings)
     ids, embeddings = [i for i, r in zip(ids, reprocessed, strict=True) if not r], embeddings[~reprocessed]
+    candidates = len(ids)
     balanced: dict[str, np.ndarray] = {}
     device = "cpu"
-    if config.strategies == DIVERSITY_ONLY:
+    if sequence_length is not None:
         device = kcenter_device(config)
-        if device == "cuda":
-            picks, distances = kcenter_greedy_torch(
-                embeddings, requested, config.seed, device, config.min_distance, chosen
-            )
-        else:
-            picks, distances = kcenter_greedy(embeddings, requested, config.seed, config.min_distance, chosen)
+        picks, reasons, candidates = select_sequences(
+            ids, embeddings, frames_of(samples), requested, sequence_length, config, chosen, device
+        )
+    elif config.strategies == DIVERSITY_ONLY:
+        device = kcenter_device(config)
+        picks, distances = diverse_picks(embeddings, requested, config, chosen, device)
         reasons = diversity_reasons(distances)
     else:
         thresholds, objectives, balanced = strategy_terms(config, samples, ids, embeddings, inputs)
         picks, reasons = combined_greedy(requested, thresholds, objectives, embeddings, chosen)
     note = None
-    if requested > len(ids):
-        note = f"asked for {requested} samples but the clean pool holds {len(ids)}: selected all of them"
+    if requested > candidates:
+        pool = "whole sequences hold" if sequence_length is not None else "the clean pool holds"
+        note = f"asked for {requested} samples but {pool} {candidates}: selected all of them"
         logger.warning(note)
     elif len(picks) < requested:
         note = (
@@ -276,7 +319,7 @@ def select_from_pool(
         path=str(path),
         requested=requested,
         selected=len(picks),
-        candidates=len(ids),
+        candidates=candidates,
         note=note,
         quality=selection_quality(embeddings, picks, config.seed, balanced),
         device=device,
@@ -293,9 +336,12 @@ def select(
     table: EmbeddingTable,
     requested: int,
     config: SelectionConfig,
+    sequence_length: int | None,
     run_plan: RunPlan,
     samples: SampleTable,
     inputs: SelectionInputs,
     work_dir: Path,
 ) -> Selection:
-    return select_from_pool(table, requested, config, run_plan, samples, inputs, work_dir / SELECTION_FILE)
+    return select_from_pool(
+        table, requested, config, sequence_length, run_plan, samples, inputs, work_dir / SELECTION_FILE
+    )

@@ -180,17 +180,19 @@ def next_manifest(
     """The manifest after this run: kept rows, plus a row for each processed sample that
     was read (a missing one is left out, so the next run tries it again).
 
-    `processed` has the samples table's columns id, status, reason, content_hash."""
+    `processed` has the samples table's columns id, key, status, reason, content_hash."""
     listed_by_key = {info.key: info for info in read_listing(run_plan.listing)}
     previously_selected = set(run_plan.previously_selected)
-    columns = processed.select(["id", "status", "reason", "content_hash"]).to_pylist()
+    columns = processed.select(["id", "key", "status", "reason", "content_hash"]).to_pylist()
     new_rows = [r for r in columns if r["status"] != STATUS_MISSING]
     ids = [r["id"] for r in new_rows]
+    objects = [listed_by_key[r["key"]] for r in new_rows]
     fresh = pa.table(
         {
             "id": pa.array(ids, pa.string()),
-            "version": pa.array([listed_by_key[i].version for i in ids], pa.string()),
-            "size": pa.array([listed_by_key[i].size for i in ids], pa.int64()),
+            "key": pa.array([o.key for o in objects], pa.string()),
+            "version": pa.array([o.version for o in objects], pa.string()),
+            "size": pa.array([o.size for o in objects], pa.int64()),
             "status": pa.array([r["status"] for r in new_rows], pa.string()),
             "reason": pa.array([r["reason"] for r in new_rows], pa.string()),
             "content_hash": pa.array([r["content_hash"] for r in new_rows], pa.string()),

@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -51,6 +52,15 @@ class Storage(Protocol):
 
         Raises:
             MissingObjectError: the object was deleted or changed since it was listed.
+        """
+
+    def local_file(self, info: ObjectInfo, scratch: Path) -> AbstractContextManager[Path]:
+        """The listed version of an object as a local file, for readers that need a path
+        (video decoding seeks): the file itself on a local disk, a download into `scratch`
+        (removed afterwards) from S3. Never the whole object in memory.
+
+        Raises:
+            MissingObjectError: the object is gone or its size is not the listed one.
         """
 
     def write_bytes(self, key: str, data: bytes) -> str:
@@ -137,6 +147,13 @@ class LocalStorage:
                 f"{self.uri}/{info.key} changed after listing (listed {info.size} bytes, read {len(data)})"
             )
         return data
+
+    @contextmanager
+    def local_file(self, info: ObjectInfo, scratch: Path) -> Iterator[Path]:
+        path = self._path(info.key)
+        if not path.is_file() or path.stat().st_size != info.size:
+            raise MissingObjectError(f"{self.uri}/{info.key} is gone or changed after listing")
+        yield path
 
     def _partial(self, key: str) -> tuple[Path, Path]:
         # Written beside the target and renamed over it: readers never see half a file.

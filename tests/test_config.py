@@ -73,3 +73,19 @@ def test_s3_locations_default_to_a_local_output_and_cache() -> None:
 )
 def test_bad_locations_and_names_are_refused(fields: dict[str, str], words: str) -> None:
     assert words in error_message(**fields)
+
+
+def test_video_options_are_checked_before_any_work(tmp_path: Path) -> None:
+    assert "video: Value error, give one of every_n_frames, fps and keyframes_only, not fps and " in (
+        error_message(source=str(tmp_path), video={"fps": 2, "keyframes_only": True})
+    )
+    assert "video.sequence_length: Input should be greater than or equal to 2" in error_message(
+        source=str(tmp_path), video={"sequence_length": 1}
+    )
+    assert "video.frame_format: Input should be 'png' or 'jpeg'" in error_message(
+        source=str(tmp_path), video={"frame_format": "gif"}
+    )
+    strategies = [{"input": {"type": "RANDOM"}, "strategy": {"type": "WEIGHTS"}}]
+    assert "sequence_length selects windows by diversity alone" in error_message(
+        source=str(tmp_path), video={"sequence_length": 3}, selection={"strategies": strategies}
+    )

@@ -37,6 +37,8 @@ SAMPLE_COLUMNS = [
     "id",
     "key",
     "kind",
+    "frame_index",
+    "timestamp_s",
     "status",
     "reason",
     "bytes",

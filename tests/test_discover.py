@@ -22,11 +22,12 @@ def shards_of(root: Path, tmp_path: Path, shard_size: int) -> list[Shard]:
     return write_manifests(objects, shard_size, tmp_path / "manifests")
 
 
-def test_images_of_every_extension_in_any_case_are_found(tmp_path: Path) -> None:
+def test_images_and_videos_of_every_extension_in_any_case_are_found(tmp_path: Path) -> None:
     root = tmp_path / "src"
     images = ["a.jpg", "b.JPEG", "c.png", "d.bmp", "e.gif", "f.tif", "g.TIFF", "h.webp", "sub/deep/i.Jpg"]
-    touch(root, *images, "notes.txt", "model.onnx", "video.mp4", "jpg")
-    assert keys_of(root, tmp_path) == sorted(images)
+    videos = ["v/a.mp4", "v/b.M4V", "v/c.mov", "v/d.avi", "v/e.mkv", "v/f.webm", "v/g.mpg", "v/h.MPEG"]
+    touch(root, *images, *videos, "notes.txt", "model.onnx", "sound.mp3", "jpg", "mp4")
+    assert keys_of(root, tmp_path) == sorted(images + videos)
 
 
 def test_relevant_filenames_narrow_with_gitignore_patterns(tmp_path: Path) -> None:
@@ -47,7 +48,7 @@ def test_a_missing_relevant_filenames_file_is_an_error(tmp_path: Path) -> None:
 
 def test_a_source_without_images_fails_naming_it(tmp_path: Path) -> None:
     touch(tmp_path / "src", "readme.md")
-    with pytest.raises(ValueError, match=r"source '.*src' holds no images"):
+    with pytest.raises(ValueError, match=r"source '.*src' holds no images or videos"):
         keys_of(tmp_path / "src", tmp_path)
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import ChecksConfig
+from tasks.config import ChecksConfig, VideoConfig
 from tasks.datapool import Datapool
 from tasks.discover import discover_source, read_listing, write_manifests
 from tasks.inspect import STATUS_MISSING, inspect_shard_files
@@ -22,10 +22,11 @@ from tests.images import write_scene_crops
 
 
 def manifest(rows: list[tuple[str, str, bool]]) -> pa.Table:
-    """A manifest of ok samples: (id, version, selected)."""
+    """A manifest of ok samples: (id, version, selected); a frame's key is its video's."""
     return pa.table(
         {
             "id": [r[0] for r in rows],
+            "key": [r[0].split("#frame=")[0] for r in rows],
             "version": [r[1] for r in rows],
             "size": [1] * len(rows),
             "status": ["ok"] * len(rows),
@@ -53,6 +54,16 @@ def test_only_new_and_changed_keys_are_processed() -> None:
     assert earlier == {"a.jpg"}  # b.jpg's selected content was replaced
     everything, kept_none, still_selected = plan_run(listed, previous, reprocess_all=True)
     assert len(everything) == 4 and kept_none.num_rows == 0 and still_selected == {"a.jpg"}
+
+
+def test_a_video_is_kept_resampled_or_dropped_with_all_its_frames() -> None:
+    frames = [f"{video}#frame={i:06d}" for video in ("same.mp4", "changed.mp4", "gone.mp4") for i in (0, 5)]
+    previous = manifest([(i, "v1", i.endswith("5")) for i in frames])
+    listed = [ObjectInfo("same.mp4", 1, "v1"), ObjectInfo("changed.mp4", 1, "v2")]
+    to_process, kept, earlier = plan_run(listed, previous, reprocess_all=False)
+    assert [o.key for o in to_process] == ["changed.mp4"]
+    assert kept["id"].to_pylist() == ["same.mp4#frame=000000", "same.mp4#frame=000005"]
+    assert earlier == {"same.mp4#frame=000005"}
 
 
 def new_state(run_id: str) -> Datapool:
@@ -103,7 +114,9 @@ def test_a_file_deleted_after_listing_is_recorded_missing(tmp_path: Path) -> Non
     (source / keys[0]).unlink()
     (source / keys[1]).write_bytes(b"changed after listing")
     [shard] = write_manifests(read_listing(listing), 100, tmp_path / "manifests")
-    inspection = inspect_shard_files(shard, LocalStorage(source), 32, ChecksConfig(), tmp_path / "inspect")
+    inspection = inspect_shard_files(
+        shard, LocalStorage(source), 32, ChecksConfig(), VideoConfig(), tmp_path / "inspect"
+    )
     rows = {r["id"]: r for r in pq.read_table(inspection.samples_path).to_pylist()}
     assert rows[keys[0]]["status"] == rows[keys[1]]["status"] == STATUS_MISSING
     assert "does not exist" in rows[keys[0]]["reason"]
