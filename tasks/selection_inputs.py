@@ -29,12 +29,11 @@ from tasks.fingerprint import digest
 from tasks.metadata import ANALYSIS_SIZE
 from tasks.retry import is_transient_failure
 from tasks.storage import Storage, open_storage, read_file_or_key
+from tasks.video import sample_key
 
 logger = logging.getLogger(__name__)
 
 JOIN_COLUMNS = ("id", "key")
-# A frame's id is its video's key and this suffix (`clips/a.mp4#frame=000120`).
-FRAME_SEPARATOR = "#frame="
 # Unknown ids named in an error message; the rest are counted.
 SHOWN = 5
 
@@ -56,11 +55,6 @@ class SelectionInputs(BaseModel, frozen=True):
     scores: dict[int, ValueFile] = {}  # strategy index -> its SCORES file
     query_images: dict[int, str] = {}  # strategy index -> .npy uint8 (n, S, S, 3)
     query_embeddings: dict[int, str] = {}  # strategy index -> .npy float32 (n, D)
-
-
-def sample_key(sample_id: str) -> str:
-    """The file key a sample id belongs to: the id itself, or a frame's video."""
-    return sample_id.split(FRAME_SEPARATOR, 1)[0]
 
 
 def read_named_file(storage: Storage, location: str, field: str) -> bytes:

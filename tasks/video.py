@@ -31,6 +31,7 @@ DECODE_ERRORS = (av.FFmpegError, ValueError, OSError, EOFError)
 # A video whose packets end this much earlier than its container says is cut short.
 TRUNCATION_TOLERANCE_FRAMES = 2
 FALLBACK_FRAME_SECONDS = 0.25  # when the stream states no frame rate
+FRAME_SEPARATOR = "#frame="
 
 
 def is_video_key(key: str) -> bool:
@@ -39,7 +40,12 @@ def is_video_key(key: str) -> bool:
 
 def frame_id(key: str, index: int) -> str:
     """The sample id of a frame: `clips/a.mp4#frame=000120`."""
-    return f"{key}#frame={index:06d}"
+    return f"{key}{FRAME_SEPARATOR}{index:06d}"
+
+
+def sample_key(sample_id: str) -> str:
+    """The file key a sample id belongs to: the id itself, or a frame's video."""
+    return sample_id.split(FRAME_SEPARATOR, 1)[0]
 
 
 @dataclass(frozen=True)
