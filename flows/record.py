@@ -39,7 +39,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
             "| --- | --- | --- |",
             *(
                 f"| {name} | {chosen[name]:.4f} | {random[name]:.4f} |"
-                for name in ("diversity", "coverage")
+                for name in ("diversity", "coverage", "balance")
                 if chosen[name] is not None and random[name] is not None
             ),
         ]

@@ -13,11 +13,32 @@ def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np
     Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)"""
     nearest = np.full(len(x), np.inf, dtype=np.float32)
     for start in range(0, len(chosen), BLOCK):
-        block = np.ascontiguousarray(chosen[start : start + BLOCK], dtype=np.float32)
-        block_norms = np.einsum("ij,ij->i", block, block)
-        squared = squared_norms[:, None] - 2.0 * (x @ block.T) + block_norms[None, :]
-        np.minimum(nearest, squared.min(axis=1), out=nearest)
+        np.minimum(nearest, _squared_to_block(x, squared_norms, chosen, start).min(axis=1), out=nearest)
     return nearest
+
+
+def nearest_in_set(
+    x: np.ndarray, squared_norms: np.ndarray, chosen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's squared Euclidean distance to its nearest row of `chosen`, and that row.
+    Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,) float32, (N,) int64"""
+    nearest = np.full(len(x), np.inf, dtype=np.float32)
+    index = np.zeros(len(x), dtype=np.int64)
+    rows = np.arange(len(x))
+    for start in range(0, len(chosen), BLOCK):
+        squared = _squared_to_block(x, squared_norms, chosen, start)
+        block_index = squared.argmin(axis=1)
+        block_nearest = squared[rows, block_index]
+        closer = block_nearest < nearest
+        nearest[closer], index[closer] = block_nearest[closer], block_index[closer] + start
+    return nearest, index
+
+
+def _squared_to_block(x: np.ndarray, squared_norms: np.ndarray, chosen: np.ndarray, start: int) -> np.ndarray:
+    """Squared distances from every row to rows start..start+BLOCK of `chosen`. Shape: (N, <=BLOCK)"""
+    block = np.ascontiguousarray(chosen[start : start + BLOCK], dtype=np.float32)
+    block_norms = np.einsum("ij,ij->i", block, block)
+    return np.asarray(squared_norms[:, None] - 2.0 * (x @ block.T) + block_norms[None, :])
 
 
 def nearest_other_distances(x: np.ndarray) -> np.ndarray:

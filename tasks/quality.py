@@ -4,7 +4,11 @@ the same pool, in every run (run.json's selection.quality):
 - diversity: mean distance from each selected sample to its nearest other selected one
   (higher: the selection repeats itself less);
 - coverage: 1 / (1 + mean distance from every sample of the pool to its nearest selected
-  one) (higher: every sample has a selected sample close to it).
+  one) (higher: every sample has a selected sample close to it);
+- balance: how evenly the pool falls to the selected samples when each sample goes to its
+  nearest one, as the normalised entropy of those shares (1: every selected sample stands
+  for as many samples; near 0: a few stand for almost all). Greedy k-center also picks
+  outliers, which stand for few samples, so its balance is usually below random's.
 
 Distances are Euclidean between the unit embeddings, computed in blocks.
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.distances import nearest_other_distances, squared_distance_to_set
+from tasks.distances import nearest_in_set, nearest_other_distances, squared_distance_to_set
 
 
 def diversity(selected: np.ndarray) -> float | None:
@@ -32,9 +36,25 @@ def coverage(pool: np.ndarray, selected: np.ndarray) -> float | None:
     return float(1.0 / (1.0 + np.mean(np.sqrt(np.maximum(squared, 0.0)))))
 
 
+def balance(pool: np.ndarray, selected: np.ndarray) -> float | None:
+    """Shape: pool (N, D), selected (k, D) -> normalised entropy (0-1) of the shares of the
+    pool nearest to each selected sample; None for fewer than two selected samples."""
+    if len(selected) < 2 or len(pool) == 0:
+        return None
+    x = np.ascontiguousarray(pool, dtype=np.float32)
+    _, nearest = nearest_in_set(x, np.einsum("ij,ij->i", x, x), selected)
+    shares = np.bincount(nearest, minlength=len(selected)) / len(pool)
+    shares = shares[shares > 0]
+    return float(-(shares * np.log(shares)).sum() / np.log(len(selected)))
+
+
 def measure(pool: np.ndarray, picks: np.ndarray) -> dict[str, float | None]:
     chosen = pool[picks]
-    return {"diversity": diversity(chosen), "coverage": coverage(pool, chosen)}
+    return {
+        "diversity": diversity(chosen),
+        "coverage": coverage(pool, chosen),
+        "balance": balance(pool, chosen),
+    }
 
 
 def selection_quality(pool: np.ndarray, picks: np.ndarray, seed: int) -> dict[str, object]:

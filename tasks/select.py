@@ -86,7 +86,7 @@ class Selection(BaseModel, frozen=True):
     selected: int
     candidates: int
     note: str | None
-    # Diversity and coverage of the picks and of a random subset of the same size.
+    # Diversity, coverage and balance of the picks and of a random subset of the same size.
     quality: dict[str, object]
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tasks.distances import BLOCK, nearest_other_distances
-from tasks.quality import coverage, diversity, selection_quality
+from tasks.distances import BLOCK, nearest_in_set, nearest_other_distances
+from tasks.quality import balance, coverage, diversity, selection_quality
 from tasks.select import kcenter_greedy
 
 
@@ -21,6 +21,27 @@ def test_figures_on_points_whose_answer_is_known() -> None:
     assert coverage(square, square) == pytest.approx(1.0)  # every point is selected
     assert coverage(square, square[:1]) == pytest.approx(1 / (1 + (0 + 1 + 1 + np.sqrt(2)) / 4))
     assert diversity(square[:1]) is None
+    assert balance(square, square) == pytest.approx(1.0)  # each point stands for itself
+    # Two picks at x=0: both bottom points go to the one at y=0, both top ones to y=1.
+    assert balance(square, square[:2]) == pytest.approx(1.0)
+    # Three far points and one near pick: every sample goes to the near one.
+    lopsided = np.array([[0, 0], [0, 0.1], [0, 0.2], [5, 5]], dtype=np.float32)
+    assert balance(lopsided, lopsided[[0, 3]]) == pytest.approx(
+        -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)) / np.log(2)
+    )
+    assert balance(square, square[:1]) is None
+
+
+def test_nearest_in_set_matches_brute_force_across_blocks() -> None:
+    rng = np.random.default_rng(1)
+    x, chosen = (
+        rng.normal(size=(300, 8)).astype(np.float32),
+        rng.normal(size=(BLOCK + 59, 8)).astype(np.float32),
+    )
+    brute = ((x[:, None] - chosen[None]) ** 2).sum(axis=2)
+    squared, index = nearest_in_set(x, np.einsum("ij,ij->i", x, x), chosen)
+    np.testing.assert_array_equal(index, brute.argmin(axis=1))
+    np.testing.assert_allclose(squared, brute.min(axis=1), rtol=1e-4, atol=1e-3)
 
 
 def clusters(count: int, centers: int, seed: int = 0) -> np.ndarray:
