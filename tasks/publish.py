@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from tasks.embedding_table import EmbeddingTable, read_embeddings
 from tasks.inspect import INTERNAL_COLUMNS, STATUS_CORRUPT, STATUS_DUPLICATE, SampleTable
+from tasks.report import ReportFiles
 from tasks.retry import is_transient_failure
 from tasks.select import Selection
 from tasks.storage import Storage, contained_key, open_storage
@@ -37,6 +38,8 @@ class RunFiles(BaseModel, frozen=True):
     fp32_onnx_model: str | None = None
     # None when the run embedded with the datapool's model (it trained nothing).
     checkpoint: str | None
+    # None when the report is turned off (report.enabled: false).
+    report: ReportFiles | None = None
 
 
 def samples_parquet(samples: SampleTable) -> bytes:
@@ -117,6 +120,11 @@ def publish_run_files(
         uploads["checkpoint.pt"] = Path(files.checkpoint)
     if files.fp32_onnx_model is not None:
         uploads["model.fp32.onnx"] = Path(files.fp32_onnx_model)
+    if files.report is not None:
+        uploads["report.html"] = Path(files.report.html)
+        uploads["report.json"] = Path(files.report.json_path)
+        if files.report.pdf is not None:
+            uploads["report.pdf"] = Path(files.report.pdf)
     artifacts = {name: output.write_bytes(f"{prefix}/{name}", data) for name, data in blobs.items()}
     artifacts |= {name: output.upload_file(f"{prefix}/{name}", path) for name, path in uploads.items()}
     if copy_selected:
