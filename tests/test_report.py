@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect_aws import AwsCredentials
 
 from flows.curate import curate
 from tasks.config import ReportConfig
@@ -26,6 +27,7 @@ from tasks.report_pdf import print_pdf
 from tasks.select import Selection
 from tests.chromium import Page, open_page
 from tests.images import write_bad_files, write_scene_crops
+from tests.s3 import new_bucket, s3_admin_client, upload_folder
 from tests.test_curate_flow import TINY_TRAINING, run_dir
 
 HEADINGS = [
@@ -257,3 +259,36 @@ def test_frames_of_videos_get_a_timeline_and_markup_in_ids_is_shown_not_run(tmp_
         assert page.evaluate("document.querySelector('#videos img').naturalWidth") > 0
         assert page.evaluate("document.querySelectorAll('b').length") == 0
         assert "clips/<b>.mp4" in page.evaluate("document.getElementById('selected').innerText")
+
+
+def test_on_s3_the_report_is_in_the_bucket_linked_by_its_uri_and_holds_no_secret(
+    s3_endpoint: str, aws_credentials: str, tmp_path: Path
+) -> None:
+    write_scene_crops(tmp_path / "raw", per_scene=2)
+    bucket = new_bucket(s3_endpoint)
+    upload_folder(s3_endpoint, tmp_path / "raw", bucket, "raw")
+    record = curate(
+        source=f"s3://{bucket}/raw",
+        output=f"s3://{bucket}/curated",
+        aws_credentials=aws_credentials,
+        n_samples=3,
+        cache_dir=str(tmp_path / "cache"),
+        training=TINY_TRAINING,
+    )
+    uri = f"s3://{bucket}/curated/runs/{record['run_id']}/report.html"
+    assert record["artifacts"]["report.html"] == uri
+    html = (
+        s3_admin_client(s3_endpoint)
+        .get_object(Bucket=bucket, Key=uri.split("/", 3)[3])["Body"]
+        .read()
+        .decode()
+    )
+    assert record["run_id"] in html
+    block = AwsCredentials.load(aws_credentials)
+    for secret in (block.aws_access_key_id, block.aws_secret_access_key.get_secret_value()):
+        assert secret and secret not in html
+    with get_client(sync_client=True) as client:
+        links = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curate-report"]))
+        )
+    assert any(f"]({uri})" in str(link.data) for link in links)
