@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import flow, unmapped
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -23,11 +23,12 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from flows.progress import RunProgress
-from flows.record import model_record, run_record, summary_markdown
+from flows.record import model_record, report_link, report_record, run_record, summary_markdown
 from tasks.config import (
     ChecksConfig,
     EmbeddingConfig,
     InputsConfig,
+    ReportConfig,
     RunConfig,
     SelectionConfig,
     TrainingConfig,
@@ -43,9 +44,10 @@ from tasks.near_duplicates import remove_near_duplicates
 from tasks.plan import known_content_hashes, plan
 from tasks.publish import RunFiles, publish
 from tasks.quantize import quantize
+from tasks.report import ReportFiles, render_report
 from tasks.select import select, selected_ids
 from tasks.selection_inputs import selection_inputs
-from tasks.state import commit_state, model_pointers, open_datapool
+from tasks.state import commit_state, model_pointers, open_datapool, pool_after
 from tasks.train import TrainedModel, train
 
 # Shard tasks overlap I/O and decoding; more threads than this only queue on 2-8 cores.
@@ -120,6 +122,7 @@ def curate(
     embedding: EmbeddingConfig = EmbeddingConfig(),  # noqa: B008
     selection: SelectionConfig = SelectionConfig(),  # noqa: B008
     video: VideoConfig = VideoConfig(),  # noqa: B008
+    report: ReportConfig = ReportConfig(),  # noqa: B008
 ) -> dict[str, Any]:
     """Curate `source`: a folder or s3://bucket/prefix of images and videos.
 
@@ -139,6 +142,7 @@ def curate(
         embedding: ONNX Runtime embedding.
         selection: greedy k-center selection.
         video: how frames are sampled from videos, sequence selection, the frames' file format.
+        report: the run report (report.html, report.pdf, report.json).
 
     Returns:
         The run record written to run.json.
@@ -158,6 +162,7 @@ def curate(
         embedding=embedding,
         selection=selection,
         video=video,
+        report=report,
     )
     started_at = datetime.now(UTC).isoformat()
     run_id = new_run_id()
@@ -265,9 +270,15 @@ def curate(
             "samples_before": start.state.samples,
             "selected_before": start.state.selected,
             "model_reused": start.model is not None,
-        },
+        }
+        | pool_after(run_plan, samples, selected_ids(chosen), run_id),
         "cached_tasks": cached,
     }
+    report_files: ReportFiles | None = None
+    if config.report.enabled:
+        with timer.stage("report"):
+            report_files = render_report(record, samples, table, chosen, inspections, config.report, work_dir)
+    record["report"] = report_record(config.report, report_files)
     files = RunFiles(
         samples=samples,
         embeddings=table,
@@ -276,6 +287,7 @@ def curate(
         fp32_onnx_model=fp32_model.path if fp32_model != onnx_model else None,
         checkpoint=trained.checkpoint if trained else None,
         listing=listing,
+        report=report_files,
     )
     with timer.stage("publish"):
         artifacts = publish(
@@ -313,4 +325,11 @@ def curate(
 
     create_table_artifact([record["counts"]], key="curate-counts", description="curate: counts")
     create_markdown_artifact(summary_markdown(record), key="curate-summary", description="curate: summary")
+    if "report.html" in artifacts:
+        create_link_artifact(
+            report_link(artifacts["report.html"]),
+            link_text=f"report of run {run_id}",
+            key="curate-report",
+            description="curate: the run report",
+        )
     return record

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tasks.config import RunConfig
+from tasks.config import ReportConfig, RunConfig
 from tasks.embedding_table import EmbeddingTable
 from tasks.export import OnnxModel
 from tasks.inspect import SampleTable
 from tasks.plan import RunPlan
+from tasks.report import ReportFiles
 from tasks.select import Selection
+from tasks.storage import is_s3_uri
 from tasks.train import TrainedModel
 
 
@@ -50,7 +53,32 @@ def summary_markdown(record: dict[str, Any]) -> str:
         ]
     if record["selection"]["note"]:
         lines += ["", f"Note: {record['selection']['note']}"]
+    timings = record["timings"]
+    embedded_per_second = counts["embedded"] / timings["embed"] if timings.get("embed") else None
+    lines += [
+        "",
+        f"Took {sum(timings.values()):.1f} s"
+        + (f"; embedded {embedded_per_second:.0f} images/s" if embedded_per_second else "")
+        + ".",
+    ]
+    if "report.html" in record["artifacts"]:
+        lines += ["", f"Report: [report.html]({report_link(record['artifacts']['report.html'])})"]
+    if record["report"].get("pdf_note"):
+        lines += ["", f"No report.pdf: {record['report']['pdf_note']}"]
     return "\n".join(lines)
+
+
+def report_link(uri: str) -> str:
+    """Where the report opens: its s3:// URI (a presigned https URL would expire and carry a
+    signature into the artifact), or a file:// URL for a local output."""
+    return uri if is_s3_uri(uri) else Path(uri).resolve().as_uri()
+
+
+def report_record(config: ReportConfig, files: ReportFiles | None) -> dict[str, Any]:
+    """run.json's `report`: whether it was written, and why there is no PDF when there is none."""
+    if files is None:
+        return {"enabled": False}
+    return {"enabled": True, "pdf": files.pdf is not None, "pdf_note": files.pdf_note}
 
 
 def run_record(

@@ -337,6 +337,32 @@ class SelectionConfig(Section):
         return self
 
 
+class ReportConfig(Section):
+    enabled: bool = Field(
+        True,
+        description="Write the run report (report.html, report.pdf, report.json) into the run's folder.",
+    )
+    pdf: bool = Field(
+        True,
+        description="Also print report.html to report.pdf with headless Chromium; skipped, and "
+        "said so in the log and run.json, where no Chromium is installed.",
+    )
+    max_points: int = Field(
+        20_000,
+        ge=100,
+        le=1_000_000,
+        description="Plots draw a seeded random subsample of at most this many samples (the "
+        "selected ones first), so a report over millions stays fast and a few MB.",
+    )
+    thumbnails: int = Field(
+        48,
+        ge=0,
+        le=1_000,
+        description="Thumbnails a gallery shows at most (selected, near duplicates, atypical).",
+    )
+    seed: int = Field(0, description="Seeds the plots' subsample.")
+
+
 class RunConfig(Section):
     source: str = Field(..., description="Folder or s3://bucket/prefix of images to curate.")
     output: str | None = Field(
@@ -376,6 +402,7 @@ class RunConfig(Section):
     embedding: EmbeddingConfig = EmbeddingConfig()
     selection: SelectionConfig = SelectionConfig()
     video: VideoConfig = VideoConfig()
+    report: ReportConfig = ReportConfig()
 
     @field_validator("source")
     @classmethod

@@ -20,6 +20,7 @@ from tasks.discover import Listing, read_listing
 from tasks.embedding_table import EmbeddingTable, read_embeddings
 from tasks.frame_export import FRAMES_FOLDER, write_selected_frames
 from tasks.inspect import INTERNAL_COLUMNS, KIND_FRAME, STATUS_CORRUPT, STATUS_DUPLICATE, SampleTable
+from tasks.report import ReportFiles
 from tasks.retry import is_transient_failure
 from tasks.select import Selection
 from tasks.storage import Storage, contained_key, open_storage
@@ -42,6 +43,8 @@ class RunFiles(BaseModel, frozen=True):
     checkpoint: str | None
     # What the source listed: the selected frames' videos are read again from it.
     listing: Listing
+    # None when the report is turned off (report.enabled: false).
+    report: ReportFiles | None = None
 
 
 def samples_parquet(samples: SampleTable) -> bytes:
@@ -130,6 +133,11 @@ def publish_run_files(
         uploads["checkpoint.pt"] = Path(files.checkpoint)
     if files.fp32_onnx_model is not None:
         uploads["model.fp32.onnx"] = Path(files.fp32_onnx_model)
+    if files.report is not None:
+        uploads["report.html"] = Path(files.report.html)
+        uploads["report.json"] = Path(files.report.json_path)
+        if files.report.pdf is not None:
+            uploads["report.pdf"] = Path(files.report.pdf)
     artifacts = {name: output.write_bytes(f"{prefix}/{name}", data) for name, data in blobs.items()}
     artifacts |= {name: output.upload_file(f"{prefix}/{name}", path) for name, path in uploads.items()}
     picks = selected_rows(files)

@@ -206,6 +206,19 @@ def next_manifest(
     return pa.concat_tables([kept, fresh]).sort_by("id")
 
 
+def manifest_counts(manifest: pa.Table) -> tuple[int, int]:
+    """(samples, selected) of a manifest: what the datapool block records."""
+    return manifest.num_rows, int(pc.sum(manifest["selected"]).as_py() or 0)
+
+
+def pool_after(run_plan: RunPlan, processed: SampleTable, selected: list[str], run_id: str) -> dict[str, int]:
+    """The datapool's samples and selected samples once this run commits, for run.json and
+    the report, which are written before the commit: the same manifest the commit builds."""
+    manifest = next_manifest(run_plan, pq.read_table(processed.path), {}, set(selected), run_id)
+    samples, selected_total = manifest_counts(manifest)
+    return {"samples_after": samples, "selected_after": selected_total}
+
+
 def commit(name: str, storage: Storage, base_version: int, state: Datapool, manifest: pa.Table) -> Datapool:
     """Commit `state` (with `manifest`) as version base_version + 1.
 
@@ -302,7 +315,7 @@ def commit_run(
     manifest = next_manifest(
         run_plan, pq.read_table(processed.path), dict(zip(ids, vectors, strict=True)), set(selected), run_id
     )
-    selected_total = int(pc.sum(manifest["selected"]).as_py() or 0)
+    samples_total, selected_total = manifest_counts(manifest)
     state = Datapool(
         output=storage.uri,
         model_onnx=model.onnx,
@@ -310,7 +323,7 @@ def commit_run(
         checkpoint=model.checkpoint,
         input_size=model.input_size,
         embedding_dim=model.embedding_dim,
-        samples=manifest.num_rows,
+        samples=samples_total,
         selected=selected_total,
         last_run_id=run_id,
         last_run_at=utc_now(),

@@ -32,6 +32,9 @@ RUN_FILES = {
     "model.fp32.onnx",
     "checkpoint.pt",
     "selection.parquet",
+    "report.html",
+    "report.pdf",
+    "report.json",
 }
 SAMPLE_COLUMNS = [
     "id",

@@ -1,0 +1,295 @@
+"""The run report of a real run, opened in headless Chromium, and its PDF and numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect_aws import AwsCredentials
+
+from flows.curate import curate
+from tasks.config import ReportConfig
+from tasks.embedding_table import write_embedding_table
+from tasks.inspect import SAMPLE_SCHEMA, SampleTable
+from tasks.report import write_report
+from tasks.report_pdf import print_pdf
+from tasks.select import Selection
+from tests.chromium import Page, open_page
+from tests.images import write_bad_files, write_scene_crops
+from tests.s3 import new_bucket, s3_admin_client, upload_folder
+from tests.test_curate_flow import TINY_TRAINING, run_dir
+
+HEADINGS = [
+    "The run",
+    "Counts",
+    "Selection quality",
+    "Embedding map",
+    "Metadata: all versus selected",
+    "Selected samples",
+    "Duplicates beside the sample they duplicate",
+    "Most atypical samples",
+]
+COUNT_LABELS = {
+    "discovered": "discovered",
+    "new": "new or changed",
+    "corrupt": "corrupt",
+    "duplicates": "duplicates",
+    "missing": "missing (gone while read)",
+    "embedded": "embedded",
+    "selected": "selected",
+}
+
+
+@pytest.fixture(scope="module")
+def run(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("source")
+    good = write_scene_crops(root, per_scene=4)
+    write_bad_files(root)
+    shutil.copyfile(root / good[0], root / "zz-copy.jpg")
+    output = tmp_path_factory.mktemp("output")
+    return curate(source=str(root), output=str(output), n_samples=5, training=TINY_TRAINING)
+
+
+@pytest.fixture(scope="module")
+def run_json(run: dict[str, Any]) -> dict[str, Any]:
+    return dict(json.loads((run_dir(run) / "run.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def page(run: dict[str, Any]) -> Iterator[Page]:
+    with open_page((run_dir(run) / "report.html").as_uri()) as opened:
+        yield opened
+
+
+def non_blank(image: Image.Image) -> bool:
+    """More than a flat page: some spread of grey levels."""
+    return float(np.asarray(image.convert("L"), dtype=np.float32).std()) > 5.0
+
+
+def test_the_report_is_published_beside_the_run_and_linked(
+    run: dict[str, Any], run_json: dict[str, Any]
+) -> None:
+    folder = run_dir(run)
+    for name in ("report.html", "report.pdf", "report.json"):
+        assert (folder / name).stat().st_size > 0
+        assert run_json["artifacts"][name] == str(folder / name)
+    assert run_json["report"] == {"enabled": True, "pdf": True, "pdf_note": None}
+    html = (folder / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
+    with get_client(sync_client=True) as client:
+        links = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curate-report"]))
+        )
+    # A link artifact's data is the markdown link: [text](url).
+    assert any(f"]({(folder / 'report.html').as_uri()})" in str(link.data) for link in links)
+
+
+def test_the_page_shows_every_section_and_the_counts_of_run_json(
+    page: Page, run_json: dict[str, Any]
+) -> None:
+    headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+    assert headings == HEADINGS
+    rows = page.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('#counts table:first-of-type tr'))"
+        ".map(r => [r.cells[0].textContent, r.cells[1].textContent]))"
+    )
+    for key, label in COUNT_LABELS.items():
+        assert rows[label] == f"{run_json['counts'][key]:,}", label
+    assert rows["  exact duplicates"] == "1"
+    text = page.evaluate("document.body.innerText")
+    assert run_json["run_id"] in text
+    assert run_json["model"]["execution_provider"] in text
+
+
+def test_every_image_of_the_page_loaded(page: Page, run_json: dict[str, Any], tmp_path: Path) -> None:
+    images = page.evaluate(
+        "Array.from(document.images).map(i => [i.closest('section').id, i.naturalWidth, i.complete])"
+    )
+    sections = [section for section, _, _ in images]
+    assert sections.count("selected") == run_json["counts"]["selected"]
+    assert sections.count("duplicates") == 2  # the copy beside the photograph it copies
+    assert {"quality", "map", "metadata", "atypical"} <= set(sections)
+    assert all(width > 0 and complete for _, width, complete in images), images
+    screenshot = page.screenshot(tmp_path / "report.png")
+    with Image.open(screenshot) as shot:
+        assert shot.height > 2000  # the whole page, not the window
+        assert non_blank(shot)
+
+
+def test_the_pdf_pages_are_not_blank(run: dict[str, Any], tmp_path: Path) -> None:
+    assert shutil.which("pdftoppm"), "poppler-utils is needed: scripts/browser.sh installs it"
+    subprocess.run(
+        ["pdftoppm", "-r", "30", "-png", str(run_dir(run) / "report.pdf"), str(tmp_path / "page")], check=True
+    )
+    pages = sorted(tmp_path.glob("page*.png"))
+    assert len(pages) >= 2
+    for path in pages:
+        with Image.open(path) as image:
+            assert non_blank(image), path.name
+
+
+def test_report_json_holds_the_numbers_of_run_json(run: dict[str, Any], run_json: dict[str, Any]) -> None:
+    numbers = json.loads((run_dir(run) / "report.json").read_text())
+    for section in ("counts", "model", "selection", "datapool"):
+        assert numbers[section] == run_json[section], section
+    assert numbers["run_id"] == run_json["run_id"]
+    # Stages up to the report; publishing and the commit come after it.
+    assert numbers["timings"] == {k: v for k, v in run_json["timings"].items() if k in numbers["timings"]}
+    assert set(numbers["timings"]) >= {"discover", "inspect", "train", "embed", "select"}
+    assert numbers["corrupt_reasons"]
+    assert sum(numbers["corrupt_reasons"].values()) == run_json["counts"]["corrupt"]
+    # The datapool's counts after the run are what the commit then recorded.
+    assert (numbers["datapool"]["samples_after"], numbers["datapool"]["selected_after"]) == (
+        run["datapool"]["samples"],
+        run["datapool"]["selected"],
+    )
+
+
+def test_without_chromium_there_is_no_pdf_and_the_reason_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = tmp_path / "report.html"
+    page.write_text("<html><body>report</body></html>")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    note = print_pdf(page, tmp_path / "report.pdf")
+    assert note is not None and "no Chromium" in note
+    assert not (tmp_path / "report.pdf").exists()
+
+
+def synthetic_video_run(directory: Path) -> tuple[dict[str, Any], SampleTable, Any, Selection]:
+    """Frames of two videos (the video columns beside SAMPLE_SCHEMA), one with an id that is
+    markup, their embeddings and a selection of four."""
+    frames = [(video, index) for video in ("clips/a.mp4", "clips/<b>.mp4") for index in range(0, 240, 12)]
+    ids = [f"{video}#frame={index:06d}" for video, index in frames]
+    rng = np.random.default_rng(0)
+    columns: dict[str, list[Any]] = {field.name: [None] * len(ids) for field in SAMPLE_SCHEMA}
+    columns |= {
+        "id": ids,
+        "key": [video for video, _ in frames],
+        "kind": ["frame"] * len(ids),
+        "status": ["ok"] * len(ids),
+        "width": [64] * len(ids),
+        "height": [48] * len(ids),
+        "luminance": rng.random(len(ids)).tolist(),
+        "sharpness": (rng.random(len(ids)) * 500).tolist(),
+    }
+    samples = pa.Table.from_pydict(columns, schema=SAMPLE_SCHEMA)
+    samples = samples.append_column("video", pa.array([v for v, _ in frames]))
+    samples = samples.append_column("frame_index", pa.array([i for _, i in frames], pa.int64()))
+    samples = samples.append_column("timestamp", pa.array([i / 24 for _, i in frames], pa.float64()))
+    pq.write_table(samples, directory / "samples.parquet")
+    sample_table = SampleTable(
+        path=str(directory / "samples.parquet"),
+        processed=len(ids),
+        ok=len(ids),
+        corrupt=0,
+        duplicates=0,
+        missing=0,
+    )
+    vectors = rng.normal(size=(len(ids), 8)).astype(np.float32)
+    table = write_embedding_table(
+        ids, vectors / np.linalg.norm(vectors, axis=1, keepdims=True), directory / "e.parquet"
+    )
+    picked = [ids[0], ids[7], ids[25], ids[33]]
+    pq.write_table(
+        pa.table({"id": picked, "rank": list(range(4)), "reason": ["x"] * 4}), directory / "sel.parquet"
+    )
+    quality = {
+        "selected": {"diversity": 1.0, "coverage": 0.5, "balance": {"site": 0.9}},
+        "random": {},
+        "random_seed": 0,
+    }
+    selection = Selection(
+        path=str(directory / "sel.parquet"),
+        requested=4,
+        selected=4,
+        candidates=len(ids),
+        note=None,
+        quality=quality,
+        device="cpu",
+    )
+    counts = {"discovered": 2, "new": 2, "corrupt": 0, "duplicates": 0, "missing": 0, "embedded": len(ids)}
+    record = {
+        "run_id": "video-run",
+        "status": "completed",
+        "source": "s3://bucket/clips",
+        "output": "s3://bucket/out",
+        "started_at": "2026-11-24T00:00:00+00:00",
+        "counts": counts | {"selected": 4},
+        "timings": {"discover": 0.1, "embed": 2.0, "select": 0.1},
+        "model": {
+            "execution_provider": "CUDAExecutionProvider",
+            "precision": "fp32",
+            "source": "the datapool's",
+            "embedding_dim": 8,
+            "onnx_sha256": "ab" * 32,
+        },
+        "datapool": {
+            "name": "clips",
+            "base_version": 1,
+            "commits_version": 2,
+            "samples_before": 0,
+            "selected_before": 0,
+            "samples_after": len(ids),
+            "selected_after": 4,
+        },
+        "selection": {"requested": 4, "candidates": len(ids), "note": None, "quality": quality},
+    }
+    return record, sample_table, table, selection
+
+
+def test_frames_of_videos_get_a_timeline_and_markup_in_ids_is_shown_not_run(tmp_path: Path) -> None:
+    record, samples, table, selection = synthetic_video_run(tmp_path)
+    files = write_report(record, samples, table, selection, {}, ReportConfig(pdf=False), tmp_path / "report")
+    assert files.pdf is None and files.pdf_note is not None
+    with open_page(Path(files.html).as_uri()) as page:
+        headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+        assert "Video timelines" in headings
+        assert "Duplicates beside the sample they duplicate" not in headings  # there are none
+        assert page.evaluate("document.querySelector('#videos img').naturalWidth") > 0
+        assert page.evaluate("document.querySelectorAll('b').length") == 0
+        assert "clips/<b>.mp4" in page.evaluate("document.getElementById('selected').innerText")
+
+
+def test_on_s3_the_report_is_in_the_bucket_linked_by_its_uri_and_holds_no_secret(
+    s3_endpoint: str, aws_credentials: str, tmp_path: Path
+) -> None:
+    write_scene_crops(tmp_path / "raw", per_scene=2)
+    bucket = new_bucket(s3_endpoint)
+    upload_folder(s3_endpoint, tmp_path / "raw", bucket, "raw")
+    record = curate(
+        source=f"s3://{bucket}/raw",
+        output=f"s3://{bucket}/curated",
+        aws_credentials=aws_credentials,
+        n_samples=3,
+        cache_dir=str(tmp_path / "cache"),
+        training=TINY_TRAINING,
+    )
+    uri = f"s3://{bucket}/curated/runs/{record['run_id']}/report.html"
+    assert record["artifacts"]["report.html"] == uri
+    html = (
+        s3_admin_client(s3_endpoint)
+        .get_object(Bucket=bucket, Key=uri.split("/", 3)[3])["Body"]
+        .read()
+        .decode()
+    )
+    assert record["run_id"] in html
+    block = AwsCredentials.load(aws_credentials)
+    for secret in (block.aws_access_key_id, block.aws_secret_access_key.get_secret_value()):
+        assert secret and secret not in html
+    with get_client(sync_client=True) as client:
+        links = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curate-report"]))
+        )
+    assert any(f"]({uri})" in str(link.data) for link in links)
