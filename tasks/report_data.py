@@ -16,15 +16,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.distances import nearest_other_distances
-from tasks.inspect import STATUS_CORRUPT, STATUS_DUPLICATE, STATUS_OK
+from tasks.inspect import KIND_FRAME, STATUS_CORRUPT, STATUS_DUPLICATE, STATUS_OK
 
 # Nearest-neighbour distances within a set are quadratic in its size: the histograms use a
 # seeded subsample of at most this many (25 GFLOP at 128-d, under a second on 2 cores).
 MAX_NEIGHBOUR_ROWS = 10_000
-# Columns the per-video timeline needs; the section is left out when samples lack them.
-VIDEO_COLUMNS = ("video", "frame_index", "timestamp")
 # Metadata the report plots for all samples versus the selected ones.
 PLOTTED_METADATA = ("luminance", "sharpness", "megapixels")
 
@@ -154,7 +153,7 @@ def metadata_values(samples: pa.Table) -> dict[str, np.ndarray]:
 
 
 def has_video_frames(samples: pa.Table) -> bool:
-    return all(name in samples.column_names for name in VIDEO_COLUMNS)
+    return bool(pc.any(pc.equal(samples["kind"], KIND_FRAME)).as_py())
 
 
 @dataclass(frozen=True)
@@ -168,14 +167,15 @@ def video_timelines(samples: pa.Table, selected_ids: set[str], limit: int) -> tu
     """Per video (at most `limit`, most selected frames first), which of its clean frames
     were selected. Returns the timelines and how many videos there are in all."""
     frames: dict[str, list[tuple[float, bool]]] = {}
-    for sample_id, status, video, timestamp in zip(
+    for sample_id, kind, status, video, timestamp in zip(
         samples["id"].to_pylist(),
+        samples["kind"].to_pylist(),
         samples["status"].to_pylist(),
-        samples["video"].to_pylist(),
-        samples["timestamp"].to_pylist(),
+        samples["key"].to_pylist(),  # a frame's key is its video's
+        samples["timestamp_s"].to_pylist(),
         strict=True,
     ):
-        if video is not None and status == STATUS_OK and timestamp is not None:
+        if kind == KIND_FRAME and status == STATUS_OK and timestamp is not None:
             frames.setdefault(video, []).append((float(timestamp), sample_id in selected_ids))
     ordered = sorted(frames.items(), key=lambda item: (-sum(chosen for _, chosen in item[1]), item[0]))
     timelines = [

@@ -168,8 +168,8 @@ def test_without_chromium_there_is_no_pdf_and_the_reason_says_so(
 
 
 def synthetic_video_run(directory: Path) -> tuple[dict[str, Any], SampleTable, Any, Selection]:
-    """Frames of two videos (the video columns beside SAMPLE_SCHEMA), one with an id that is
-    markup, their embeddings and a selection of four."""
+    """Frames of two videos, one with an id that is markup, their embeddings and a
+    selection of four."""
     frames = [(video, index) for video in ("clips/a.mp4", "clips/<b>.mp4") for index in range(0, 240, 12)]
     ids = [f"{video}#frame={index:06d}" for video, index in frames]
     rng = np.random.default_rng(0)
@@ -178,6 +178,8 @@ def synthetic_video_run(directory: Path) -> tuple[dict[str, Any], SampleTable, A
         "id": ids,
         "key": [video for video, _ in frames],
         "kind": ["frame"] * len(ids),
+        "frame_index": [i for _, i in frames],
+        "timestamp_s": [i / 24 for _, i in frames],
         "status": ["ok"] * len(ids),
         "width": [64] * len(ids),
         "height": [48] * len(ids),
@@ -185,9 +187,6 @@ def synthetic_video_run(directory: Path) -> tuple[dict[str, Any], SampleTable, A
         "sharpness": (rng.random(len(ids)) * 500).tolist(),
     }
     samples = pa.Table.from_pydict(columns, schema=SAMPLE_SCHEMA)
-    samples = samples.append_column("video", pa.array([v for v, _ in frames]))
-    samples = samples.append_column("frame_index", pa.array([i for _, i in frames], pa.int64()))
-    samples = samples.append_column("timestamp", pa.array([i / 24 for _, i in frames], pa.float64()))
     pq.write_table(samples, directory / "samples.parquet")
     sample_table = SampleTable(
         path=str(directory / "samples.parquet"),
