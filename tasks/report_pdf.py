@@ -2,8 +2,9 @@
 
 Printing the page itself is what makes the PDF the same content as the HTML (one layout,
 one renderer, print CSS in the page); a second, pure-Python layout would drift from it.
-Chromium is a system package (Debian's `chromium`, installed by scripts/browser.sh and in
-Dockerfile.gpu), so where none is installed the caller is told why there is no PDF.
+Chromium is a system package (Debian's `chromium`, installed by scripts/browser.sh; the
+GPU image's Ubuntu ships it only as a snap), so where none is installed the caller is told
+why there is no PDF.
 """
 
 from __future__ import annotations
