@@ -1,8 +1,9 @@
 """Rebuild examples/images: crops of the photographs scikit-image ships (BSD licensed).
 
 Ten scenes, four crops each, in a folder per scene, plus what a real upload contains:
-an exact copy, a truncated JPEG and a text file with an image's name. Run from the repo
-root: `python examples/make_images.py` (needs scikit-image, a test dependency).
+an exact copy, a truncated JPEG, a text file with an image's name, and a short video (a
+camera panning across a photograph). Run from the repo root:
+`python examples/make_images.py` (needs scikit-image, a test dependency).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 import shutil
 from pathlib import Path
 
+import av
 import numpy as np
 from PIL import Image
 from skimage import data
@@ -63,6 +65,25 @@ def main(root: Path = Path(__file__).parent / "images") -> None:
     (root / "broken").mkdir()
     (root / "broken" / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 3])
     (root / "broken" / "notes.png").write_text("not an image, despite the name\n")
+    write_pan_clip(root / "clips" / "pan.mp4")
+
+
+def write_pan_clip(path: Path, seconds: int = 4, rate: int = 5) -> None:
+    """An H.264 clip of a square window panning across the rocket photograph."""
+    image = np.asarray(Image.fromarray(data.rocket()).convert("RGB"))
+    side = min(image.shape[:2])
+    frames = seconds * rate
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width = stream.height = SIDE
+        stream.pix_fmt = "yuv420p"
+        for index in range(frames):
+            left = (image.shape[1] - side) * index // (frames - 1)
+            window = Image.fromarray(image[:side, left : left + side]).resize((SIDE, SIDE))
+            frame = av.VideoFrame.from_ndarray(np.asarray(window), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
 
 
 if __name__ == "__main__":

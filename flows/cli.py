@@ -102,10 +102,12 @@ def curate(
     record = run_curate(run_config, show_progress=not quiet)
     counts = record["counts"]
     typer.echo(
-        f"selected {counts['selected']} of {counts['embedded']} new clean images "
-        f"({counts['new']} new of {counts['discovered']}; {counts['corrupt']} corrupt, "
+        f"selected {counts['selected']} of {counts['embedded']} new clean samples "
+        f"({counts['new']} new files of {counts['discovered']}; {counts['corrupt']} corrupt, "
         f"{counts['duplicates']} duplicates): {record['artifacts']['selected_filenames.txt']}"
     )
+    if "report.html" in record["artifacts"]:
+        typer.echo(f"report: {record['artifacts']['report.html']}")
     if record["selection"]["note"]:
         typer.echo(record["selection"]["note"])
 

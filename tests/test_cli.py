@@ -77,4 +77,5 @@ def test_python_dash_m_flows_curates_a_folder(tmp_path: Path) -> None:
     assert record["config"]["embedding"]["batch_size"] == 8
     assert record["counts"]["selected"] == 9  # half of the 18 clean images
     assert record["counts"]["corrupt"] == 3
-    assert "selected 9 of 18 new clean images (21 new of 21; 3 corrupt, 0 duplicates)" in result.stdout
+    assert "selected 9 of 18 new clean samples (21 new files of 21; 3 corrupt, 0 duplicates)" in result.stdout
+    assert "report: " in result.stdout
