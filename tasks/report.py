@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 # More rows than this make the timeline plot unreadable; the rest are counted in a note.
 MAX_TIMELINES = 40
+# The outliers worth a look; past a couple of rows they are no longer outliers.
+MAX_ATYPICAL = 16
 
 
 class ReportFiles(BaseModel, frozen=True):
@@ -115,7 +117,7 @@ def build_content(
                 f"Histograms: nearest neighbours within seeded subsamples of at most "
                 f"{len(distances.pool_rows):,} samples (of {len(embeddings):,})."
             )
-        most_atypical = np.argsort(-distances.pool)[: config.thumbnails]
+        most_atypical = np.argsort(-distances.pool)[: min(config.thumbnails, MAX_ATYPICAL)]
         atypical = {ids[distances.pool_rows[i]]: f"distance {distances.pool[i]:.3f}" for i in most_atypical}
         notes["atypical"] = "The samples farthest from their nearest neighbour" + (
             " within the histograms' subsample." if len(distances.pool_rows) < len(embeddings) else "."

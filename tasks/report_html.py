@@ -98,7 +98,8 @@ def formatted(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
+        # Four significant digits below 10 (0.7027, 0.42, 4.8), one decimal above (254.2).
+        return f"{value:.4g}" if abs(value) < 10 else f"{value:,.1f}"
     return escape(str(value))
 
 
