@@ -34,8 +34,8 @@ from models.export import export_onnx
 from models.quantize import quantize_int8
 from tasks.config import ChecksConfig, EmbeddingConfig, VideoConfig
 from tasks.discover import list_samples, write_manifests
-from tasks.embed import embed_images, open_session
 from tasks.inspect import ShardInspection, inspect_shard_files
+from tasks.onnx_session import open_session
 from tasks.storage import LocalStorage
 
 SCENES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "hubble_deep_field")
@@ -114,7 +114,7 @@ def main() -> None:
 
         # Warm-up of both sides on a few files: allocations, kernel selection, page cache.
         naive_embeddings(model, paths[: args.batch_size], size, args.batch_size)
-        embed_images(session, calibration[: args.batch_size], args.batch_size)
+        session.embed(calibration[: args.batch_size])
 
         speeds: dict[str, list[float]] = {"winnow": [], "naive": [], "decode": [], "embed": []}
         for round_index in range(args.rounds):
@@ -128,9 +128,7 @@ def main() -> None:
                 started = time.perf_counter()
                 inspections = inspect_all(storage, args.shard_size, size, work / f"round-{round_index}")
                 decoded = time.perf_counter()
-                ours = np.concatenate(
-                    [embed_images(session, i.open_images(), args.batch_size) for i in inspections]
-                )
+                ours = np.concatenate([session.embed(i.open_images()) for i in inspections])
                 finished = time.perf_counter()
                 speeds["winnow"].append(len(ours) / (finished - started))
                 speeds["decode"].append(len(ours) / (decoded - started))

@@ -36,11 +36,12 @@ from tasks.config import (
     describe_validation_error,
 )
 from tasks.discover import discover
-from tasks.embed import embed_queries, embed_shard, embedding_precision
+from tasks.embed import embed_queries, embed_shard
 from tasks.embedding_table import collect_embeddings
 from tasks.export import export
 from tasks.inspect import collect_samples, inspect_shard
 from tasks.near_duplicates import remove_near_duplicates
+from tasks.onnx_session import embedding_precision
 from tasks.plan import known_content_hashes, plan
 from tasks.publish import RunFiles, publish
 from tasks.quantize import quantize
@@ -223,9 +224,12 @@ def curate(
             onnx_model, cached["export"] = export_state.result(), cached_share([export_state])
             progress.update("export", 1, 1)
         fp32_model = onnx_model
-        if embedding_precision(config.embedding) == "int8":
+        precision = embedding_precision(config.embedding)
+        if precision != "fp32":
             with timer.stage("quantize"):
-                quantize_state = quantize(fp32_model, inspections, samples, cache, return_state=True)
+                quantize_state = quantize(
+                    fp32_model, inspections, samples, precision, cache, return_state=True
+                )
                 onnx_model, cached["quantize"] = quantize_state.result(), cached_share([quantize_state])
 
     with timer.stage("embed"):
