@@ -25,7 +25,7 @@ from models import Embedder, ModelConfig
 from models.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from models.quantize import quantize_int8
 from tasks.config import EmbeddingConfig
-from tasks.embed import embed_images, open_session
+from tasks.onnx_session import open_session
 
 
 def images_per_second(
@@ -76,8 +76,8 @@ def main() -> None:
             with torch.inference_mode():
                 speeds = images_per_second(
                     {
-                        "int8": lambda b, s=int8_session: s.run([OUTPUT_NAME], {INPUT_NAME: b}),
-                        "fp32": lambda b, s=fp32_session: s.run([OUTPUT_NAME], {INPUT_NAME: b}),
+                        "int8": lambda b, s=int8_session.session: s.run([OUTPUT_NAME], {INPUT_NAME: b}),
+                        "fp32": lambda b, s=fp32_session.session: s.run([OUTPUT_NAME], {INPUT_NAME: b}),
                         "torch": lambda b: model(torch.from_numpy(b)),
                     },
                     batch,
@@ -96,11 +96,11 @@ def main() -> None:
                 f"PyTorch eager {torch_speed:7.1f} img/s; ratio int8 {int8_speed / torch_speed:.2f}, "
                 f"fp32 {fp32_speed / torch_speed:.2f}"
             )
-        provider = int8_session.get_providers()[0]
+        provider = int8_session.provider
         # winnow's own loop over a ragged count (fixed shape, padded last batch).
         many = rng.integers(0, 256, (args.images - 7, size, size, 3), dtype=np.uint8)
         started = time.perf_counter()
-        embed_images(int8_session, many, batch_sizes[-1])
+        int8_session.embed(many)
         pipeline_speed = len(many) / (time.perf_counter() - started)
     print(
         f"{config}, {threads} threads, provider {provider}; int8 smallest cosine to fp32 "

@@ -36,11 +36,12 @@ from tasks.config import (
     describe_validation_error,
 )
 from tasks.discover import discover
-from tasks.embed import embed_queries, embed_shard, embedding_precision
+from tasks.embed import embed_queries, embed_shard
 from tasks.embedding_table import collect_embeddings
 from tasks.export import export
 from tasks.inspect import collect_samples, inspect_shard
 from tasks.near_duplicates import remove_near_duplicates
+from tasks.onnx_session import embedding_precision
 from tasks.plan import known_content_hashes, plan
 from tasks.publish import RunFiles, publish
 from tasks.quantize import quantize
@@ -48,6 +49,7 @@ from tasks.report import ReportFiles, render_report
 from tasks.select import select, selected_ids
 from tasks.selection_inputs import selection_inputs
 from tasks.state import commit_state, model_pointers, open_datapool, pool_after
+from tasks.telemetry import StageTelemetry
 from tasks.train import TrainedModel, train
 
 # Shard tasks overlap I/O and decoding; more threads than this only queue on 2-8 cores.
@@ -168,7 +170,7 @@ def curate(
     run_id = new_run_id()
     cache, output_uri, credentials = config.cache_path, config.output_uri, config.aws_credentials
     work_dir = cache / "runs" / run_id
-    progress, timer = RunProgress(), StageTimer()
+    progress, timer, telemetry = RunProgress(), StageTimer(), StageTelemetry()
     cached: dict[str, str] = {}
 
     with timer.stage("discover"):
@@ -214,7 +216,7 @@ def curate(
             raise ValueError(
                 f"source {config.source!r}: none of its {samples.processed} samples could be decoded"
             )
-        with timer.stage("train"):
+        with timer.stage("train"), telemetry.stage("train"):
             train_state = train(inspections, samples, config.training, cache, return_state=True)
             trained, cached["train"] = train_state.result(), cached_share([train_state])
             progress.update("train", 1, 1)
@@ -223,12 +225,15 @@ def curate(
             onnx_model, cached["export"] = export_state.result(), cached_share([export_state])
             progress.update("export", 1, 1)
         fp32_model = onnx_model
-        if embedding_precision(config.embedding) == "int8":
+        precision = embedding_precision(config.embedding)
+        if precision != "fp32":
             with timer.stage("quantize"):
-                quantize_state = quantize(fp32_model, inspections, samples, cache, return_state=True)
+                quantize_state = quantize(
+                    fp32_model, inspections, samples, precision, cache, return_state=True
+                )
                 onnx_model, cached["quantize"] = quantize_state.result(), cached_share([quantize_state])
 
-    with timer.stage("embed"):
+    with timer.stage("embed"), telemetry.stage("embed"):
         # One shard at a time: each ONNX Runtime session already uses every core.
         embed_states, shard_embeddings = [], []
         for done, inspection in enumerate(inspections, start=1):
@@ -273,6 +278,7 @@ def curate(
         }
         | pool_after(run_plan, samples, selected_ids(chosen), run_id),
         "cached_tasks": cached,
+        "telemetry": telemetry.record(),
     }
     report_files: ReportFiles | None = None
     if config.report.enabled:

@@ -125,7 +125,7 @@ def model_record(model: OnnxModel, trained: TrainedModel | None, providers: set[
         "input_size": model.input_size,
         "execution_provider": ",".join(sorted(providers)),
         "precision": model.precision,
-        "int8_min_cosine": model.int8_min_cosine,
+        "min_cosine_to_fp32": model.min_cosine_to_fp32,
         "onnx_parity_max_abs_diff": model.parity_max_abs_diff,
         "source": "the datapool's",
     }

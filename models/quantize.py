@@ -14,16 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from models.export import INPUT_NAME, OUTPUT_NAME
+from models.export import INPUT_NAME
+from models.variant import MIN_COSINE_AGREEMENT, checked_agreement, describe_variant
 
-# The smallest cosine similarity between an image's fp32 and int8 embeddings that is
-# accepted: selection compares distances between embeddings around 0.1-1, so an error of
-# 1e-2 in cosine (about 0.14 in distance at worst) is the most it can absorb.
-MIN_COSINE_AGREEMENT = 0.99
 CALIBRATION_BATCH = 32
 # Only the compute-heavy operators: quantizing the input normalisation or the final L2
 # normalisation would cost accuracy and save nothing.
@@ -38,11 +34,6 @@ class _Batches(CalibrationDataReader):
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
-
-
-def _embed(path: Path, images: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: images})[0])
 
 
 def quantize_int8(
@@ -76,18 +67,9 @@ def quantize_int8(
             reduce_range=True,
             op_types_to_quantize=QUANTIZED_OPERATORS,
         )
-        agreement = float(np.min(np.sum(_embed(fp32_path, calibration) * _embed(quantized, calibration), 1)))
-        if agreement < min_cosine:
-            raise ValueError(
-                f"int8 quantization of {fp32_path} changes embeddings too much: smallest cosine "
-                f"similarity to fp32 is {agreement:.4f} (at least {min_cosine} is required)"
-            )
+        agreement = checked_agreement(fp32_path, quantized, calibration, "int8", min_cosine)
         graph = onnx.load(str(quantized))
-        fp32_metadata = {p.key: p.value for p in onnx.load(str(fp32_path)).metadata_props}
-        del graph.metadata_props[:]
-        for key, value in {**fp32_metadata, "precision": "int8"}.items():
-            entry = graph.metadata_props.add()
-            entry.key, entry.value = key, value
+        describe_variant(graph, fp32_path, "int8")
         onnx.save(graph, str(quantized))
         quantized.replace(int8_path)
     return agreement

@@ -23,9 +23,9 @@ Image.MAX_IMAGE_PIXELS = None
 
 @dataclass(frozen=True)
 class Decoded:
-    """An image decoded, maybe at reduced scale (`rgb` keeps at least the `min_side` the
-    caller asked for, or the original size if smaller); width and height are the
-    original's, after EXIF orientation."""
+    """An image decoded, maybe at reduced scale (`rgb` keeps at least the `min_side` and
+    `min_long_side` the caller asked for, or the original size if smaller); width and
+    height are the original's, after EXIF orientation."""
 
     rgb: Image.Image
     width: int
@@ -56,13 +56,27 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes, max_pixels: int, min_side: int) -> Decoded | Corrupt:
-    """Decode `data`, reducing JPEGs in the DCT (Pillow's draft mode) to about `min_side`.
+def draft_size(size: tuple[int, int], min_side: int, min_long_side: int) -> tuple[int, int]:
+    """The smallest (width, height) a reduced decode of an image of `size` may have:
+    `min_side` on its short side and `min_long_side` on its long side.
+
+    Pillow's draft keeps both sides at or above the size it is given, so a square request
+    would hold a 640x480 photograph at full scale for a 256-pixel analysis copy that only
+    needs its long side at 256; oriented like the image, half scale (320x240) qualifies.
+    """
+    long_side = max(min_side, min_long_side)
+    return (long_side, min_side) if size[0] >= size[1] else (min_side, long_side)
+
+
+def decode_image(data: bytes, max_pixels: int, min_side: int, min_long_side: int = 0) -> Decoded | Corrupt:
+    """Decode `data`, reducing JPEGs in the DCT (Pillow's draft mode) as far as the sides
+    the caller needs allow.
 
     Args:
         data: the file's bytes.
         max_pixels: larger images are rejected as decompression bombs before decoding.
-        min_side: the smallest side the caller needs; decoding may stop at that scale.
+        min_side: the short side the caller needs (a square resize to it must not upscale).
+        min_long_side: the long side the caller needs (an aspect-keeping copy of that size).
     """
     if not data:
         return Corrupt("zero-byte file")
@@ -79,7 +93,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int) -> Decoded | Corru
                 )
             if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
                 width, height = height, width
-            image.draft("RGB", (min_side, min_side))
+            image.draft("RGB", draft_size(image.size, min_side, min_long_side))
             image.load()
             rgb = _to_rgb(ImageOps.exif_transpose(image) or image)
     except UnidentifiedImageError:

@@ -28,8 +28,8 @@ class OnnxModel(BaseModel, frozen=True):
     input_size: int
     parity_max_abs_diff: float | None  # None for a model this run did not export
     precision: str = "fp32"
-    # For int8: the smallest cosine similarity between an image's fp32 and int8 embedding.
-    int8_min_cosine: float | None = None
+    # For int8 and fp16: the smallest cosine similarity between an image's fp32 embedding and this model's.
+    min_cosine_to_fp32: float | None = None
 
 
 def export_checkpoint(trained: TrainedModel, directory: Path, seed: int = 0) -> OnnxModel:

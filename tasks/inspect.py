@@ -108,7 +108,7 @@ def inspect_sample(info: ObjectInfo, storage: Storage, input_size: int, checks: 
         "bytes": len(data),
         "content_hash": hashlib.blake2b(data, digest_size=16).hexdigest(),
     }
-    decoded = decode_image(data, checks.max_image_pixels, max(ANALYSIS_SIZE, input_size))
+    decoded = decode_image(data, checks.max_image_pixels, input_size, ANALYSIS_SIZE)
     if isinstance(decoded, Corrupt):
         return _Inspected({**row, "status": STATUS_CORRUPT, "reason": decoded.reason}, None)
     return measured(row, decoded.rgb, decoded.width, decoded.height, input_size)

@@ -1,17 +1,21 @@
-"""Quantize: the int8 version of the exported model, for embedding on the CPU.
+"""Quantize: the lower-precision version of the exported model that the embedding device
+runs fastest: int8 on the CPU, fp16 on a GPU.
 
-Calibrated on the run's own cached images; if int8 would move embeddings too far from
-fp32 (models/quantize.py's agreement check), the run embeds with fp32 and says why.
+Calibrated and checked on the run's own cached images; if the variant would move
+embeddings too far from fp32 (models/variant.py's agreement check), the run embeds with
+fp32 and says why.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from prefect import task
 
+from models.fp16 import convert_fp16
 from models.quantize import quantize_int8
 from tasks.export import OnnxModel
 from tasks.fingerprint import code_version, digest, file_sha256, stage_cache_key
@@ -20,7 +24,12 @@ from tasks.inspect import SampleTable, ShardInspection
 
 logger = logging.getLogger(__name__)
 
-INT8_MODEL_FILE = "model.int8.onnx"
+# The variant of each precision, and the function that writes it and returns its smallest
+# cosine similarity to fp32 on the images it is given.
+VARIANTS: dict[str, tuple[str, Callable[[Path, Path, np.ndarray], float]]] = {
+    "int8": ("model.int8.onnx", quantize_int8),
+    "fp16": ("model.fp16.onnx", convert_fp16),
+}
 # Calibration images, spread evenly over the clean pool: enough for stable activation
 # ranges, few enough to calibrate in seconds on 2 cores.
 CALIBRATION_IMAGES = 256
@@ -36,29 +45,39 @@ def calibration_images(inspections: list[ShardInspection], samples: SampleTable)
 
 
 def quantize_model(
-    model: OnnxModel, inspections: list[ShardInspection], samples: SampleTable, directory: Path
+    model: OnnxModel,
+    inspections: list[ShardInspection],
+    samples: SampleTable,
+    precision: str,
+    directory: Path,
 ) -> OnnxModel:
-    """The int8 model, or `model` itself when int8 does not agree with it closely enough."""
-    path = directory / INT8_MODEL_FILE
+    """The `precision` (int8 or fp16) model, or `model` itself when it does not agree with
+    it closely enough."""
+    file_name, write_variant = VARIANTS[precision]
+    path = directory / file_name
     try:
-        agreement = quantize_int8(Path(model.path), path, calibration_images(inspections, samples))
+        agreement = write_variant(Path(model.path), path, calibration_images(inspections, samples))
     except ValueError as error:
         logger.warning("%s: embedding with fp32", error)
         return model
-    logger.info("int8 model %s: smallest cosine similarity to fp32 %.4f", path, agreement)
+    logger.info("%s model %s: smallest cosine similarity to fp32 %.4f", precision, path, agreement)
     return model.model_copy(
         update={
             "path": str(path),
             "sha256": file_sha256(path),
-            "precision": "int8",
-            "int8_min_cosine": agreement,
+            "precision": precision,
+            "min_cosine_to_fp32": agreement,
         }
     )
 
 
 @task(name="quantize", cache_key_fn=stage_cache_key("quantize"), persist_result=True)
 def quantize(
-    model: OnnxModel, inspections: list[ShardInspection], samples: SampleTable, cache_dir: Path
+    model: OnnxModel,
+    inspections: list[ShardInspection],
+    samples: SampleTable,
+    precision: str,
+    cache_dir: Path,
 ) -> OnnxModel:
-    key = digest(model.sha256, samples.path, code_version())
-    return quantize_model(model, inspections, samples, cache_dir / "onnx" / key)
+    key = digest(model.sha256, samples.path, precision, code_version())
+    return quantize_model(model, inspections, samples, precision, cache_dir / "onnx" / key)

@@ -204,7 +204,7 @@ def read_query_images(
         for location in rule.strategy.query_images:
             data = read_named_file(storage, location, field)
             # Decoded as inspect decodes samples: a query that copies a sample embeds as it does.
-            decoded = decode_image(data, checks.max_image_pixels, max(ANALYSIS_SIZE, input_size))
+            decoded = decode_image(data, checks.max_image_pixels, input_size, ANALYSIS_SIZE)
             if isinstance(decoded, Corrupt):
                 raise ValueError(f"{field}: {location!r} does not decode: {decoded.reason}")
             images.append(resize_square(decoded.rgb, input_size))

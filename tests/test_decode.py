@@ -22,8 +22,8 @@ def scrambled(data: bytes) -> bytes:
     return data[:middle] + bytes(b ^ 0x5A for b in data[middle : middle + 32]) + data[middle + 32 :]
 
 
-def decoded(data: bytes, min_side: int = 32) -> Decoded:
-    result = decode_image(data, LIMIT, min_side)
+def decoded(data: bytes, min_side: int = 32, min_long_side: int = 0) -> Decoded:
+    result = decode_image(data, LIMIT, min_side, min_long_side)
     assert isinstance(result, Decoded), result
     return result
 
@@ -80,6 +80,15 @@ def test_large_jpeg_is_decoded_reduced_but_reports_its_size() -> None:
     result = decoded(jpeg_bytes(big), min_side=256)
     assert (result.width, result.height) == (2048, 1536)
     assert 256 <= min(result.rgb.size) < 1536
+
+
+@pytest.mark.parametrize("size", [(640, 480), (480, 640)])
+def test_photo_is_decoded_at_half_scale_when_its_long_side_suffices(size: tuple[int, int]) -> None:
+    # The analysis copy needs 256 on the long side and the model 64 on the short: half of
+    # 640x480 (320x240) holds both, though its short side is under 256.
+    result = decoded(jpeg_bytes(scene("astronaut").resize(size)), min_side=64, min_long_side=256)
+    assert (result.width, result.height) == size
+    assert result.rgb.size == (size[0] // 2, size[1] // 2)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from models import (
     save_checkpoint,
 )
 from models.export import INPUT_NAME, PARITY_TOLERANCE, export_onnx, onnx_metadata, verify_onnx
+from models.fp16 import convert_fp16
 from models.quantize import quantize_int8
 from tests.images import scene
 
@@ -160,3 +161,23 @@ def test_int8_is_refused_when_it_would_move_embeddings_too_far(tmp_path: Path) -
     with pytest.raises(ValueError, match="changes embeddings too much"):
         quantize_int8(fp32, int8, photo_crops(16, 32), min_cosine=1.01)
     assert not int8.exists()
+
+
+def test_fp16_model_keeps_uint8_in_and_float32_out_and_agrees_with_fp32(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    fp32, fp16 = tmp_path / "model.onnx", tmp_path / "model.fp16.onnx"
+    export_onnx(Embedder(SMALL).eval(), fp32, {"code_version": "test"})
+    agreement = convert_fp16(fp32, fp16, photo_crops(16, 32))
+    assert 0.99 <= agreement <= 1.0 + 1e-3
+    assert onnx_metadata(fp16)["precision"] == "fp16"
+    session = ort.InferenceSession(str(fp16), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    held_out = photo_crops(24, 32)[16:]
+    half = session.run(None, {INPUT_NAME: held_out})[0]
+    full = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(
+        None, {INPUT_NAME: held_out}
+    )[0]
+    assert half.dtype == np.float32
+    assert np.min(np.sum(half * full, axis=1)) >= 0.99
+    # fp16 stores weights in half the bytes.
+    assert fp16.stat().st_size < 0.6 * fp32.stat().st_size

@@ -1,0 +1,169 @@
+"""End to end: JPEG files on disk to embeddings, winnow's pipeline against a naive one.
+
+    python -m benchmarks.embed_e2e [--images 512] [--input-size 64] [--rounds 3]
+
+Writes --images 640x480 JPEGs (about 0.3 megapixels: crops of scikit-image's photographs),
+then, on the same files and the same model weights, times
+- winnow: the inspect stage's own code (parallel decode in draft mode, hashing, metadata,
+  the uint8 cache at model resolution), then ONNX Runtime embedding of that cache with the
+  int8 model winnow embeds with on a CPU;
+- naive: per image a full Pillow decode and resize, then PyTorch eager in fp32, batch by
+  batch, as a first script would.
+Rounds are interleaved (the machine is shared) and each winnow round starts from an empty
+cache, so every image is decoded every round. Building the int8 model (export and
+calibration, once per run in the flow) is reported but not counted. Prints a JSON object
+of figures on its last line; `ratio` is winnow's images/s over the naive pipeline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage import data
+
+from models import Embedder, ModelConfig
+from models.export import export_onnx
+from models.quantize import quantize_int8
+from tasks.config import ChecksConfig, EmbeddingConfig, VideoConfig
+from tasks.discover import list_samples, write_manifests
+from tasks.inspect import ShardInspection, inspect_shard_files
+from tasks.onnx_session import open_session
+from tasks.storage import LocalStorage
+
+SCENES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "hubble_deep_field")
+WIDTH, HEIGHT = 640, 480
+
+
+def write_photos(root: Path, count: int, seed: int = 0) -> None:
+    """`count` 640x480 JPEGs: each a photograph scaled to cover the frame at a random zoom,
+    cropped at a random place, so no two files are alike."""
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(getattr(data, name)()).convert("RGB") for name in SCENES]
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        zoom = max(WIDTH / photo.width, HEIGHT / photo.height) * rng.uniform(1.0, 1.6)
+        scaled = photo.resize((int(photo.width * zoom) + 1, int(photo.height * zoom) + 1))
+        left = int(rng.integers(0, scaled.width - WIDTH + 1))
+        top = int(rng.integers(0, scaled.height - HEIGHT + 1))
+        scaled.crop((left, top, left + WIDTH, top + HEIGHT)).save(root / f"{index:06d}.jpg", quality=90)
+
+
+def inspect_all(
+    storage: LocalStorage, shard_size: int, input_size: int, cache: Path
+) -> list[ShardInspection]:
+    """The inspect stage over every file of `storage`, shard after shard, as the flow runs it."""
+    shards = write_manifests(list_samples(storage, None), shard_size, cache / "manifests")
+    checks, video = ChecksConfig(), VideoConfig()
+    return [
+        inspect_shard_files(shard, storage, input_size, checks, video, cache / "inspect" / str(shard.index))
+        for shard in shards
+    ]
+
+
+def naive_embeddings(model: Embedder, paths: list[Path], input_size: int, batch_size: int) -> np.ndarray:
+    """A full decode and a resize per image, then PyTorch eager, batch by batch."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(paths), batch_size):
+            images = [Image.open(p).convert("RGB") for p in paths[start : start + batch_size]]
+            side = (input_size, input_size)
+            batch = np.stack([np.asarray(i.resize(side, Image.Resampling.BILINEAR)) for i in images])
+            out.append(model(torch.from_numpy(batch)).numpy())
+    return np.concatenate(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--input-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--shard-size", type=int, default=256, help="files per inspect shard")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backbone", default="resnet18")
+    args = parser.parse_args()
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    size = args.input_size
+    model = Embedder(ModelConfig(backbone=args.backbone, input_size=size)).eval()
+    embedding = EmbeddingConfig(batch_size=args.batch_size, device="cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        root, work = Path(folder) / "photos", Path(folder) / "work"
+        write_photos(root, args.images)
+        storage = LocalStorage(root)
+        paths = sorted(root.glob("*.jpg"))
+
+        started = time.perf_counter()
+        fp32_path, int8_path = work / "model.onnx", work / "model.int8.onnx"
+        export_onnx(model, fp32_path, {"code_version": "benchmark"})
+        calibration = np.concatenate(
+            [i.open_images() for i in inspect_all(storage, args.shard_size, size, work / "calibration")]
+        )
+        int8_min_cosine = quantize_int8(fp32_path, int8_path, calibration[:: max(1, len(calibration) // 256)])
+        session = open_session(str(int8_path), embedding)
+        model_seconds = time.perf_counter() - started
+
+        # Warm-up of both sides on a few files: allocations, kernel selection, page cache.
+        naive_embeddings(model, paths[: args.batch_size], size, args.batch_size)
+        session.embed(calibration[: args.batch_size])
+
+        speeds: dict[str, list[float]] = {"winnow": [], "naive": [], "decode": [], "embed": []}
+        for round_index in range(args.rounds):
+            # Alternate which side goes first, so that neither always runs second.
+            for side in ("winnow", "naive") if round_index % 2 == 0 else ("naive", "winnow"):
+                if side == "naive":
+                    started = time.perf_counter()
+                    naive = naive_embeddings(model, paths, size, args.batch_size)
+                    speeds["naive"].append(len(naive) / (time.perf_counter() - started))
+                    continue
+                started = time.perf_counter()
+                inspections = inspect_all(storage, args.shard_size, size, work / f"round-{round_index}")
+                decoded = time.perf_counter()
+                ours = np.concatenate([session.embed(i.open_images()) for i in inspections])
+                finished = time.perf_counter()
+                speeds["winnow"].append(len(ours) / (finished - started))
+                speeds["decode"].append(len(ours) / (decoded - started))
+                speeds["embed"].append(len(ours) / (finished - decoded))
+        agreement = float(np.min(np.sum(ours * naive, axis=1)))
+    medians = {name: float(np.median(values)) for name, values in speeds.items()}
+    ratio = medians["winnow"] / medians["naive"]
+    print(
+        f"{args.images} JPEGs {WIDTH}x{HEIGHT} -> {args.backbone} at {size} px, {threads} cores, "
+        f"median of {args.rounds} interleaved rounds: winnow {medians['winnow']:.1f} img/s "
+        f"(inspect {medians['decode']:.1f}, int8 embedding {medians['embed']:.1f}); "
+        f"naive {medians['naive']:.1f} img/s; ratio {ratio:.2f}. Model export + int8 calibration "
+        f"{model_seconds:.1f} s (not counted); smallest cosine winnow vs naive {agreement:.4f}"
+    )
+    print(
+        json.dumps(
+            {
+                "winnow_img_per_s": round(medians["winnow"], 1),
+                "naive_img_per_s": round(medians["naive"], 1),
+                "ratio": round(ratio, 2),
+                "winnow_inspect_img_per_s": round(medians["decode"], 1),
+                "winnow_embed_img_per_s": round(medians["embed"], 1),
+                "model_build_s": round(model_seconds, 1),
+                "int8_min_cosine": round(int8_min_cosine, 4),
+                "min_cosine_winnow_vs_naive": round(agreement, 4),
+                "images": args.images,
+                "image_size": f"{WIDTH}x{HEIGHT}",
+                "input_size": size,
+                "backbone": args.backbone,
+                "threads": threads,
+                "rounds": args.rounds,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

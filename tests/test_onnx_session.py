@@ -1,0 +1,94 @@
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from models import Embedder, ModelConfig
+from models.export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from models.fp16 import convert_fp16
+from tasks.config import EmbeddingConfig
+from tasks.gpu import nvidia_gpu_count
+from tasks.onnx_session import CPU, CUDA, TENSORRT, embedding_precision, open_session, provider_options
+
+SMALL = ModelConfig(backbone="resnet10", width=8, input_size=32, embedding_dim=16)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.onnx"
+    export_onnx(Embedder(SMALL).eval(), path, {"code_version": "test"})
+    return path
+
+
+def images(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+
+
+def plain_run(path: Path, batch: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=[CPU])
+    return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0])
+
+
+def test_io_bound_fixed_batches_embed_as_a_plain_run_does(model_path: Path) -> None:
+    # 21 images in batches of 8: two full batches and a padded one of 5.
+    session = open_session(str(model_path), EmbeddingConfig(batch_size=8, device="cpu", precision="fp32"))
+    assert session.provider == CPU
+    first, again = images(21), images(13, seed=1)
+    np.testing.assert_allclose(session.embed(first), plain_run(model_path, first), atol=1e-5)
+    # The bound buffers are reused: a second, different call is not served stale rows.
+    np.testing.assert_allclose(session.embed(again), plain_run(model_path, again), atol=1e-5)
+    assert session.embed(images(0)).shape == (0, SMALL.embedding_dim)
+
+
+def test_fp16_model_runs_through_the_bound_session(model_path: Path, tmp_path: Path) -> None:
+    fp16_path = tmp_path / "model.fp16.onnx"
+    convert_fp16(model_path, fp16_path, images(16))
+    session = open_session(str(fp16_path), EmbeddingConfig(batch_size=8, device="cpu", precision="fp16"))
+    batch = images(11, seed=2)
+    cosine = np.sum(session.embed(batch) * plain_run(model_path, batch), axis=1)
+    assert np.min(cosine) >= 0.99
+
+
+@pytest.mark.skipif(nvidia_gpu_count() > 0, reason="this machine has a GPU")
+def test_a_requested_gpu_that_is_missing_is_a_warning_and_the_cpu_runs(
+    model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        config = EmbeddingConfig(batch_size=4, device="cuda", precision="fp32")
+        session = open_session(str(model_path), config)
+    assert session.provider == CPU
+    assert "no usable CUDA GPU" in caplog.text
+    batch = images(4)
+    np.testing.assert_allclose(session.embed(batch), plain_run(model_path, batch), atol=1e-5)
+
+
+@pytest.mark.skipif(nvidia_gpu_count() > 0, reason="this machine has a GPU")
+def test_auto_precision_is_int8_on_the_cpu_and_a_named_one_is_kept() -> None:
+    assert embedding_precision(EmbeddingConfig(device="auto")) == "int8"
+    assert embedding_precision(EmbeddingConfig(device="cpu", precision="fp16")) == "fp16"
+
+
+def test_tensorrt_engines_are_cached_beside_the_model_for_the_fixed_batch(tmp_path: Path) -> None:
+    shape = (64, 32, 32, 3)
+    options = provider_options(TENSORRT, tmp_path / "model.onnx", shape, fp16=True, cuda_graph=False)
+    assert options["trt_engine_cache_path"] == str(tmp_path / "tensorrt")
+    assert options["trt_timing_cache_path"] == str(tmp_path / "tensorrt")
+    assert options["trt_engine_cache_enable"] == options["trt_timing_cache_enable"] == "1"
+    # One shape: min, opt and max profile are the padded batch every run has.
+    shapes = {options[f"trt_profile_{k}_shapes"] for k in ("min", "opt", "max")}
+    assert shapes == {f"{INPUT_NAME}:64x32x32x3"}
+    assert options["trt_fp16_enable"] == "1"
+
+
+def test_cuda_never_searches_convolutions_per_shape_and_graphs_only_when_asked(tmp_path: Path) -> None:
+    path, shape = tmp_path / "model.onnx", (64, 32, 32, 3)
+    plain = provider_options(CUDA, path, shape, fp16=True, cuda_graph=False)
+    assert plain["cudnn_conv_algo_search"] == "HEURISTIC"
+    assert plain["prefer_nhwc"] == "1"
+    assert plain["enable_cuda_graph"] == "0"
+    assert provider_options(CUDA, path, shape, fp16=True, cuda_graph=True)["enable_cuda_graph"] == "1"
+    assert provider_options(CPU, path, shape, fp16=False, cuda_graph=False) == {}
