@@ -48,6 +48,7 @@ def headline_numbers(record: dict[str, Any]) -> dict[str, Any]:
         "model": dict(record["model"]),
         "datapool": dict(record["datapool"]),
         "selection": dict(record["selection"]),
+        "telemetry": dict(record.get("telemetry") or {}),
     }
 
 

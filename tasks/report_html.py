@@ -136,8 +136,16 @@ def run_section(numbers: dict[str, Any]) -> str:
         ("training images / s", model.get("training_images_per_second")),
         ("embedded images / s", throughput["embedded_per_second"]),
     ]
-    if "gpu" in model:
-        rows += [(f"GPU {name}", value) for name, value in model["gpu"].items()]
+    for stage, gpu in numbers["telemetry"].get("stages", {}).items():
+        rows.append(
+            (
+                f"GPU during {stage}",
+                f"{gpu['gpu']}: {gpu['utilisation_mean_pct']}% mean, {gpu['utilisation_max_pct']}% max "
+                f"utilisation; {gpu['memory_max_mib']:,} of {gpu['memory_total_mib']:,} MiB at most",
+            )
+        )
+    if numbers["telemetry"].get("note"):
+        rows.append(("GPU telemetry", numbers["telemetry"]["note"]))
     stages = table(
         [*numbers["timings"].items(), ("until selected", throughput["seconds_until_selected"])],
         ("stage", "seconds"),

@@ -141,7 +141,7 @@ def test_the_pdf_pages_are_not_blank(run: dict[str, Any], tmp_path: Path) -> Non
 
 def test_report_json_holds_the_numbers_of_run_json(run: dict[str, Any], run_json: dict[str, Any]) -> None:
     numbers = json.loads((run_dir(run) / "report.json").read_text())
-    for section in ("counts", "model", "selection", "datapool"):
+    for section in ("counts", "model", "selection", "datapool", "telemetry"):
         assert numbers[section] == run_json[section], section
     assert numbers["run_id"] == run_json["run_id"]
     # Stages up to the report; publishing and the commit come after it.
