@@ -4,6 +4,7 @@ and the datapool decides per video what the next run processes."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -24,7 +25,8 @@ from tasks.manifest import MANIFEST_SCHEMA, read_manifest_table
 from tasks.plan import plan_run
 from tasks.storage import ObjectInfo
 from tasks.video import SampledFrame, frame_id, sample_frames
-from tests.images import write_scene_crops
+from tests.images import SCENES, write_scene_crops
+from tests.s3 import new_bucket, s3_admin_client, upload_folder
 from tests.test_curate_flow import TINY_TRAINING, run_dir
 from tests.videos import truncate, write_audio_only, write_video
 
@@ -183,3 +185,33 @@ def test_manifests_written_before_videos_are_read_by_key(tmp_path: Path) -> None
     to_process, kept, selected = plan_run(listed, previous, reprocess_all=False)
     assert [o.key for o in to_process] == ["b.jpg"]
     assert kept["id"].to_pylist() == ["a.jpg"] and selected == {"a.jpg"}
+
+
+def test_videos_in_a_bucket_are_sampled_and_their_picks_written_to_the_bucket(
+    s3_endpoint: str, aws_credentials: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "bucket"
+    write_scene_crops(root / "photos", per_scene=1)
+    write_video(root / "clips/road.mp4", frames=12, size=(64, 48))
+    bucket = new_bucket(s3_endpoint)
+    upload_folder(s3_endpoint, root, bucket, "raw")
+    record = curate(
+        source=f"s3://{bucket}/raw",
+        output=f"s3://{bucket}/curated",
+        aws_credentials=aws_credentials,
+        cache_dir=str(tmp_path / "cache"),
+        proportion=1.0,
+        training=TINY_TRAINING,
+        video=VIDEO,
+    )
+    assert record["counts"]["embedded"] == len(SCENES) + 6  # every second of the 12 frames
+    client = s3_admin_client(s3_endpoint)
+    prefix = f"curated/runs/{record['run_id']}/selected_frames/"
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    written = sorted(o["Key"].removeprefix(prefix) for o in listed)
+    assert written == [f"clips/road.mp4__frame={i:06d}.png" for i in range(0, 12, 2)]
+    body = client.get_object(Bucket=bucket, Key=f"{prefix}clips/road.mp4__frame=000004.png")["Body"].read()
+    decoded = {f.index: f.rgb for f in sample_frames(root / "clips/road.mp4", VideoConfig(**VIDEO))}
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(body)).convert("RGB")), decoded[4])
+    # The videos were downloaded to the cache to be decoded, and removed after.
+    assert not [p for p in (tmp_path / "cache").rglob("*.mp4")]
