@@ -76,10 +76,15 @@ def _cached_session(model_path: str, device: str, num_threads: int) -> ort.Infer
     return session
 
 
-def open_session(model_path: str, config: EmbeddingConfig) -> ort.InferenceSession:
-    threads = config.num_threads or os.cpu_count() or 1
+def open_session(
+    model_path: str, config: EmbeddingConfig, threads: int | None = None
+) -> ort.InferenceSession:
+    """`threads`: the engine's share of cores for one session (None: every core);
+    `embedding.num_threads` overrides it."""
     with _session_lock:
-        return _cached_session(model_path, config.device, threads)
+        return _cached_session(
+            model_path, config.device, config.num_threads or threads or os.cpu_count() or 1
+        )
 
 
 def embed_images(session: ort.InferenceSession, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -97,9 +102,13 @@ def embed_images(session: ort.InferenceSession, images: np.ndarray, batch_size: 
 
 
 def embed_shard_images(
-    inspection: ShardInspection, model: OnnxModel, config: EmbeddingConfig, directory: Path
+    inspection: ShardInspection,
+    model: OnnxModel,
+    config: EmbeddingConfig,
+    directory: Path,
+    threads: int | None = None,
 ) -> ShardEmbeddings:
-    session = open_session(model.path, config)
+    session = open_session(model.path, config, threads)
     path = directory / EMBEDDINGS_FILE
     embeddings = embed_images(session, inspection.open_images(), config.batch_size)
     directory.mkdir(parents=True, exist_ok=True)
@@ -138,9 +147,13 @@ def embed_queries(
     return embed_query_images(inputs, model, config, work_dir)
 
 
-@task(name="embed-shard", cache_key_fn=stage_cache_key("embed"), persist_result=True)
+@task(name="embed-shard", cache_key_fn=stage_cache_key("embed", ignored=("threads",)), persist_result=True)
 def embed_shard(
-    inspection: ShardInspection, model: OnnxModel, config: EmbeddingConfig, cache_dir: Path
+    inspection: ShardInspection,
+    model: OnnxModel,
+    config: EmbeddingConfig,
+    cache_dir: Path,
+    threads: int | None = None,
 ) -> ShardEmbeddings:
     key = digest(inspection.directory, model.sha256, code_version())
-    return embed_shard_images(inspection, model, config, cache_dir / "embeddings" / key)
+    return embed_shard_images(inspection, model, config, cache_dir / "embeddings" / key, threads)
