@@ -62,8 +62,10 @@ def cluster(prefect_server: None) -> Iterator[tuple[Client, str]]:
         Client(local) as client,
     ):
         gpu_worker = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", local.scheduler_address]
-            + ["--nthreads", "1", "--resources", f"{GPU}=1", "--name", "gpu", "--no-dashboard"],
+            [
+                *(sys.executable, "-m", "distributed.cli.dask_worker", local.scheduler_address),
+                *("--nthreads", "1", "--resources", f"{GPU}=1", "--name", "gpu", "--no-dashboard"),
+            ],
         )
         try:
             client.wait_for_workers(2, timeout=60)
@@ -77,8 +79,8 @@ def cluster(prefect_server: None) -> Iterator[tuple[Client, str]]:
 
 
 def assert_same_results(run: dict[str, Any], reference: dict[str, Any]) -> None:
-    """The same model, samples, embeddings and picks as the reference run."""
-    assert run["model"]["onnx_sha256"] == reference["model"]["onnx_sha256"]
+    """The same samples, embeddings and picks as the reference run. (Not the same ONNX
+    file: the graph's metadata names the checkpoint's path in the run's own cache.)"""
     assert run["counts"] == reference["counts"]
     folder, expected = (Path(r["output"]) / "runs" / r["run_id"] for r in (run, reference))
     for table in ("samples.parquet", "embeddings.parquet", "selection.parquet"):
