@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from prefect import flow, unmapped
+from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import State
@@ -22,11 +22,13 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from flows.engine import MAX_TASK_WORKERS, ShardEngine, run_shards, shard_engine
 from flows.progress import RunProgress
 from flows.record import model_record, report_link, report_record, run_record, summary_markdown
 from tasks.config import (
     ChecksConfig,
     EmbeddingConfig,
+    ExecutionConfig,
     InputsConfig,
     ReportConfig,
     RunConfig,
@@ -51,9 +53,6 @@ from tasks.selection_inputs import selection_inputs
 from tasks.state import commit_state, model_pointers, open_datapool, pool_after
 from tasks.telemetry import StageTelemetry
 from tasks.train import TrainedModel, train
-
-# Shard tasks overlap I/O and decoding; more threads than this only queue on 2-8 cores.
-MAX_TASK_WORKERS = min(8, os.cpu_count() or 1)
 
 
 class StageTimer:
@@ -125,6 +124,7 @@ def curate(
     selection: SelectionConfig = SelectionConfig(),  # noqa: B008
     video: VideoConfig = VideoConfig(),  # noqa: B008
     report: ReportConfig = ReportConfig(),  # noqa: B008
+    execution: ExecutionConfig = ExecutionConfig(),  # noqa: B008
 ) -> dict[str, Any]:
     """Curate `source`: a folder or s3://bucket/prefix of images and videos.
 
@@ -145,6 +145,7 @@ def curate(
         selection: greedy k-center selection.
         video: how frames are sampled from videos, sequence selection, the frames' file format.
         report: the run report (report.html, report.pdf, report.json).
+        execution: where the per-shard stages run: this process's threads or a Dask cluster.
 
     Returns:
         The run record written to run.json.
@@ -165,7 +166,14 @@ def curate(
         selection=selection,
         video=video,
         report=report,
+        execution=execution,
     )
+    with shard_engine(config.execution) as engine:
+        return run_stages(config, engine)
+
+
+def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
+    """The run, stage by stage, inside the curate flow run; the per-shard stages on `engine`."""
     started_at = datetime.now(UTC).isoformat()
     run_id = new_run_id()
     cache, output_uri, credentials = config.cache_path, config.output_uri, config.aws_credentials
@@ -191,21 +199,22 @@ def curate(
         )
         progress.update("discover", 1, 1)
 
-    with timer.stage("inspect"):
-        futures = inspect_shard.map(
-            run_plan.shards,
-            unmapped(config.source),
-            unmapped(credentials),
-            unmapped(input_size),
-            unmapped(config.checks),
-            unmapped(config.video),
-            unmapped(cache),
+    with timer.stage("inspect"), engine.inspect_runner() as runner:
+        inspections, inspect_states = run_shards(
+            runner,
+            inspect_shard,
+            {"shard": run_plan.shards},
+            {
+                "source": config.source,
+                "aws_credentials": credentials,
+                "input_size": input_size,
+                "checks": config.checks,
+                "video": config.video,
+                "cache_dir": cache,
+            },
+            lambda done, total: progress.update("inspect", done, total),
         )
-        inspections = []
-        for done, future in enumerate(futures, start=1):
-            inspections.append(future.result())
-            progress.update("inspect", done, len(futures))
-        cached["inspect"] = cached_share([f.state for f in futures])
+        cached["inspect"] = cached_share(inspect_states)
         samples = collect_samples(inspections, config.checks, known_content_hashes(run_plan), cache)
 
     trained: TrainedModel | None = None
@@ -234,13 +243,19 @@ def curate(
                 onnx_model, cached["quantize"] = quantize_state.result(), cached_share([quantize_state])
 
     with timer.stage("embed"), telemetry.stage("embed"):
-        # One shard at a time: each ONNX Runtime session already uses every core.
-        embed_states, shard_embeddings = [], []
-        for done, inspection in enumerate(inspections, start=1):
-            embed_state = embed_shard(inspection, onnx_model, config.embedding, cache, return_state=True)
-            embed_states.append(embed_state)
-            shard_embeddings.append(embed_state.result())  # a failed shard stops the run here
-            progress.update("embed", done, len(inspections))
+        with engine.embed_runner() as runner:
+            shard_embeddings, embed_states = run_shards(
+                runner,
+                embed_shard,
+                {"inspection": inspections},
+                {
+                    "model": onnx_model,
+                    "config": config.embedding,
+                    "cache_dir": cache,
+                    "threads": engine.embed_threads(runner),
+                },
+                lambda done, total: progress.update("embed", done, total),
+            )
         cached["embed"] = cached_share(embed_states)
         table = collect_embeddings(samples, shard_embeddings, onnx_model.embedding_dim, work_dir)
         if user_inputs.query_images:

@@ -368,6 +368,54 @@ class ReportConfig(Section):
     seed: int = Field(0, description="Seeds the plots' subsample.")
 
 
+class ExecutionConfig(Section):
+    engine: Literal["local", "dask"] = Field(
+        "local",
+        description="Where the per-shard stages (inspect, embed) run: local, a bounded thread pool "
+        "in the flow's process; dask, a Dask cluster's workers (training and selection stay in the "
+        "flow's process either way).",
+    )
+    address: str | None = Field(
+        None,
+        description="The Dask scheduler, e.g. tcp://scheduler:8786; without one, dask starts a "
+        "LocalCluster on this machine for the run. Every worker must reach the source and the "
+        "cache_dir (a shared filesystem across machines).",
+    )
+    n_workers: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Worker processes of the LocalCluster dask starts without an address; "
+        "default: one a core.",
+    )
+    gpu_resource: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]*$",
+        description="A Dask worker resource (e.g. GPU, from `dask worker --resources GPU=1`): each "
+        "embed task needs one, so embedding runs only on workers that have it.",
+    )
+
+    @model_validator(mode="after")
+    def _cluster_options_need_dask(self) -> ExecutionConfig:
+        if self.engine == "local":
+            given = [name for name in ("address", "n_workers", "gpu_resource") if getattr(self, name)]
+            if given:
+                raise FieldError((given[0],), "needs engine: dask")
+        elif self.address is not None and self.n_workers is not None:
+            raise FieldError(("n_workers",), "sizes the LocalCluster dask starts; not with an address")
+        elif self.address is None and self.gpu_resource is not None:
+            # A LocalCluster's workers all share this machine's GPUs: the local engine suits it.
+            raise FieldError(("gpu_resource",), "names a resource of a cluster's workers: needs an address")
+        return self
+
+    @field_validator("address")
+    @classmethod
+    def _address_names_a_scheduler(cls, address: str | None) -> str | None:
+        if address is not None and not re.fullmatch(r"(tcp|tls|ucx|inproc)://[^\s/]+|[^\s/:]+:\d+", address):
+            raise ValueError(f"{address!r} is not a Dask scheduler address (tcp://host:8786)")
+        return address
+
+
 class RunConfig(Section):
     source: str = Field(..., description="Folder or s3://bucket/prefix of images to curate.")
     output: str | None = Field(
@@ -408,6 +456,7 @@ class RunConfig(Section):
     selection: SelectionConfig = SelectionConfig()
     video: VideoConfig = VideoConfig()
     report: ReportConfig = ReportConfig()
+    execution: ExecutionConfig = ExecutionConfig()
 
     @field_validator("source")
     @classmethod

@@ -33,9 +33,13 @@ class ShardEmbeddings(BaseModel, frozen=True):
 
 
 def embed_shard_images(
-    inspection: ShardInspection, model: OnnxModel, config: EmbeddingConfig, directory: Path
+    inspection: ShardInspection,
+    model: OnnxModel,
+    config: EmbeddingConfig,
+    directory: Path,
+    threads: int | None = None,
 ) -> ShardEmbeddings:
-    session = open_session(model.path, config)
+    session = open_session(model.path, config, threads)
     path = directory / EMBEDDINGS_FILE
     embeddings = session.embed(inspection.open_images())
     directory.mkdir(parents=True, exist_ok=True)
@@ -74,9 +78,13 @@ def embed_queries(
     return embed_query_images(inputs, model, config, work_dir)
 
 
-@task(name="embed-shard", cache_key_fn=stage_cache_key("embed"), persist_result=True)
+@task(name="embed-shard", cache_key_fn=stage_cache_key("embed", ignored=("threads",)), persist_result=True)
 def embed_shard(
-    inspection: ShardInspection, model: OnnxModel, config: EmbeddingConfig, cache_dir: Path
+    inspection: ShardInspection,
+    model: OnnxModel,
+    config: EmbeddingConfig,
+    cache_dir: Path,
+    threads: int | None = None,
 ) -> ShardEmbeddings:
     key = digest(inspection.directory, model.sha256, code_version())
-    return embed_shard_images(inspection, model, config, cache_dir / "embeddings" / key)
+    return embed_shard_images(inspection, model, config, cache_dir / "embeddings" / key, threads)

@@ -161,8 +161,10 @@ def _cached_session(
     return BoundSession(session, batch_size)
 
 
-def open_session(model_path: str, config: EmbeddingConfig) -> BoundSession:
-    threads = config.num_threads or os.cpu_count() or 1
+def open_session(model_path: str, config: EmbeddingConfig, threads: int | None = None) -> BoundSession:
+    """`threads`: the execution engine's share of cores for one session (None: every core);
+    `embedding.num_threads` overrides it."""
+    threads = config.num_threads or threads or os.cpu_count() or 1
     fp16 = embedding_precision(config) == "fp16"
     with _session_lock:
         return _cached_session(model_path, config.device, threads, config.batch_size, fp16, config.cuda_graph)

@@ -89,3 +89,33 @@ def test_video_options_are_checked_before_any_work(tmp_path: Path) -> None:
     assert "sequence_length selects windows by diversity alone" in error_message(
         source=str(tmp_path), video={"sequence_length": 3}, selection={"strategies": strategies}
     )
+
+
+@pytest.mark.parametrize(
+    ("execution", "words"),
+    [
+        ({"address": "tcp://scheduler:8786"}, "execution.address: needs engine: dask"),
+        ({"gpu_resource": "GPU"}, "execution.gpu_resource: needs engine: dask"),
+        ({"engine": "ray"}, "execution.engine: Input should be 'local' or 'dask'"),
+        ({"engine": "dask", "address": "scheduler"}, "execution.address: Value error, 'scheduler' is not a"),
+        (
+            {"engine": "dask", "address": "tcp://scheduler:8786", "n_workers": 2},
+            "execution.n_workers: sizes the LocalCluster dask starts; not with an address",
+        ),
+        ({"engine": "dask", "gpu_resource": "GPU"}, "execution.gpu_resource: names a resource of a cluster"),
+        (
+            {"engine": "dask", "n_workers": 0},
+            "execution.n_workers: Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_execution_options_are_checked_before_any_work(
+    tmp_path: Path, execution: dict[str, object], words: str
+) -> None:
+    assert words in error_message(source=str(tmp_path), execution=execution)
+
+
+def test_a_dask_scheduler_address_is_accepted(tmp_path: Path) -> None:
+    for address in ("tcp://10.0.0.5:8786", "scheduler:8786"):
+        config = RunConfig(source=str(tmp_path), execution={"engine": "dask", "address": address})
+        assert (config.execution.engine, config.execution.address) == ("dask", address)
