@@ -213,24 +213,12 @@ def render_html(content: ReportContent) -> str:
         counts_section(numbers),
         quality_section(content),
     ]
-    if "map" in content.plots:
-        parts.append(
-            section(
-                "map",
-                "Embedding map",
-                plot(content, "map", "2-D map of the embeddings"),
-                content.notes.get("map"),
-            )
-        )
-    if "metadata" in content.plots:
-        parts.append(
-            section(
-                "metadata",
-                "Metadata: all versus selected",
-                plot(content, "metadata", "metadata distributions"),
-                content.notes.get("metadata"),
-            )
-        )
+    for name, title, alt in (
+        ("map", "Embedding map", "2-D map of the embeddings"),
+        ("metadata", "Metadata: all versus selected", "metadata distributions"),
+    ):
+        if name in content.plots:
+            parts.append(section(name, title, plot(content, name, alt), content.notes.get(name)))
     parts.append(
         section("selected", "Selected samples", gallery(content.selected), content.notes.get("selected"))
     )
