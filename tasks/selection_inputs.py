@@ -11,7 +11,7 @@ locally as Parquet, and looked up per sample when selection runs.
 from __future__ import annotations
 
 import io
-import logging
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -30,8 +30,6 @@ from tasks.metadata import ANALYSIS_SIZE
 from tasks.retry import is_transient_failure
 from tasks.storage import Storage, open_storage, read_file_or_key
 from tasks.video import sample_key
-
-logger = logging.getLogger(__name__)
 
 JOIN_COLUMNS = ("id", "key")
 # Unknown ids named in an error message; the rest are counted.
@@ -93,9 +91,9 @@ def check_value_table(table: pa.Table, location: str, field: str, known_keys: se
     names = [str(v) for v in table.column(join).cast(pa.string()).to_pylist() if v is not None]
     if len(names) != table.num_rows:
         raise ValueError(f"{field}: {location!r} has rows without a {join}")
-    if len(set(names)) != len(names):
-        repeated = sorted({n for n in names if names.count(n) > 1})[:SHOWN]
-        raise ValueError(f"{field}: {location!r} names samples more than once: {repeated}")
+    repeated = sorted(name for name, times in Counter(names).items() if times > 1)
+    if repeated:
+        raise ValueError(f"{field}: {location!r} names samples more than once: {repeated[:SHOWN]}")
     unknown = sorted({n for n in names if sample_key(n) not in known_keys})
     if unknown:
         more = f" and {len(unknown) - SHOWN} more" if len(unknown) > SHOWN else ""

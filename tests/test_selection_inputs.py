@@ -202,3 +202,14 @@ def test_values_are_found_by_key_for_a_videos_frames_and_missing_ones_are_empty(
     speed = values_for(inputs.metadata, "speed", ids, sample_keys)
     assert speed[0] == 3.5 and np.isnan(speed[1:]).all()
     assert json.loads(inputs.model_dump_json())["metadata"]["numeric"] == ["speed"]
+
+
+def test_a_file_that_names_a_sample_twice_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "meta.csv").write_text("key,site\nb.jpg,depot\nc.jpg,yard\nb.jpg,harbour\n")
+    keys = ["b.jpg", "c.jpg"]
+    listing = write_listing(str(tmp_path), [ObjectInfo(k, 1, "v") for k in keys], tmp_path / "listing")
+    config = SelectionConfig(metadata_file="meta.csv")
+    with pytest.raises(
+        ValueError, match=r"selection.metadata_file: 'meta.csv' names samples more than once: \['b.jpg'\]"
+    ):
+        prepare_selection_inputs(config, str(tmp_path), None, listing, 32, ChecksConfig(), tmp_path / "in")
