@@ -50,7 +50,7 @@ from tasks.quantize import quantize
 from tasks.report import ReportFiles, render_report
 from tasks.select import select, selected_ids
 from tasks.selection_inputs import selection_inputs
-from tasks.state import commit_state, model_pointers, open_datapool, pool_after
+from tasks.state import commit_state, model_pointers, open_datapool, prepare_manifest
 from tasks.telemetry import StageTelemetry
 from tasks.train import TrainedModel, train
 
@@ -279,6 +279,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
         )
         progress.update("select", 1, 1)
 
+    manifest = prepare_manifest(run_plan, samples, table, selected_ids(chosen), run_id, work_dir)
     record = run_record(config, run_id, started_at, listing.count, run_plan, samples, table, chosen)
     record |= {
         "timings": timer.seconds,
@@ -291,7 +292,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
             "selected_before": start.state.selected,
             "model_reused": start.model is not None,
         }
-        | pool_after(run_plan, samples, selected_ids(chosen), run_id),
+        | {"samples_after": manifest.samples, "selected_after": manifest.selected},
         "cached_tasks": cached,
         "telemetry": telemetry.record(),
     }
@@ -329,10 +330,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
             start,
             output_uri,
             credentials,
-            run_plan,
-            samples,
-            table,
-            selected_ids(chosen),
+            manifest,
             model_pointers(start, onnx_model, artifacts),
             run_id,
             artifacts["run.json"],

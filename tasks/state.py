@@ -206,17 +206,48 @@ def next_manifest(
     return pa.concat_tables([kept, fresh]).sort_by("id")
 
 
-def manifest_counts(manifest: pa.Table) -> tuple[int, int]:
-    """(samples, selected) of a manifest: what the datapool block records."""
-    return manifest.num_rows, int(pc.sum(manifest["selected"]).as_py() or 0)
+class NextManifest(BaseModel, frozen=True):
+    """The datapool's manifest once this run commits, built once: run.json and the report
+    (written before the commit) take its counts, and the commit writes the file itself."""
+
+    path: str
+    samples: int
+    selected: int
 
 
-def pool_after(run_plan: RunPlan, processed: SampleTable, selected: list[str], run_id: str) -> dict[str, int]:
-    """The datapool's samples and selected samples once this run commits, for run.json and
-    the report, which are written before the commit: the same manifest the commit builds."""
-    manifest = next_manifest(run_plan, pq.read_table(processed.path), {}, set(selected), run_id)
-    samples, selected_total = manifest_counts(manifest)
-    return {"samples_after": samples, "selected_after": selected_total}
+def write_next_manifest(
+    run_plan: RunPlan,
+    processed: SampleTable,
+    embeddings: EmbeddingTable,
+    selected: list[str],
+    run_id: str,
+    path: Path,
+) -> NextManifest:
+    ids, vectors = read_embeddings(embeddings)
+    manifest = next_manifest(
+        run_plan, pq.read_table(processed.path), dict(zip(ids, vectors, strict=True)), set(selected), run_id
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(manifest, path)
+    return NextManifest(
+        path=str(path),
+        samples=manifest.num_rows,
+        selected=int(pc.sum(manifest["selected"]).as_py() or 0),
+    )
+
+
+@task(name="next-manifest")
+def prepare_manifest(
+    run_plan: RunPlan,
+    processed: SampleTable,
+    embeddings: EmbeddingTable,
+    selected: list[str],
+    run_id: str,
+    work_dir: Path,
+) -> NextManifest:
+    return write_next_manifest(
+        run_plan, processed, embeddings, selected, run_id, work_dir / "manifest.parquet"
+    )
 
 
 def commit(name: str, storage: Storage, base_version: int, state: Datapool, manifest: pa.Table) -> Datapool:
@@ -302,20 +333,12 @@ def write_latest(storage: Storage, run_id: str, run_json: str) -> None:
 def commit_run(
     start: PoolStart,
     storage: Storage,
-    run_plan: RunPlan,
-    processed: SampleTable,
-    embeddings: EmbeddingTable,
-    selected: list[str],
+    manifest: NextManifest,
     model: ModelPointers,
     run_id: str,
     run_json: str,
 ) -> Datapool:
     """Commit the run's datapool version, then point latest.json at the run."""
-    ids, vectors = read_embeddings(embeddings)
-    manifest = next_manifest(
-        run_plan, pq.read_table(processed.path), dict(zip(ids, vectors, strict=True)), set(selected), run_id
-    )
-    samples_total, selected_total = manifest_counts(manifest)
     state = Datapool(
         output=storage.uri,
         model_onnx=model.onnx,
@@ -323,12 +346,12 @@ def commit_run(
         checkpoint=model.checkpoint,
         input_size=model.input_size,
         embedding_dim=model.embedding_dim,
-        samples=samples_total,
-        selected=selected_total,
+        samples=manifest.samples,
+        selected=manifest.selected,
         last_run_id=run_id,
         last_run_at=utc_now(),
     )
-    committed = commit(start.name, storage, start.state.version, state, manifest)
+    committed = commit(start.name, storage, start.state.version, state, pq.read_table(manifest.path))
     write_latest(storage, run_id, run_json)
     return committed
 
@@ -338,13 +361,10 @@ def commit_state(
     start: PoolStart,
     output: str,
     aws_credentials: str | None,
-    run_plan: RunPlan,
-    processed: SampleTable,
-    embeddings: EmbeddingTable,
-    selected: list[str],
+    manifest: NextManifest,
     model: ModelPointers,
     run_id: str,
     run_json: str,
 ) -> Datapool:
     storage = open_storage(output, aws_credentials)
-    return commit_run(start, storage, run_plan, processed, embeddings, selected, model, run_id, run_json)
+    return commit_run(start, storage, manifest, model, run_id, run_json)
