@@ -34,8 +34,9 @@ from models.export import export_onnx
 from models.quantize import quantize_int8
 from tasks.config import ChecksConfig, EmbeddingConfig, VideoConfig
 from tasks.discover import list_samples, write_manifests
-from tasks.inspect import ShardInspection, inspect_shard_files
+from tasks.inspect import ShardInspection, inspect_shard_into
 from tasks.onnx_session import open_session
+from tasks.shard_store import ShardStore
 from tasks.storage import LocalStorage
 
 SCENES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "hubble_deep_field")
@@ -61,10 +62,11 @@ def inspect_all(
     storage: LocalStorage, shard_size: int, input_size: int, cache: Path
 ) -> list[ShardInspection]:
     """The inspect stage over every file of `storage`, shard after shard, as the flow runs it."""
-    shards = write_manifests(list_samples(storage, None), shard_size, cache / "manifests")
+    store = ShardStore(root=str(cache))
+    shards = write_manifests(list_samples(storage, None), shard_size, store)
     checks, video = ChecksConfig(), VideoConfig()
     return [
-        inspect_shard_files(shard, storage, input_size, checks, video, cache / "inspect" / str(shard.index))
+        inspect_shard_into(shard, storage, input_size, checks, video, store, f"inspect/{shard.index}")
         for shard in shards
     ]
 
@@ -106,7 +108,7 @@ def main() -> None:
         fp32_path, int8_path = work / "model.onnx", work / "model.int8.onnx"
         export_onnx(model, fp32_path, {"code_version": "benchmark"})
         calibration = np.concatenate(
-            [i.open_images() for i in inspect_all(storage, args.shard_size, size, work / "calibration")]
+            [i.open_images(work) for i in inspect_all(storage, args.shard_size, size, work / "calibration")]
         )
         int8_min_cosine = quantize_int8(fp32_path, int8_path, calibration[:: max(1, len(calibration) // 256)])
         session = open_session(str(int8_path), embedding)
@@ -128,7 +130,7 @@ def main() -> None:
                 started = time.perf_counter()
                 inspections = inspect_all(storage, args.shard_size, size, work / f"round-{round_index}")
                 decoded = time.perf_counter()
-                ours = np.concatenate([session.embed(i.open_images()) for i in inspections])
+                ours = np.concatenate([session.embed(i.open_images(work)) for i in inspections])
                 finished = time.perf_counter()
                 speeds["winnow"].append(len(ours) / (finished - started))
                 speeds["decode"].append(len(ours) / (decoded - started))

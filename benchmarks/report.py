@@ -28,7 +28,7 @@ from tasks.config import ReportConfig
 from tasks.embedding_table import EmbeddingTable, write_embedding_table
 from tasks.inspect import SAMPLE_SCHEMA, SampleTable
 from tasks.metadata import METADATA_COLUMNS
-from tasks.report import write_report
+from tasks.report import ImageReader, write_report
 from tasks.report_pdf import print_pdf
 from tasks.select import Selection
 
@@ -80,7 +80,7 @@ def synthetic_samples(ids: list[str], rng: np.random.Generator) -> pa.Table:
 
 def synthetic_run(
     directory: Path, rows: int, dim: int, picks: int, seed: int
-) -> tuple[dict[str, Any], SampleTable, EmbeddingTable, Selection, dict[int, np.ndarray]]:
+) -> tuple[dict[str, Any], SampleTable, EmbeddingTable, Selection, dict[int, ImageReader]]:
     rng = np.random.default_rng(seed)
     ids = [f"cam{i % 7}/{i:07d}.jpg" for i in range(rows)]
     samples = synthetic_samples(ids, rng)
@@ -160,8 +160,8 @@ def synthetic_run(
     )
     # Smooth random images (noise upsampled), so thumbnails compress like photographs do.
     coarse = rng.integers(0, 256, size=(CACHED_IMAGES, 8, 8, 3), dtype=np.uint8)
-    images = {0: np.repeat(np.repeat(coarse, SIDE // 8, axis=1), SIDE // 8, axis=2)}
-    return record, sample_table, table, selection, images
+    pixels = np.repeat(np.repeat(coarse, SIDE // 8, axis=1), SIDE // 8, axis=2)
+    return record, sample_table, table, selection, {0: pixels.__getitem__}
 
 
 def main() -> None:

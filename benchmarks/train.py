@@ -26,13 +26,15 @@ from tasks.config import TrainingConfig
 from tasks.discover import Shard
 from tasks.image_cache import ImageCache
 from tasks.inspect import IMAGES_FILE, ShardInspection
+from tasks.shard_store import ShardStore
 from tasks.train import model_config, train_simclr, training_device
 
 
-def photo_cache(directory: Path, count: int, size: int) -> ShardInspection:
+def photo_cache(store: ShardStore, folder: str, count: int, size: int) -> ShardInspection:
     """A one-shard uint8 cache of `count` random crops of a photograph, at `size` px."""
     photo = Image.fromarray(data.astronaut())
     rng = np.random.default_rng(0)
+    directory = Path(store.root, folder)
     directory.mkdir(parents=True)
     with (directory / IMAGES_FILE).open("wb") as cache:
         for _ in range(count):
@@ -41,7 +43,7 @@ def photo_cache(directory: Path, count: int, size: int) -> ShardInspection:
             crop = photo.crop((left, top, left + side, top + side)).resize((size, size))
             cache.write(np.asarray(crop, dtype=np.uint8).tobytes())
     shard = Shard(index=0, fingerprint="benchmark", manifest="", count=count)
-    return ShardInspection(shard=shard, directory=str(directory), ok=count, corrupt=0, input_size=size)
+    return ShardInspection(shard=shard, store=store, folder=folder, ok=count, corrupt=0, input_size=size)
 
 
 def main() -> None:
@@ -58,11 +60,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for size in (int(s) for s in args.sizes.split(",")):
             training = TrainingConfig(input_size=size, epochs=args.epochs, batch_size=args.batch_size)
-            inspection = photo_cache(Path(folder) / str(size), args.images, size)
+            inspection = photo_cache(ShardStore(root=folder), str(size), args.images, size)
             model = Embedder(model_config(training))
-            speed, loss = train_simclr(
-                model, ImageCache([inspection]), np.arange(args.images), training, device
-            )
+            cache = ImageCache([inspection], Path(folder))
+            speed, loss = train_simclr(model, cache, np.arange(args.images), training, device)
             figures[f"img_per_s_{size}"] = round(speed, 1)
             print(f"{size} px: {speed:.1f} images/s ({args.epochs} epochs of {args.images}, loss {loss:.3f})")
     print(

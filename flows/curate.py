@@ -38,7 +38,7 @@ from tasks.config import (
     describe_validation_error,
 )
 from tasks.discover import discover
-from tasks.embed import embed_queries, embed_shard
+from tasks.embed import embed_queries, embed_shard, share_model
 from tasks.embedding_table import collect_embeddings
 from tasks.export import export
 from tasks.inspect import collect_samples, inspect_shard
@@ -50,6 +50,7 @@ from tasks.quantize import quantize
 from tasks.report import ReportFiles, render_report
 from tasks.select import select, selected_ids
 from tasks.selection_inputs import selection_inputs
+from tasks.shard_store import FETCHED_FOLDER
 from tasks.state import commit_state, model_pointers, open_datapool, prepare_manifest
 from tasks.telemetry import StageTelemetry
 from tasks.train import TrainedModel, train
@@ -177,6 +178,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
     started_at = datetime.now(UTC).isoformat()
     run_id = new_run_id()
     cache, output_uri, credentials = config.cache_path, config.output_uri, config.aws_credentials
+    shards = config.shards
     work_dir = cache / "runs" / run_id
     progress, timer, telemetry = RunProgress(), StageTimer(), StageTelemetry()
     cached: dict[str, str] = {}
@@ -192,7 +194,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
         )
         listing = discover(config.source, credentials, config.inputs.relevant_filenames, cache)
         reprocess_all = config.process_all or (start.state.model_onnx is not None and config.training.retrain)
-        run_plan = plan(listing, start.manifest, reprocess_all, config.inputs.shard_size, cache)
+        run_plan = plan(listing, start.manifest, reprocess_all, config.inputs.shard_size, shards, cache)
         input_size = start.model.input_size if start.model else config.training.input_size
         user_inputs = selection_inputs(
             config.selection, config.source, credentials, listing, input_size, config.checks, cache
@@ -210,7 +212,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
                 "input_size": input_size,
                 "checks": config.checks,
                 "video": config.video,
-                "cache_dir": cache,
+                "shards": shards,
             },
             lambda done, total: progress.update("inspect", done, total),
         )
@@ -234,7 +236,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
             onnx_model, cached["export"] = export_state.result(), cached_share([export_state])
             progress.update("export", 1, 1)
         fp32_model = onnx_model
-        precision = embedding_precision(config.embedding)
+        precision = embedding_precision(config.embedding, config.execution.gpu_resource is not None)
         if precision != "fp32":
             with timer.stage("quantize"):
                 quantize_state = quantize(
@@ -243,6 +245,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
                 onnx_model, cached["quantize"] = quantize_state.result(), cached_share([quantize_state])
 
     with timer.stage("embed"), telemetry.stage("embed"):
+        share_model(onnx_model, shards)
         with engine.embed_runner() as runner:
             shard_embeddings, embed_states = run_shards(
                 runner,
@@ -251,13 +254,15 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
                 {
                     "model": onnx_model,
                     "config": config.embedding,
-                    "cache_dir": cache,
+                    "shards": shards,
                     "threads": engine.embed_threads(runner),
                 },
                 lambda done, total: progress.update("embed", done, total),
             )
         cached["embed"] = cached_share(embed_states)
-        table = collect_embeddings(samples, shard_embeddings, onnx_model.embedding_dim, work_dir)
+        table = collect_embeddings(
+            samples, shard_embeddings, onnx_model.embedding_dim, work_dir, cache / FETCHED_FOLDER
+        )
         if user_inputs.query_images:
             user_inputs = embed_queries(user_inputs, onnx_model, config.embedding, work_dir)
     if config.checks.near_duplicate_distance is not None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from models.backbone import BackboneName
 from tasks.datapool import default_datapool_name
 from tasks.metadata import METADATA_COLUMNS
+from tasks.shard_store import SHARDS_FOLDER, ShardStore
 from tasks.storage import is_s3_uri, split_s3_uri
 
 # Used when neither n_samples nor proportion is given (stated in the README).
@@ -379,7 +380,7 @@ class ExecutionConfig(Section):
         None,
         description="The Dask scheduler, e.g. tcp://scheduler:8786; without one, dask starts a "
         "LocalCluster on this machine for the run. Every worker must reach the source and the "
-        "cache_dir (a shared filesystem across machines).",
+        "shard store (see shard_store).",
     )
     n_workers: int | None = Field(
         None,
@@ -394,6 +395,17 @@ class ExecutionConfig(Section):
         description="A Dask worker resource (e.g. GPU, from `dask worker --resources GPU=1`): each "
         "embed task needs one, so embedding runs only on workers that have it.",
     )
+    shard_store: Literal["cache", "output"] | None = Field(
+        None,
+        description="Where the per-shard stages keep their results (manifests, samples tables, "
+        "uint8 images, embeddings): cache, the cache_dir (one machine, or a folder every worker "
+        "mounts); output, <output>/shards (S3: workers that share no disk). Default: output with "
+        "an address, cache otherwise.",
+    )
+
+    @property
+    def shards_in_output(self) -> bool:
+        return self.shard_store == "output" or (self.shard_store is None and self.address is not None)
 
     @model_validator(mode="after")
     def _cluster_options_need_dask(self) -> ExecutionConfig:
@@ -517,6 +529,14 @@ class RunConfig(Section):
         if is_s3_uri(self.output_uri):
             return (DEFAULT_OUTPUT_ROOT / ".cache" / default_datapool_name(self.output_uri)).resolve()
         return Path(self.output_uri) / "cache"
+
+    @property
+    def shards(self) -> ShardStore:
+        """Where the per-shard stages' results live (execution.shard_store)."""
+        if self.execution.shards_in_output:
+            root = f"{self.output_uri.rstrip('/')}/{SHARDS_FOLDER}"
+            return ShardStore(root=root, aws_credentials=self.aws_credentials if is_s3_uri(root) else None)
+        return ShardStore(root=str(self.cache_path))
 
     def target_count(self, clean: int) -> int:
         """How many samples to select out of `clean` candidates (before capping at `clean`)."""

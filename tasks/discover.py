@@ -20,11 +20,13 @@ from pydantic import BaseModel
 
 from tasks.fingerprint import digest
 from tasks.retry import is_transient_failure
+from tasks.shard_store import ShardStore
 from tasks.storage import ObjectInfo, Storage, open_storage, read_file_or_key
 from tasks.video import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
+MANIFESTS_FOLDER = "manifests"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 
@@ -33,7 +35,7 @@ class Shard(BaseModel, frozen=True):
 
     index: int
     fingerprint: str
-    manifest: str
+    manifest: str  # its key in the run's shard store
     count: int
 
 
@@ -69,25 +71,23 @@ def list_samples(storage: Storage, relevant: pathspec.PathSpec | None) -> list[O
     return sorted(found, key=lambda info: info.key)
 
 
-def write_manifests(objects: list[ObjectInfo], shard_size: int, manifest_dir: Path) -> list[Shard]:
-    """Cut `objects` into shards of at most `shard_size` and write one manifest each."""
-    manifest_dir.mkdir(parents=True, exist_ok=True)
+def write_manifests(objects: list[ObjectInfo], shard_size: int, store: ShardStore) -> list[Shard]:
+    """Cut `objects` into shards of at most `shard_size` and write one manifest each into
+    `store`, where the workers that inspect the shards read them."""
     shards = []
     for index, start in enumerate(range(0, len(objects), shard_size)):
         rows = [[o.key, o.size, o.version] for o in objects[start : start + shard_size]]
         content = json.dumps(rows, separators=(",", ":"))
         fingerprint = digest(content)
-        path = manifest_dir / f"{fingerprint}.json"
-        if not path.exists():
-            partial = path.with_suffix(".partial")
-            partial.write_text(content)
-            partial.replace(path)
-        shards.append(Shard(index=index, fingerprint=fingerprint, manifest=str(path), count=len(rows)))
+        key = f"{MANIFESTS_FOLDER}/{fingerprint}.json"
+        if not store.exists(key):
+            store.write_bytes(key, content.encode())
+        shards.append(Shard(index=index, fingerprint=fingerprint, manifest=key, count=len(rows)))
     return shards
 
 
-def read_manifest(shard: Shard) -> list[ObjectInfo]:
-    rows = json.loads(Path(shard.manifest).read_text())
+def read_manifest(shard: Shard, store: ShardStore) -> list[ObjectInfo]:
+    rows = json.loads(store.read_bytes(shard.manifest))
     return [ObjectInfo(key=key, size=size, version=version) for key, size, version in rows]
 
 

@@ -6,7 +6,7 @@ actually ran is recorded per shard.
 
 from __future__ import annotations
 
-import threading
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,37 +19,63 @@ from tasks.fingerprint import code_version, digest, stage_cache_key
 from tasks.inspect import ShardInspection
 from tasks.onnx_session import open_session
 from tasks.selection_inputs import SelectionInputs
+from tasks.shard_store import WORKER_SCRATCH, ShardStore
 
 EMBEDDINGS_FILE = "embeddings.npy"
+EMBEDDINGS_FOLDER, MODELS_FOLDER = "embeddings", "models"
 
 
 class ShardEmbeddings(BaseModel, frozen=True):
-    """Embeddings of one shard's ok samples, in cache-row order."""
+    """Embeddings of one shard's ok samples, in cache-row order: `key` in `store`."""
 
     shard_index: int
-    path: str
+    store: ShardStore
+    key: str
     count: int
     provider: str
+
+    def load(self, scratch: Path) -> np.ndarray:
+        """The embeddings, memory-mapped (fetched into `scratch` if remote). Shape: (count, D)"""
+        return np.load(self.store.fetch(self.key, scratch), mmap_mode="r")
+
+
+def model_key(model: OnnxModel) -> str:
+    return f"{MODELS_FOLDER}/{model.sha256}.onnx"
+
+
+def share_model(model: OnnxModel, shards: ShardStore) -> None:
+    """Put the model where embed tasks on other machines can fetch it (a remote store)."""
+    if not shards.is_local and not shards.exists(model_key(model)):
+        shards.put_file(model_key(model), Path(model.path))
+
+
+def model_file(model: OnnxModel, shards: ShardStore) -> str:
+    """The model as a file this process can open: where the flow wrote it when the store is
+    a folder every machine shares, else fetched once into this worker's scratch."""
+    return model.path if shards.is_local else str(shards.fetch(model_key(model), WORKER_SCRATCH))
 
 
 def embed_shard_images(
     inspection: ShardInspection,
     model: OnnxModel,
     config: EmbeddingConfig,
-    directory: Path,
+    shards: ShardStore,
+    folder: str,
     threads: int | None = None,
 ) -> ShardEmbeddings:
-    session = open_session(model.path, config, threads)
-    path = directory / EMBEDDINGS_FILE
-    embeddings = session.embed(inspection.open_images())
-    directory.mkdir(parents=True, exist_ok=True)
-    partial = directory / f"{EMBEDDINGS_FILE}.{threading.get_ident()}.partial"
-    with partial.open("wb") as handle:
-        np.save(handle, embeddings)
-    partial.replace(path)
+    """Embed one shard's cached images into `folder/embeddings.npy` of `shards`. A remote
+    shard's images are fetched into a scratch folder removed right after."""
+    session = open_session(model_file(model, shards), config, threads)
+    with (
+        tempfile.TemporaryDirectory(prefix="winnow-embed-") as scratch,
+        shards.writing(folder, last=EMBEDDINGS_FILE) as directory,
+    ):
+        embeddings = session.embed(inspection.open_images(Path(scratch)))
+        np.save(directory / EMBEDDINGS_FILE, embeddings)
     return ShardEmbeddings(
         shard_index=inspection.shard.index,
-        path=str(path),
+        store=shards,
+        key=f"{folder}/{EMBEDDINGS_FILE}",
         count=len(embeddings),
         provider=session.provider,
     )
@@ -83,8 +109,8 @@ def embed_shard(
     inspection: ShardInspection,
     model: OnnxModel,
     config: EmbeddingConfig,
-    cache_dir: Path,
+    shards: ShardStore,
     threads: int | None = None,
 ) -> ShardEmbeddings:
-    key = digest(inspection.directory, model.sha256, code_version())
-    return embed_shard_images(inspection, model, config, cache_dir / "embeddings" / key, threads)
+    key = digest(inspection.location, model.sha256, code_version())
+    return embed_shard_images(inspection, model, config, shards, f"{EMBEDDINGS_FOLDER}/{key}", threads)

@@ -23,11 +23,12 @@ class EmbeddingTable(BaseModel, frozen=True):
 
 
 def gather_embeddings(
-    samples: SampleTable, shards: list[ShardEmbeddings], dim: int, path: Path
+    samples: SampleTable, shards: list[ShardEmbeddings], dim: int, path: Path, scratch: Path
 ) -> EmbeddingTable:
-    """Join each ok sample to its row in its shard's embeddings and write `path`."""
+    """Join each ok sample to its row in its shard's embeddings and write `path`. Remote
+    shards' embeddings are fetched into `scratch`."""
     rows = pq.read_table(samples.path, columns=["id", "status", "shard", "cache_row"]).to_pydict()
-    by_shard = {shard.shard_index: np.load(shard.path, mmap_mode="r") for shard in shards}
+    by_shard = {shard.shard_index: shard.load(scratch) for shard in shards}
     ids = [i for i, status in zip(rows["id"], rows["status"], strict=True) if status == STATUS_OK]
     vectors = np.zeros((0, dim), dtype=np.float32)
     if ids:
@@ -62,6 +63,6 @@ def read_embeddings(table: EmbeddingTable) -> tuple[list[str], np.ndarray]:
 
 @task(name="collect-embeddings")
 def collect_embeddings(
-    samples: SampleTable, shards: list[ShardEmbeddings], dim: int, work_dir: Path
+    samples: SampleTable, shards: list[ShardEmbeddings], dim: int, work_dir: Path, scratch: Path
 ) -> EmbeddingTable:
-    return gather_embeddings(samples, shards, dim, work_dir / EMBEDDINGS_FILE)
+    return gather_embeddings(samples, shards, dim, work_dir / EMBEDDINGS_FILE, scratch)

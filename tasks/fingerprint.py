@@ -63,14 +63,16 @@ def cache_instance(cache_dir: Path) -> str:
 
 
 def stage_cache_key(stage: str, ignored: tuple[str, ...] = ()) -> Callable[[Any, dict[str, Any]], str]:
-    """A Prefect `cache_key_fn` for a task whose parameters include `cache_dir`; the
+    """A Prefect `cache_key_fn` for a task whose parameters include `cache_dir`, or
+    `shards` (a ShardStore) for the per-shard tasks, whose results live there; the
     `ignored` parameters say how to compute, never what (a thread count), so they are no
     part of the key."""
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
         keyed = {name: value for name, value in parameters.items() if name not in ignored}
         inputs = pydantic_core.to_json(keyed, fallback=str)
-        instance = cache_instance(Path(parameters["cache_dir"]))
+        shards = parameters.get("shards")
+        instance = shards.instance() if shards is not None else cache_instance(Path(parameters["cache_dir"]))
         return f"winnow-{stage}-{digest(code_version(), instance, inputs)}"
 
     return key

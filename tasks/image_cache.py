@@ -6,6 +6,8 @@ decodes anything: inspection decoded each image once.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -13,10 +15,11 @@ from tasks.inspect import STATUS_OK, ShardInspection
 
 
 class ImageCache:
-    """Rows of all shards' caches, addressed by a global index (shard order, then row)."""
+    """Rows of all shards' caches, addressed by a global index (shard order, then row).
+    Remote shards' caches are fetched into `scratch`."""
 
-    def __init__(self, inspections: list[ShardInspection]) -> None:
-        self._images = [inspection.open_images() for inspection in inspections]
+    def __init__(self, inspections: list[ShardInspection], scratch: Path) -> None:
+        self._images = [inspection.open_images(scratch) for inspection in inspections]
         self._shard_position = {inspection.shard.index: p for p, inspection in enumerate(inspections)}
         sizes = [len(images) for images in self._images]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)

@@ -2,7 +2,7 @@
 metadata, corruption and content hashes; write the uint8 cache at model resolution that
 training and embedding read.
 
-Per shard, in `<cache>/inspect/<key>/`:
+Per shard, in `inspect/<key>/` of the run's shard store (tasks/shard_store.py):
     samples.parquet  one row a file (SAMPLE_SCHEMA)
     images.u8        uint8 (n_ok, S, S, 3), row `cache_row` of each ok sample
 """
@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from tasks.fingerprint import code_version, digest, stage_cache_key
 from tasks.flags import sample_flags
 from tasks.metadata import ANALYSIS_SIZE, METADATA_COLUMNS, image_metadata
 from tasks.retry import is_transient_failure
+from tasks.shard_store import FETCHED_FOLDER, ShardStore
 from tasks.storage import MissingObjectError, ObjectInfo, Storage, open_storage
 from tasks.video import frame_id, is_video_key, sample_frames
 
@@ -66,28 +65,47 @@ SAMPLE_SCHEMA = pa.schema(
 )
 INTERNAL_COLUMNS = ("shard", "cache_row")
 SAMPLES_FILE, IMAGES_FILE = "samples.parquet", "images.u8"
+INSPECT_FOLDER = "inspect"
 KIND_IMAGE, KIND_FRAME, KIND_VIDEO = "image", "frame", "video"
 
 
 class ShardInspection(BaseModel, frozen=True):
-    """Where one shard's inspection results are, and what they hold."""
+    """Where one shard's inspection results are (`folder` in `store`), and what they hold."""
 
     shard: Shard
-    directory: str
+    store: ShardStore
+    folder: str
     ok: int
     corrupt: int
     input_size: int
 
     @property
-    def samples_path(self) -> Path:
-        return Path(self.directory) / SAMPLES_FILE
+    def location(self) -> str:
+        """Names the results uniquely: the keys of results computed from them include it."""
+        return f"{self.store.root}/{self.folder}"
 
-    def open_images(self) -> np.ndarray:
-        """The shard's uint8 cache as a read-only memmap. Shape: (ok, S, S, 3)"""
+    @property
+    def _row_bytes(self) -> int:
+        return self.input_size * self.input_size * 3
+
+    def samples_file(self, scratch: Path) -> Path:
+        """The shard's samples table as a local file (fetched into `scratch` if remote)."""
+        return self.store.fetch(f"{self.folder}/{SAMPLES_FILE}", scratch)
+
+    def open_images(self, scratch: Path) -> np.ndarray:
+        """The shard's uint8 cache as a read-only memmap (fetched into `scratch` if
+        remote). Shape: (ok, S, S, 3)"""
         if self.ok == 0:
             return np.zeros((0, self.input_size, self.input_size, 3), dtype=np.uint8)
         shape = (self.ok, self.input_size, self.input_size, 3)
-        return np.memmap(Path(self.directory) / IMAGES_FILE, dtype=np.uint8, mode="r", shape=shape)
+        path = self.store.fetch(f"{self.folder}/{IMAGES_FILE}", scratch)
+        return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+
+    def image(self, row: int) -> np.ndarray:
+        """One cached image, read alone (a ranged read from a remote store), for readers
+        that show a few images of many shards. Shape: (S, S, 3)"""
+        data = self.store.read_range(f"{self.folder}/{IMAGES_FILE}", row * self._row_bytes, self._row_bytes)
+        return np.frombuffer(data, dtype=np.uint8).reshape(self.input_size, self.input_size, 3)
 
 
 @dataclass
@@ -172,28 +190,20 @@ def inspect_video(
 
 
 def inspect_shard_files(
-    shard: Shard,
+    objects: list[ObjectInfo],
+    shard_index: int,
     storage: Storage,
     input_size: int,
     checks: ChecksConfig,
     video: VideoConfig,
     directory: Path,
-) -> ShardInspection:
-    """Inspect every file of `shard` into `directory` (skipped when already complete)."""
-    samples_path = directory / SAMPLES_FILE
-    if samples_path.exists():
-        table = pq.read_table(samples_path, columns=["status"])
-        ok = int(pc.sum(pc.equal(table["status"], STATUS_OK)).as_py() or 0)
-        return ShardInspection(
-            shard=shard, directory=str(directory), ok=ok, corrupt=table.num_rows - ok, input_size=input_size
-        )
-    objects = read_manifest(shard)
-    partial = directory.with_name(f"{directory.name}.{uuid.uuid4().hex}.partial")
-    partial.mkdir(parents=True)
+) -> tuple[int, int]:
+    """Inspect every one of `objects` (shard `shard_index`) into the empty folder
+    `directory`: its samples table and uint8 cache. Returns (ok, corrupt) counts."""
     rows: list[dict[str, object]] = []
     ok = 0
     videos = [o for o in objects if is_video_key(o.key)]
-    scratch = partial / "downloads"
+    scratch = directory / "downloads"
     scratch.mkdir()
     # Decoding releases the GIL, so threads decode images in parallel. Reads from S3 wait
     # on the network, so a few more threads than cores keep it busy; each holds one file's
@@ -201,7 +211,7 @@ def inspect_shard_files(
     # streamed straight into the cache (FFmpeg's own threads decode each in parallel).
     with (
         ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1) + 4) as pool,
-        (partial / IMAGES_FILE).open("wb") as images,
+        (directory / IMAGES_FILE).open("wb") as images,
     ):
         results = chain(
             pool.map(
@@ -211,22 +221,42 @@ def inspect_shard_files(
             chain.from_iterable(inspect_video(o, storage, input_size, video, scratch) for o in videos),
         )
         for result in results:
-            row = {**result.row, "shard": shard.index, "cache_row": -1}
+            row = {**result.row, "shard": shard_index, "cache_row": -1}
             if result.pixels is not None:
                 images.write(result.pixels.tobytes())
                 row["cache_row"] = ok
                 ok += 1
             rows.append(row)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), partial / SAMPLES_FILE)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), directory / SAMPLES_FILE)
     scratch.rmdir()
-    if directory.exists():  # a concurrent run finished the same shard first
-        shutil.rmtree(partial)
-    else:
-        partial.replace(directory)
     corrupt = len(rows) - ok
-    logger.info("shard %d: %d clean samples (%d videos), %d corrupt", shard.index, ok, len(videos), corrupt)
+    logger.info("shard %d: %d clean samples (%d videos), %d corrupt", shard_index, ok, len(videos), corrupt)
+    return ok, corrupt
+
+
+def inspect_shard_into(
+    shard: Shard,
+    storage: Storage,
+    input_size: int,
+    checks: ChecksConfig,
+    video: VideoConfig,
+    store: ShardStore,
+    folder: str,
+) -> ShardInspection:
+    """Inspect `shard` into `folder` of `store`; a folder already complete is kept."""
+    samples_key = f"{folder}/{SAMPLES_FILE}"
+    if store.exists(samples_key):
+        statuses = pq.read_table(pa.BufferReader(store.read_bytes(samples_key)), columns=["status"])
+        ok = int(pc.sum(pc.equal(statuses["status"], STATUS_OK)).as_py() or 0)
+        corrupt = statuses.num_rows - ok
+    else:
+        with store.writing(folder, last=SAMPLES_FILE) as directory:
+            objects = read_manifest(shard, store)
+            ok, corrupt = inspect_shard_files(
+                objects, shard.index, storage, input_size, checks, video, directory
+            )
     return ShardInspection(
-        shard=shard, directory=str(directory), ok=ok, corrupt=corrupt, input_size=input_size
+        shard=shard, store=store, folder=folder, ok=ok, corrupt=corrupt, input_size=input_size
     )
 
 
@@ -278,11 +308,15 @@ class SampleTable(BaseModel, frozen=True):
 
 
 def collect_sample_rows(
-    inspections: list[ShardInspection], checks: ChecksConfig, known_hashes: dict[str, str], path: Path
+    inspections: list[ShardInspection],
+    checks: ChecksConfig,
+    known_hashes: dict[str, str],
+    path: Path,
+    scratch: Path,
 ) -> SampleTable:
     """Concatenate the shards' rows in id order, mark duplicates (also of the datapool's
-    samples in `known_hashes`), write `path`."""
-    tables = [pq.read_table(i.samples_path) for i in inspections]
+    samples in `known_hashes`), write `path`. Remote shards' tables are fetched into `scratch`."""
+    tables = [pq.read_table(i.samples_file(scratch)) for i in inspections]
     table = pa.concat_tables(tables).sort_by("id") if tables else SAMPLE_SCHEMA.empty_table()
     if checks.remove_exact_duplicates:
         table = mark_exact_duplicates(table, known_hashes)
@@ -320,12 +354,12 @@ def inspect_shard(
     input_size: int,
     checks: ChecksConfig,
     video: VideoConfig,
-    cache_dir: Path,
+    shards: ShardStore,
 ) -> ShardInspection:
     settings = (checks.model_dump_json(), video.model_dump_json())
     key = digest(shard.fingerprint, str(input_size), *settings, code_version())
     storage = open_storage(source, aws_credentials)
-    return inspect_shard_files(shard, storage, input_size, checks, video, cache_dir / "inspect" / key)
+    return inspect_shard_into(shard, storage, input_size, checks, video, shards, f"{INSPECT_FOLDER}/{key}")
 
 
 @task(name="collect-samples")
@@ -334,5 +368,6 @@ def collect_samples(
 ) -> SampleTable:
     # Named by content so that tasks downstream, keyed on this record, stay cached.
     known = "".join(f"{h}{i}" for h, i in sorted(known_hashes.items()))
-    key = digest(*(i.directory for i in inspections), checks.model_dump_json(), known, code_version())
-    return collect_sample_rows(inspections, checks, known_hashes, cache_dir / "samples" / f"{key}.parquet")
+    key = digest(*(i.location for i in inspections), checks.model_dump_json(), known, code_version())
+    path = cache_dir / "samples" / f"{key}.parquet"
+    return collect_sample_rows(inspections, checks, known_hashes, path, cache_dir / FETCHED_FOLDER)

@@ -48,12 +48,14 @@ def requested_providers(device: str) -> list[str]:
     return [TENSORRT, CUDA, CPU] if TENSORRT in available and tensorrt_installed() else [CUDA, CPU]
 
 
-def embedding_precision(config: EmbeddingConfig) -> str:
+def embedding_precision(config: EmbeddingConfig, gpu_workers: bool = False) -> str:
     """fp32, fp16 or int8. Under auto: int8 where the CPU provider runs (int8 is the CPU's
-    speed-up), fp16 on a GPU (half the bytes, and tensor cores)."""
+    speed-up), fp16 on a GPU (half the bytes, and tensor cores). `gpu_workers`: embedding
+    runs on other machines' GPUs (a cluster's GPU resource), whatever this one has."""
     if config.precision != "auto":
         return config.precision
-    return "int8" if requested_providers(config.device) == [CPU] else "fp16"
+    on_gpu = (gpu_workers and config.device != "cpu") or requested_providers(config.device) != [CPU]
+    return "fp16" if on_gpu else "int8"
 
 
 def provider_options(

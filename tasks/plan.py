@@ -15,6 +15,7 @@ from tasks.discover import Listing, Shard, read_listing, write_manifests
 from tasks.fingerprint import digest
 from tasks.inspect import STATUS_OK
 from tasks.manifest import MANIFEST_SCHEMA, read_manifest_table
+from tasks.shard_store import ShardStore
 from tasks.storage import ObjectInfo
 
 logger = logging.getLogger(__name__)
@@ -60,11 +61,16 @@ class RunPlan(BaseModel, frozen=True):
 
 
 def plan_shards(
-    listing: Listing, manifest: str | None, reprocess_all: bool, shard_size: int, directory: Path
+    listing: Listing,
+    manifest: str | None,
+    reprocess_all: bool,
+    shard_size: int,
+    shards: ShardStore,
+    directory: Path,
 ) -> RunPlan:
     previous = read_manifest_table(manifest) if manifest else MANIFEST_SCHEMA.empty_table()
     to_process, kept, previously_selected = plan_run(read_listing(listing), previous, reprocess_all)
-    shards = write_manifests(to_process, shard_size, directory / "manifests")
+    planned = write_manifests(to_process, shard_size, shards)
     kept_path = directory / "kept" / f"{digest(listing.path, manifest or '', str(reprocess_all))}.parquet"
     kept_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(kept, kept_path)
@@ -76,7 +82,7 @@ def plan_shards(
     )
     return RunPlan(
         listing=listing,
-        shards=shards,
+        shards=planned,
         new=len(to_process),
         kept_manifest=str(kept_path),
         kept=kept.num_rows,
@@ -86,9 +92,14 @@ def plan_shards(
 
 @task(name="plan")
 def plan(
-    listing: Listing, manifest: str | None, reprocess_all: bool, shard_size: int, cache_dir: Path
+    listing: Listing,
+    manifest: str | None,
+    reprocess_all: bool,
+    shard_size: int,
+    shards: ShardStore,
+    cache_dir: Path,
 ) -> RunPlan:
-    return plan_shards(listing, manifest, reprocess_all, shard_size, cache_dir)
+    return plan_shards(listing, manifest, reprocess_all, shard_size, shards, cache_dir)
 
 
 def known_content_hashes(run_plan: RunPlan) -> dict[str, str]:

@@ -21,6 +21,7 @@ from tasks.export import OnnxModel
 from tasks.fingerprint import code_version, digest, file_sha256, stage_cache_key
 from tasks.image_cache import ImageCache, unique_image_indices
 from tasks.inspect import SampleTable, ShardInspection
+from tasks.shard_store import FETCHED_FOLDER
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +36,9 @@ VARIANTS: dict[str, tuple[str, Callable[[Path, Path, np.ndarray], float]]] = {
 CALIBRATION_IMAGES = 256
 
 
-def calibration_images(inspections: list[ShardInspection], samples: SampleTable) -> np.ndarray:
+def calibration_images(inspections: list[ShardInspection], samples: SampleTable, scratch: Path) -> np.ndarray:
     """Up to CALIBRATION_IMAGES clean images, evenly spaced in id order. Shape: (n, S, S, 3)"""
-    cache = ImageCache(inspections)
+    cache = ImageCache(inspections, scratch)
     indices = unique_image_indices(cache, samples.path)
     if len(indices) > CALIBRATION_IMAGES:
         indices = indices[np.linspace(0, len(indices) - 1, CALIBRATION_IMAGES).astype(np.int64)]
@@ -50,13 +51,14 @@ def quantize_model(
     samples: SampleTable,
     precision: str,
     directory: Path,
+    scratch: Path,
 ) -> OnnxModel:
     """The `precision` (int8 or fp16) model, or `model` itself when it does not agree with
-    it closely enough."""
+    it closely enough. Remote shards' images are fetched into `scratch`."""
     file_name, write_variant = VARIANTS[precision]
     path = directory / file_name
     try:
-        agreement = write_variant(Path(model.path), path, calibration_images(inspections, samples))
+        agreement = write_variant(Path(model.path), path, calibration_images(inspections, samples, scratch))
     except ValueError as error:
         logger.warning("%s: embedding with fp32", error)
         return model
@@ -80,4 +82,6 @@ def quantize(
     cache_dir: Path,
 ) -> OnnxModel:
     key = digest(model.sha256, samples.path, precision, code_version())
-    return quantize_model(model, inspections, samples, precision, cache_dir / "onnx" / key)
+    return quantize_model(
+        model, inspections, samples, precision, cache_dir / "onnx" / key, cache_dir / FETCHED_FOLDER
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,10 @@ MAX_TIMELINES = 40
 MAX_ATYPICAL = 16
 
 
+# A shard's cached image by its row. Shape: row -> (S, S, 3) uint8
+ImageReader = Callable[[int], np.ndarray]
+
+
 class ReportFiles(BaseModel, frozen=True):
     html: str
     json_path: str
@@ -61,19 +65,19 @@ class ReportFiles(BaseModel, frozen=True):
 
 
 def cached_pixels(
-    samples: pa.Table, ids: list[str], images: Mapping[int, np.ndarray]
+    samples: pa.Table, ids: list[str], images: Mapping[int, ImageReader]
 ) -> dict[str, np.ndarray]:
     """The cached images (model resolution) of those of `ids` this run decoded."""
     wanted = samples.filter(pc.is_in(samples["id"], pa.array(ids, pa.string())))
     return {
-        row["id"]: images[row["shard"]][row["cache_row"]]
+        row["id"]: images[row["shard"]](row["cache_row"])
         for row in wanted.select(["id", "shard", "cache_row"]).to_pylist()
         if row["cache_row"] is not None and row["cache_row"] >= 0 and row["shard"] in images
     }
 
 
 def thumbnails(
-    samples: pa.Table, captions: dict[str, str], images: Mapping[int, np.ndarray]
+    samples: pa.Table, captions: dict[str, str], images: Mapping[int, ImageReader]
 ) -> dict[str, Thumbnail]:
     """{id: its thumbnail}, in the order of `captions` ({id: caption})."""
     pixels = cached_pixels(samples, list(captions), images)
@@ -83,7 +87,7 @@ def thumbnails(
     }
 
 
-def duplicate_pairs(samples: pa.Table, limit: int, images: Mapping[int, np.ndarray]) -> list[DuplicatePair]:
+def duplicate_pairs(samples: pa.Table, limit: int, images: Mapping[int, ImageReader]) -> list[DuplicatePair]:
     """Up to `limit` removed duplicates, each beside the sample it duplicates."""
     rows = samples.filter(pc.equal(samples["status"], STATUS_DUPLICATE)).slice(0, limit)
     pairs = rows.select(["id", "duplicate_of", "reason"]).to_pylist()
@@ -97,7 +101,7 @@ def build_content(
     samples: SampleTable,
     table: EmbeddingTable,
     selection: Selection,
-    images: Mapping[int, np.ndarray],
+    images: Mapping[int, ImageReader],
     config: ReportConfig,
 ) -> ReportContent:
     rows = pq.read_table(samples.path)
@@ -165,7 +169,7 @@ def write_report(
     samples: SampleTable,
     table: EmbeddingTable,
     selection: Selection,
-    images: Mapping[int, np.ndarray],
+    images: Mapping[int, ImageReader],
     config: ReportConfig,
     directory: Path,
 ) -> ReportFiles:
@@ -193,5 +197,6 @@ def render_report(
     config: ReportConfig,
     work_dir: Path,
 ) -> ReportFiles:
-    images = {inspection.shard.index: inspection.open_images() for inspection in inspections}
+    # One image at a time: a few of each shard are shown, and a remote shard's cache is not fetched whole.
+    images = {inspection.shard.index: inspection.image for inspection in inspections}
     return write_report(record, samples, table, selection, images, config, work_dir / "report")

@@ -157,6 +157,9 @@ class S3Storage:
     def read_bytes(self, key: str) -> bytes:
         return self._get(key)
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        return self._get(key, Range=f"bytes={start}-{start + length - 1}")
+
     def read_object(self, info: ObjectInfo) -> bytes:
         # If-Match: the listed version or nothing; a changed object is 'missing' this run.
         data = self._get(info.key, IfMatch=f'"{info.version}"')

@@ -47,6 +47,9 @@ class Storage(Protocol):
     def read_bytes(self, key: str) -> bytes:
         """The object's content. Raises MissingObjectError when there is none."""
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """`length` bytes of the object from byte `start` (a ranged GET on S3)."""
+
     def read_object(self, info: ObjectInfo) -> bytes:
         """The content of exactly the listed version of an object.
 
@@ -137,6 +140,14 @@ class LocalStorage:
     def read_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise MissingObjectError(f"{self.uri}/{key} does not exist") from None
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with self._path(key).open("rb") as handle:
+                handle.seek(start)
+                return handle.read(length)
         except FileNotFoundError:
             raise MissingObjectError(f"{self.uri}/{key} does not exist") from None
 

@@ -26,6 +26,7 @@ from tasks.config import TrainingConfig
 from tasks.fingerprint import code_version, digest, stage_cache_key
 from tasks.image_cache import ImageCache, unique_image_indices
 from tasks.inspect import SampleTable, ShardInspection
+from tasks.shard_store import FETCHED_FOLDER
 
 logger = logging.getLogger(__name__)
 
@@ -127,15 +128,20 @@ def train_simclr(
 
 
 def train_or_load(
-    inspections: list[ShardInspection], samples: SampleTable, training: TrainingConfig, directory: Path
+    inspections: list[ShardInspection],
+    samples: SampleTable,
+    training: TrainingConfig,
+    directory: Path,
+    scratch: Path,
 ) -> TrainedModel:
-    """Train (or, with training off, take the configured or a seeded model) and save it."""
+    """Train (or, with training off, take the configured or a seeded model) and save it in
+    `directory`. Remote shards' images are fetched into `scratch`."""
     checkpoint = directory / CHECKPOINT_FILE
     model = initial_model(training)
     device = training_device(training.device)
     images, speed, loss = 0, 0.0, None
     if training.enabled:
-        cache = ImageCache(inspections)
+        cache = ImageCache(inspections, scratch)
         indices = unique_image_indices(cache, samples.path)
         images = len(indices)
         speed, loss = train_simclr(model, cache, indices, training, device)
@@ -165,5 +171,7 @@ def train(
     inspections: list[ShardInspection], samples: SampleTable, training: TrainingConfig, cache_dir: Path
 ) -> TrainedModel:
     # The samples table's path is per run; its content is fixed by the shards it came from.
-    key = digest(*(i.directory for i in inspections), training.model_dump_json(), code_version())
-    return train_or_load(inspections, samples, training, cache_dir / "models" / key)
+    key = digest(*(i.location for i in inspections), training.model_dump_json(), code_version())
+    return train_or_load(
+        inspections, samples, training, cache_dir / "models" / key, cache_dir / FETCHED_FOLDER
+    )

@@ -1,9 +1,11 @@
 """The curate flow with engine dask on a real Dask cluster on 127.0.0.1: a LocalCluster
 worker process and a `dask worker` process that has a GPU resource. Both runs must give
-what the local engine gives on the same data and seed, byte for byte."""
+what the local engine gives on the same data and seed, byte for byte, whether the shard
+results go through a shared folder or a bucket on the test S3 server."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -17,9 +19,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
+from PIL import Image
 
 from flows.curate import curate
-from tests.images import write_scene_crops
+from tests.images import jpeg_bytes, scene, write_scene_crops
+from tests.s3 import new_bucket, s3_admin_client, upload_folder
 from tests.test_curate_flow import TINY_TRAINING
 
 SHARDS = {"shard_size": 4}  # 24 images: 6 shards, so both workers get some
@@ -78,15 +82,27 @@ def cluster(prefect_server: None) -> Iterator[tuple[Client, str]]:
             gpu_worker.wait(timeout=30)
 
 
-def assert_same_results(run: dict[str, Any], reference: dict[str, Any]) -> None:
+def run_file(record: dict[str, Any], name: str, client: Any = None) -> bytes:
+    """A file the run wrote to its output: a folder, or (with `client`) a bucket."""
+    if client is None:
+        return (Path(record["output"]) / "runs" / record["run_id"] / name).read_bytes()
+    bucket, _, prefix = record["output"].removeprefix("s3://").partition("/")
+    return bytes(
+        client.get_object(Bucket=bucket, Key=f"{prefix}/runs/{record['run_id']}/{name}")["Body"].read()
+    )
+
+
+def assert_same_results(run: dict[str, Any], reference: dict[str, Any], client: Any = None) -> None:
     """The same samples, embeddings and picks as the reference run. (Not the same ONNX
     file: the graph's metadata names the checkpoint's path in the run's own cache.)"""
     assert run["counts"] == reference["counts"]
-    folder, expected = (Path(r["output"]) / "runs" / r["run_id"] for r in (run, reference))
     for table in ("samples.parquet", "embeddings.parquet", "selection.parquet"):
-        assert pq.read_table(folder / table).equals(pq.read_table(expected / table)), table
-    selected = (folder / "selected_filenames.txt").read_text()
-    assert selected == (expected / "selected_filenames.txt").read_text()
+        got, expected = (
+            pq.read_table(io.BytesIO(run_file(r, table, c))) for r, c in ((run, client), (reference, None))
+        )
+        assert got.equals(expected), table
+    selected = run_file(run, "selected_filenames.txt", client).decode()
+    assert selected == run_file(reference, "selected_filenames.txt").decode()
     assert len(selected.splitlines()) == 5
 
 
@@ -140,3 +156,52 @@ def test_a_worker_killed_while_embedding_loses_only_its_shard(
     assert killed, "no worker was embedding: the test killed nothing"
     assert_same_results(record, local_run)
     client.wait_for_workers(2, timeout=60)  # its nanny restarts the killed worker
+
+
+def test_workers_without_a_shared_disk_exchange_shards_through_the_output_bucket(
+    local_run: dict[str, Any],
+    cluster: tuple[Client, str],
+    source: Path,
+    s3_endpoint: str,
+    aws_credentials: str,
+    tmp_path: Path,
+) -> None:
+    """With an address, shard results go to <output>/shards: workers upload what they make,
+    and the flow's process fetches samples tables and embeddings, and images only to train."""
+    client, _ = cluster
+    bucket = new_bucket(s3_endpoint)
+    upload_folder(s3_endpoint, source, bucket, "raw")
+    cache = tmp_path / "flow-cache"
+
+    def run_on_bucket() -> dict[str, Any]:
+        return curate(
+            source=f"s3://{bucket}/raw",
+            output=f"s3://{bucket}/curated",
+            aws_credentials=aws_credentials,
+            cache_dir=str(cache),
+            n_samples=5,
+            training=TINY_TRAINING,
+            inputs=SHARDS,
+            execution={"engine": "dask", "address": client.scheduler.address},
+        )
+
+    record = run_on_bucket()
+    s3 = s3_admin_client(s3_endpoint)
+    assert_same_results(record, local_run, s3)
+    stored = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="curated/shards/")["Contents"]]
+    for name in ("manifests/", "/images.u8", "/samples.parquet", "/embeddings.npy"):
+        assert sum(name in key for key in stored) == SHARD_COUNT, name
+    assert f"curated/shards/models/{record['model']['onnx_sha256']}.onnx" in stored
+    # Nothing was inspected or embedded into the flow's cache; it fetched copies to train.
+    assert not (cache / "inspect").exists() and not (cache / "embeddings").exists()
+    fetched = {p.name for p in (cache / "fetched").rglob("*") if p.is_file()}
+    assert fetched == {"images.u8", "samples.parquet", "embeddings.npy"}
+    images_before = sorted((cache / "fetched").rglob("images.u8"))
+
+    # A new photo next week: the datapool's model embeds it, so no image reaches the flow.
+    new_photo = jpeg_bytes(scene("coffee").resize((64, 64)).transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    s3.put_object(Bucket=bucket, Key="raw/zz-new.jpg", Body=new_photo)
+    again = run_on_bucket()
+    assert again["datapool"]["model_reused"]
+    assert again["counts"]["new"] == again["counts"]["embedded"] == 1
+    assert sorted((cache / "fetched").rglob("images.u8")) == images_before

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from tasks.discover import Shard, discover_source, read_listing, read_manifest, write_manifests
+from tasks.shard_store import ShardStore
 from tasks.storage import LocalStorage, contained_key, safe_key
 
 
@@ -19,7 +20,7 @@ def keys_of(root: Path, tmp_path: Path, relevant: str | None = None) -> list[str
 
 def shards_of(root: Path, tmp_path: Path, shard_size: int) -> list[Shard]:
     objects = read_listing(discover_source(str(root), None, None, tmp_path / "listings"))
-    return write_manifests(objects, shard_size, tmp_path / "manifests")
+    return write_manifests(objects, shard_size, ShardStore(root=str(tmp_path / "shards")))
 
 
 def test_images_and_videos_of_every_extension_in_any_case_are_found(tmp_path: Path) -> None:
@@ -57,7 +58,9 @@ def test_shards_keep_their_fingerprint_until_their_files_change(tmp_path: Path) 
     touch(root, *(f"{i:03d}.jpg" for i in range(25)))
     first = shards_of(root, tmp_path, 10)
     assert [s.count for s in first] == [10, 10, 5]
-    assert [info.key for info in read_manifest(first[2])] == [f"{i:03d}.jpg" for i in range(20, 25)]
+    assert [info.key for info in read_manifest(first[2], ShardStore(root=str(tmp_path / "shards")))] == [
+        f"{i:03d}.jpg" for i in range(20, 25)
+    ]
     again = shards_of(root, tmp_path, 10)
     assert [s.fingerprint for s in again] == [s.fingerprint for s in first]
     (root / "024.jpg").write_bytes(b"changed content, new size")

@@ -72,6 +72,12 @@ def test_auto_precision_is_int8_on_the_cpu_and_a_named_one_is_kept() -> None:
     assert embedding_precision(EmbeddingConfig(device="cpu", precision="fp16")) == "fp16"
 
 
+def test_auto_precision_is_fp16_when_a_clusters_gpu_workers_embed() -> None:
+    # The flow's own machine may have no GPU: its workers' GPUs decide.
+    assert embedding_precision(EmbeddingConfig(device="auto"), gpu_workers=True) == "fp16"
+    assert embedding_precision(EmbeddingConfig(device="cpu"), gpu_workers=True) == "int8"
+
+
 def test_tensorrt_engines_are_cached_beside_the_model_for_the_fixed_batch(tmp_path: Path) -> None:
     shape = (64, 32, 32, 3)
     options = provider_options(TENSORRT, tmp_path / "model.onnx", shape, fp16=True, cuda_graph=False)

@@ -13,9 +13,10 @@ import pytest
 from tasks.config import ChecksConfig, VideoConfig
 from tasks.datapool import Datapool
 from tasks.discover import discover_source, read_listing, write_manifests
-from tasks.inspect import STATUS_MISSING, inspect_shard_files
+from tasks.inspect import STATUS_MISSING, inspect_shard_into
 from tasks.manifest import MANIFEST_SCHEMA
 from tasks.plan import plan_run
+from tasks.shard_store import ShardStore
 from tasks.state import DatapoolConflictError, commit, read_state, version_key
 from tasks.storage import LocalStorage, ObjectInfo
 from tests.images import write_scene_crops
@@ -113,11 +114,12 @@ def test_a_file_deleted_after_listing_is_recorded_missing(tmp_path: Path) -> Non
     listing = discover_source(str(source), None, None, tmp_path / "listings")
     (source / keys[0]).unlink()
     (source / keys[1]).write_bytes(b"changed after listing")
-    [shard] = write_manifests(read_listing(listing), 100, tmp_path / "manifests")
-    inspection = inspect_shard_files(
-        shard, LocalStorage(source), 32, ChecksConfig(), VideoConfig(), tmp_path / "inspect"
+    store = ShardStore(root=str(tmp_path / "shards"))
+    [shard] = write_manifests(read_listing(listing), 100, store)
+    inspection = inspect_shard_into(
+        shard, LocalStorage(source), 32, ChecksConfig(), VideoConfig(), store, "inspect/0"
     )
-    rows = {r["id"]: r for r in pq.read_table(inspection.samples_path).to_pylist()}
+    rows = {r["id"]: r for r in pq.read_table(inspection.samples_file(tmp_path)).to_pylist()}
     assert rows[keys[0]]["status"] == rows[keys[1]]["status"] == STATUS_MISSING
     assert "does not exist" in rows[keys[0]]["reason"]
     assert "changed after listing" in rows[keys[1]]["reason"]
