@@ -39,6 +39,7 @@ class Embedder(nn.Module):
 
     Shape: forward: uint8 (B, S, S, 3) -> float32 (B, embedding_dim), unit L2 norm
            represent: float32 (B, 3, S, S) in [0, 1] -> float32 (B, embedding_dim)
+    (float16 in place of float32 after `.half()`.)
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -56,5 +57,6 @@ class Embedder(nn.Module):
         return self.embedding(self.backbone(x))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, S, S)
+        # The model's own dtype: a `.half()` model takes the same uint8 images.
+        x = images.permute(0, 3, 1, 2).to(self.mean.dtype) / 255.0  # (B, 3, S, S)
         return F.normalize(self.represent(x), dim=1)

@@ -1,0 +1,61 @@
+"""What this Python lacks of winnow's requirements for the GPU benchmarks, one pip
+requirement a line (pyproject.toml's dependencies and its test extra, which has what the
+benchmarks import beside winnow).
+
+    python -m benchmarks.missing
+
+torch and onnxruntime-gpu count as present when they can use CUDA, whatever their version:
+a GPU machine's own CUDA build of torch is used rather than replaced by the pinned one.
+It runs before anything is installed, so it needs only the standard library and `packaging`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+
+
+def cuda_capable(name: str) -> bool | None:
+    """Whether torch or onnxruntime-gpu can use CUDA here; None for any other requirement."""
+    try:
+        if name == "torch":
+            import torch
+
+            return bool(torch.cuda.is_available())
+        if name == "onnxruntime-gpu":
+            # The CPU-only onnxruntime installs the same module, without the CUDA provider.
+            import onnxruntime
+
+            return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    except ImportError:
+        return False
+    return None
+
+
+def installed(requirement: Requirement) -> bool:
+    try:
+        version = importlib.metadata.version(requirement.name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return requirement.specifier.contains(version, prereleases=True)
+
+
+def missing(pyproject: Path = PYPROJECT) -> list[str]:
+    """The requirements of `pyproject` that no installed distribution satisfies, in order."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    lacking = []
+    for line in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+        requirement = Requirement(line)
+        capable = cuda_capable(requirement.name)
+        if not (installed(requirement) if capable is None else capable):
+            lacking.append(str(requirement))
+    return lacking
+
+
+if __name__ == "__main__":
+    print("\n".join(missing()))
