@@ -9,7 +9,8 @@ comparison and stays in the flow's process either way). Throughput is the images
 run's inspect + embed seconds (run.json's timings); each engine's best round counts, as
 the machine is shared. The cluster is the one `engine: dask` starts without an address
 (two single-threaded worker processes here), started by each cluster run before its
-inspect stage, so outside the timed stages. On a machine of n cores the
+inspect stage, so outside the timed stages; its start (the workers import the shard tasks'
+modules as they start) is printed apart, as `cluster_start_s`. On a machine of n cores the
 cluster cannot be faster than the local thread pool, which already uses them all; the
 figure is its overhead. Prints a JSON object of figures on its last line.
 """
@@ -49,6 +50,7 @@ def main() -> None:
         keys = write_scene_crops(source, SCENES, math.ceil(args.images / len(SCENES)), side=args.side)
         engines = {"local": {"engine": "local"}, "cluster": {"engine": "dask", "n_workers": 2}}
         speeds: dict[str, list[float]] = {name: [] for name in engines}
+        starts: list[float] = []
         for round_ in range(args.rounds):
             for name, execution in engines.items():
                 record = curate(
@@ -61,6 +63,8 @@ def main() -> None:
                     execution=execution,
                 )
                 speeds[name].append(images_per_second(record))
+                if name == "cluster":
+                    starts.append(record["timings"]["cluster_start"])
                 print(f"round {round_} {name}: {speeds[name][-1]:.1f} img/s ({record['timings']})")
 
     local, clustered = max(speeds["local"]), max(speeds["cluster"])
@@ -70,6 +74,7 @@ def main() -> None:
                 "local_img_per_s": round(local, 1),
                 "cluster_img_per_s": round(clustered, 1),
                 "overhead_ratio": round(local / clustered, 3),
+                "cluster_start_s": min(starts),
                 "images": len(keys),
                 "side_px": args.side,
                 "shards": math.ceil(len(keys) / args.shard_size),

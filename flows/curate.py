@@ -8,21 +8,22 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import State
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from flows.engine import MAX_TASK_WORKERS, ShardEngine, run_shards, shard_engine
+from flows.engine import MAX_TASK_WORKERS, ShardEngine, gather_shards, shard_engine, submit_shards
 from flows.progress import RunProgress
 from flows.record import model_record, report_link, report_record, run_record, summary_markdown
 from tasks.config import (
@@ -38,10 +39,10 @@ from tasks.config import (
     describe_validation_error,
 )
 from tasks.discover import discover
-from tasks.embed import embed_queries, embed_shard, share_model
+from tasks.embed import ShardEmbeddings, embed_queries, embed_shard, share_model
 from tasks.embedding_table import collect_embeddings
-from tasks.export import export
-from tasks.inspect import collect_samples, inspect_shard
+from tasks.export import OnnxModel, export
+from tasks.inspect import ShardInspection, collect_samples, inspect_shard
 from tasks.near_duplicates import remove_near_duplicates
 from tasks.onnx_session import embedding_precision
 from tasks.plan import known_content_hashes, plan
@@ -50,7 +51,7 @@ from tasks.quantize import quantize
 from tasks.report import ReportFiles, render_report
 from tasks.select import select, selected_ids
 from tasks.selection_inputs import selection_inputs
-from tasks.shard_store import FETCHED_FOLDER
+from tasks.shard_store import FETCHED_FOLDER, ShardStore
 from tasks.state import commit_state, model_pointers, open_datapool, prepare_manifest
 from tasks.telemetry import StageTelemetry
 from tasks.train import TrainedModel, train
@@ -95,6 +96,31 @@ def run_field(name: str) -> FieldInfo:
     info = copy.copy(RunConfig.model_fields[name])
     info.default = PydanticUndefined
     return info
+
+
+def submit_embeddings(
+    engine: ShardEngine,
+    runner: TaskRunner[Any],
+    inspections: Sequence[ShardInspection | PrefectFuture[ShardInspection]],
+    model: OnnxModel,
+    config: RunConfig,
+    shards: ShardStore,
+) -> list[PrefectFuture[ShardEmbeddings]]:
+    """An embed task a shard, each starting once its shard's inspection (a result, or a
+    future of one) is there."""
+    share_model(model, shards)
+    with engine.embed_placement():
+        return submit_shards(
+            runner,
+            embed_shard,
+            {"inspection": list(inspections)},
+            {
+                "model": model,
+                "config": config.embedding,
+                "shards": shards,
+                "threads": engine.embed_threads(runner),
+            },
+        )
 
 
 def reuses_datapool_model(config: RunConfig) -> bool:
@@ -181,6 +207,8 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
     shards = config.shards
     work_dir = cache / "runs" / run_id
     progress, timer, telemetry = RunProgress(), StageTimer(), StageTelemetry()
+    if engine.start_seconds is not None:
+        timer.seconds["cluster_start"] = engine.start_seconds
     cached: dict[str, str] = {}
 
     with timer.stage("discover"):
@@ -201,9 +229,9 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
         )
         progress.update("discover", 1, 1)
 
-    with timer.stage("inspect"), engine.inspect_runner() as runner:
-        inspections, inspect_states = run_shards(
-            runner,
+    with engine.runners() as runners:
+        inspect_futures = submit_shards(
+            runners.inspect,
             inspect_shard,
             {"shard": run_plan.shards},
             {
@@ -214,57 +242,59 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
                 "video": config.video,
                 "shards": shards,
             },
-            lambda done, total: progress.update("inspect", done, total),
         )
-        cached["inspect"] = cached_share(inspect_states)
-        samples = collect_samples(inspections, config.checks, known_content_hashes(run_plan), cache)
-
-    trained: TrainedModel | None = None
-    if start.model is not None:
-        onnx_model = fp32_model = start.model
-    else:
-        if samples.ok == 0:
-            raise ValueError(
-                f"source {config.source!r}: none of its {samples.processed} samples could be decoded"
+        # With the datapool's model known before any image is decoded, a shard is embedded
+        # as soon as it is inspected: decoding (the CPU) overlaps embedding (the GPU).
+        overlapped = start.model is not None
+        embed_futures = (
+            submit_embeddings(engine, runners.embed, inspect_futures, start.model, config, shards)
+            if start.model is not None
+            else []
+        )
+        with timer.stage("inspect"), telemetry.stage("inspect") if overlapped else nullcontext():
+            inspections, inspect_states = gather_shards(
+                inspect_futures, lambda done, total: progress.update("inspect", done, total)
             )
-        with timer.stage("train"), telemetry.stage("train"):
-            train_state = train(inspections, samples, config.training, cache, return_state=True)
-            trained, cached["train"] = train_state.result(), cached_share([train_state])
-            progress.update("train", 1, 1)
-        with timer.stage("export"):
-            export_state = export(trained, cache, return_state=True)
-            onnx_model, cached["export"] = export_state.result(), cached_share([export_state])
-            progress.update("export", 1, 1)
-        fp32_model = onnx_model
-        precision = embedding_precision(config.embedding, config.execution.gpu_resource is not None)
-        if precision != "fp32":
-            with timer.stage("quantize"):
-                quantize_state = quantize(
-                    fp32_model, inspections, samples, precision, cache, return_state=True
+            cached["inspect"] = cached_share(inspect_states)
+            samples = collect_samples(inspections, config.checks, known_content_hashes(run_plan), cache)
+
+        trained: TrainedModel | None = None
+        if start.model is not None:
+            onnx_model = fp32_model = start.model
+        else:
+            if samples.ok == 0:
+                raise ValueError(
+                    f"source {config.source!r}: none of its {samples.processed} samples could be decoded"
                 )
-                onnx_model, cached["quantize"] = quantize_state.result(), cached_share([quantize_state])
+            with timer.stage("train"), telemetry.stage("train"):
+                train_state = train(inspections, samples, config.training, cache, return_state=True)
+                trained, cached["train"] = train_state.result(), cached_share([train_state])
+                progress.update("train", 1, 1)
+            with timer.stage("export"):
+                export_state = export(trained, cache, return_state=True)
+                onnx_model, cached["export"] = export_state.result(), cached_share([export_state])
+                progress.update("export", 1, 1)
+            fp32_model = onnx_model
+            precision = embedding_precision(config.embedding, config.execution.gpu_resource is not None)
+            if precision != "fp32":
+                with timer.stage("quantize"):
+                    quantize_state = quantize(
+                        fp32_model, inspections, samples, precision, cache, return_state=True
+                    )
+                    onnx_model, cached["quantize"] = quantize_state.result(), cached_share([quantize_state])
+            embed_futures = submit_embeddings(engine, runners.embed, inspections, onnx_model, config, shards)
 
-    with timer.stage("embed"), telemetry.stage("embed"):
-        share_model(onnx_model, shards)
-        with engine.embed_runner() as runner:
-            shard_embeddings, embed_states = run_shards(
-                runner,
-                embed_shard,
-                {"inspection": inspections},
-                {
-                    "model": onnx_model,
-                    "config": config.embedding,
-                    "shards": shards,
-                    "threads": engine.embed_threads(runner),
-                },
-                lambda done, total: progress.update("embed", done, total),
+        # Overlapped with inspection, this stage is only embedding's tail after it.
+        with timer.stage("embed"), telemetry.stage("embed"):
+            shard_embeddings, embed_states = gather_shards(
+                embed_futures, lambda done, total: progress.update("embed", done, total)
             )
-        cached["embed"] = cached_share(embed_states)
-        table = collect_embeddings(
-            samples, shard_embeddings, onnx_model.embedding_dim, work_dir, cache / FETCHED_FOLDER
-        )
-        if user_inputs.query_images:
-            user_inputs = embed_queries(user_inputs, onnx_model, config.embedding, work_dir)
+            cached["embed"] = cached_share(embed_states)
+            table = collect_embeddings(
+                samples, shard_embeddings, onnx_model.embedding_dim, work_dir, cache / FETCHED_FOLDER
+            )
+            if user_inputs.query_images:
+                user_inputs = embed_queries(user_inputs, onnx_model, config.embedding, work_dir)
     if config.checks.near_duplicate_distance is not None:
         with timer.stage("near_duplicates"):
             samples, table = remove_near_duplicates(
@@ -299,6 +329,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
         }
         | {"samples_after": manifest.samples, "selected_after": manifest.selected},
         "cached_tasks": cached,
+        "overlapped_stages": ["inspect", "embed"] if overlapped else [],
         "telemetry": telemetry.record(),
     }
     report_files: ReportFiles | None = None

@@ -9,8 +9,10 @@ runs still belong to the flow run (prefect-dask ships the flow run's context wit
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dask
@@ -35,27 +37,50 @@ MAX_TASK_WORKERS = min(8, os.cpu_count() or 1)
 KEEP_GLIBC_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
-class ShardEngine:
-    """Opens the task runner of each per-shard stage: local thread pools, or a Dask
-    scheduler at `address`."""
+# What the shard tasks import (torch, ONNX Runtime, Prefect: seconds of work): a worker
+# the run starts imports them as it starts, not in its first shard.
+SHARD_TASK_MODULES = ("tasks.inspect", "tasks.embed")
 
-    def __init__(self, address: str | None, gpu_resource: str | None) -> None:
+
+@dataclass(frozen=True)
+class ShardRunners:
+    """The task runners of the per-shard stages, open for a run."""
+
+    inspect: TaskRunner[Any]
+    embed: TaskRunner[Any]
+
+
+class ShardEngine:
+    """Opens the task runners of the per-shard stages: local thread pools, or a Dask
+    scheduler at `address`. `start_seconds`: how long a cluster started for the run took
+    to come up (None when none was started)."""
+
+    def __init__(
+        self, address: str | None, gpu_resource: str | None, start_seconds: float | None = None
+    ) -> None:
         self.address = address
         self.gpu_resource = gpu_resource
+        self.start_seconds = start_seconds
 
     @contextmanager
-    def inspect_runner(self) -> Iterator[TaskRunner[Any]]:
-        with self._runner(MAX_TASK_WORKERS) as runner:
-            yield runner
+    def runners(self) -> Iterator[ShardRunners]:
+        """Locally, inspection in a bounded pool and embedding one shard at a time (one ONNX
+        Runtime session already uses every core). On a cluster, one DaskTaskRunner for
+        both: an embed task then takes an inspect task's future as its input, as Dask
+        accepts only futures of the client it submits to."""
+        if self.address:
+            with DaskTaskRunner(address=self.address) as runner:
+                yield ShardRunners(inspect=runner, embed=runner)
+            return
+        inspect: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_TASK_WORKERS)
+        embed: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=1)
+        with inspect, embed:
+            yield ShardRunners(inspect=inspect, embed=embed)
 
-    @contextmanager
-    def embed_runner(self) -> Iterator[TaskRunner[Any]]:
-        """Locally one shard at a time: one ONNX Runtime session already uses every core.
-        On a cluster, shards in parallel across workers; with `gpu_resource`, each embed
-        task needs one unit of it, so only workers that have it take them."""
-        needs = dask.annotate(resources={self.gpu_resource: 1}) if self.gpu_resource else nullcontext()
-        with needs, self._runner(1) as runner:
-            yield runner
+    def embed_placement(self) -> AbstractContextManager[Any]:
+        """Around the submission of embed tasks: with `gpu_resource`, each needs one unit of
+        it, so only workers that have it take them."""
+        return dask.annotate(resources={self.gpu_resource: 1}) if self.gpu_resource else nullcontext()
 
     def embed_threads(self, runner: TaskRunner[Any]) -> int | None:
         """ONNX Runtime threads for each embed task: None (every core) locally; on a cluster
@@ -76,51 +101,50 @@ class ShardEngine:
         ]
         return min(shares, default=1)
 
-    @contextmanager
-    def _runner(self, local_workers: int) -> Iterator[TaskRunner[Any]]:
-        runner: TaskRunner[Any] = (
-            DaskTaskRunner(address=self.address)
-            if self.address
-            else ThreadPoolTaskRunner(max_workers=local_workers)
-        )
-        with runner:
-            yield runner
-
 
 @contextmanager
 def shard_engine(execution: ExecutionConfig) -> Iterator[ShardEngine]:
     """The run's engine; for dask without an address, a LocalCluster for this run alone
-    (one single-threaded worker process a core), closed when the run ends."""
+    (one single-threaded worker process a core, the shard tasks' modules imported as each
+    starts), closed when the run ends."""
     if execution.engine == "local":
         yield ShardEngine(None, None)
     elif execution.address is not None:
         yield ShardEngine(execution.address, execution.gpu_resource)
     else:
         n_workers = execution.n_workers or os.cpu_count() or 1
+        started = time.perf_counter()
         with (
             dask.config.set(KEEP_GLIBC_MALLOC),
             LocalCluster(
-                n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                preload=list(SHARD_TASK_MODULES),
             ) as cluster,
         ):
-            yield ShardEngine(cluster.scheduler_address, None)
+            yield ShardEngine(cluster.scheduler_address, None, round(time.perf_counter() - started, 3))
 
 
-def run_shards(
-    runner: TaskRunner[Any],
-    task: Task[..., R],
-    mapped: dict[str, list[Any]],
-    fixed: dict[str, Any],
-    on_done: Callable[[int, int], None],
+def submit_shards(
+    runner: TaskRunner[Any], task: Task[..., R], mapped: dict[str, list[Any]], fixed: dict[str, Any]
+) -> list[PrefectFuture[R]]:
+    """Submit `task` once a shard to `runner`. A mapped value may be another shard task's
+    future: the task then starts once that one has finished."""
+    parameters: dict[str, Any] = mapped | {name: unmapped(value) for name, value in fixed.items()}
+    return list(runner.map(task, parameters))  # type: ignore[arg-type]
+
+
+def gather_shards(
+    futures: list[PrefectFuture[R]], on_done: Callable[[int, int], None]
 ) -> tuple[list[R], list[State[Any]]]:
-    """Run `task` once a shard on `runner`; its results and final states, in shard order.
-    The first failed shard raises here. `on_done(done, total)` follows progress.
+    """The shard tasks' results and final states, in shard order. The first failed shard
+    raises here. `on_done(done, total)` follows progress.
 
     Each Dask future is released once its result is here: Dask would otherwise keep the
     result on its worker and, if that worker died later in the run, compute the finished
-    shard again."""
-    parameters: dict[str, Any] = mapped | {name: unmapped(value) for name, value in fixed.items()}
-    futures: list[PrefectFuture[R]] = list(runner.map(task, parameters))  # type: ignore[arg-type]
+    shard again. (A task that still needs it as input keeps it alive.)"""
     results, states = [], []
     for done, future in enumerate(futures, start=1):
         results.append(future.result())

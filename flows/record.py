@@ -11,6 +11,7 @@ from tasks.export import OnnxModel
 from tasks.inspect import SampleTable
 from tasks.plan import RunPlan
 from tasks.report import ReportFiles
+from tasks.report_data import embedded_per_second
 from tasks.select import Selection
 from tasks.storage import is_s3_uri
 from tasks.train import TrainedModel
@@ -53,12 +54,11 @@ def summary_markdown(record: dict[str, Any]) -> str:
         ]
     if record["selection"]["note"]:
         lines += ["", f"Note: {record['selection']['note']}"]
-    timings = record["timings"]
-    embedded_per_second = counts["embedded"] / timings["embed"] if timings.get("embed") else None
+    speed = embedded_per_second(record)
     lines += [
         "",
-        f"Took {sum(timings.values()):.1f} s"
-        + (f"; embedded {embedded_per_second:.0f} images/s" if embedded_per_second else "")
+        f"Took {sum(record['timings'].values()):.1f} s"
+        + (f"; embedded {speed:.0f} images/s" if speed else "")
         + ".",
     ]
     if "report.html" in record["artifacts"]:

@@ -91,8 +91,8 @@ def idle_note(stages: dict[str, dict[str, Any]]) -> str | None:
     if not idle:
         return None
     return (
-        f"the GPU was mostly idle during {', '.join(idle)}: that stage's host side (reading and "
-        f"copying the uint8 cache, augmentation launches) starved it"
+        f"the GPU was mostly idle during {', '.join(idle)}: that stage's host side (decoding, "
+        f"reading and copying the uint8 cache, augmentation launches) starved it"
     )
 
 

@@ -45,6 +45,9 @@ def run(source: Path, output: Path, **execution: Any) -> dict[str, Any]:
         n_samples=5,
         training=TINY_TRAINING,
         inputs=SHARDS,
+        # Named, as the local run picks it on this CPU machine: with a gpu_resource, auto
+        # would pick fp16 for the GPU workers, and these only pose as GPU workers.
+        embedding={"precision": "int8"},
         execution=execution or {"engine": "local"},
     )
 

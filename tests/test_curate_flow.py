@@ -258,3 +258,26 @@ def test_strategies_filter_and_balance_a_real_run(first_run: dict[str, Any], sou
     admissible = {i.split("/")[0] for i in bright}
     share = len(picks) / len(admissible)
     assert all(abs(folders[f] - share) <= 1 for f in admissible), (folders, admissible)
+
+
+def test_with_the_datapools_model_new_shards_are_embedded_as_they_are_inspected(tmp_path: Path) -> None:
+    """The overlapped path (embed tasks waiting on inspect tasks) gives each new sample the
+    embedding its file gets when decoded afresh and run through the published model."""
+    root = tmp_path / "photos"
+    write_scene_crops(root / "week1", per_scene=2)
+    options: dict[str, Any] = {"output": str(tmp_path / "out"), "n_samples": 3, "training": TINY_TRAINING}
+    first = curate(source=str(root), inputs={"shard_size": 4}, **options)
+    new = write_scene_crops(root / "week2", per_scene=2, side=80)
+    second = curate(source=str(root), inputs={"shard_size": 4}, **options)
+    assert first["overlapped_stages"] == [] and second["overlapped_stages"] == ["inspect", "embed"]
+    assert second["datapool"]["model_reused"] and second["counts"]["embedded"] == len(new)
+    folder = run_dir(second)
+    table = pq.read_table(folder / "embeddings.parquet")
+    published = dict(zip(table["id"].to_pylist(), table["embedding"].to_pylist(), strict=True))
+    assert sorted(published) == sorted(f"week2/{key}" for key in new)
+    session = ort.InferenceSession(str(run_dir(first) / "model.onnx"), providers=["CPUExecutionProvider"])
+    for key in new:
+        decoded = decode_image((root / "week2" / key).read_bytes(), 10**8, 256)
+        assert isinstance(decoded, Decoded)
+        expected = session.run(None, {"images": resize_square(decoded.rgb, 32)[None]})[0][0]
+        np.testing.assert_allclose(published[f"week2/{key}"], expected, atol=1e-5)
