@@ -290,6 +290,10 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
                 embed_futures, lambda done, total: progress.update("embed", done, total)
             )
             cached["embed"] = cached_share(embed_states)
+            if engine.address is not None:  # the flow's own sampler sees only its machine's GPU
+                for device in sorted({s.device for s in shard_embeddings}):
+                    sampled = [s.gpu for s in shard_embeddings if s.device == device and s.gpu]
+                    telemetry.add_worker("embed", device, sampled)
             table = collect_embeddings(
                 samples, shard_embeddings, onnx_model.embedding_dim, work_dir, cache / FETCHED_FOLDER
             )

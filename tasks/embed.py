@@ -6,8 +6,10 @@ actually ran is recorded per shard.
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from prefect import task
@@ -20,6 +22,7 @@ from tasks.inspect import ShardInspection
 from tasks.onnx_session import open_session
 from tasks.selection_inputs import SelectionInputs
 from tasks.shard_store import WORKER_SCRATCH, ShardStore
+from tasks.telemetry import sampling, visible_gpu
 
 EMBEDDINGS_FILE = "embeddings.npy"
 EMBEDDINGS_FOLDER, MODELS_FOLDER = "embeddings", "models"
@@ -33,6 +36,8 @@ class ShardEmbeddings(BaseModel, frozen=True):
     key: str
     count: int
     provider: str
+    device: str  # where it was embedded: host and GPU, e.g. node-3/gpu1
+    gpu: dict[str, Any] | None  # that GPU, sampled while embedding (tasks/telemetry.py)
 
     def load(self, scratch: Path) -> np.ndarray:
         """The embeddings, memory-mapped (fetched into `scratch` if remote). Shape: (count, D)"""
@@ -70,7 +75,8 @@ def embed_shard_images(
         tempfile.TemporaryDirectory(prefix="winnow-embed-") as scratch,
         shards.writing(folder, last=EMBEDDINGS_FILE) as directory,
     ):
-        embeddings = session.embed(inspection.open_images(Path(scratch)))
+        with sampling() as gpu:
+            embeddings = session.embed(inspection.open_images(Path(scratch)))
         np.save(directory / EMBEDDINGS_FILE, embeddings)
     return ShardEmbeddings(
         shard_index=inspection.shard.index,
@@ -78,6 +84,8 @@ def embed_shard_images(
         key=f"{folder}/{EMBEDDINGS_FILE}",
         count=len(embeddings),
         provider=session.provider,
+        device=f"{socket.gethostname()}/gpu{visible_gpu()}",
+        gpu=gpu.summary(),
     )
 
 

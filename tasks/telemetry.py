@@ -2,11 +2,13 @@
 
 A background thread asks the driver every SAMPLE_INTERVAL_S; without a driver or a GPU it
 samples nothing and the record says so. A stage that leaves the GPU mostly idle is named,
-so a slow run says which side starved the device.
+so a slow run says which side starved the device. On a cluster, each embed task samples
+its worker's GPU the same way, and the flow gathers the figures per worker.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,12 +23,20 @@ SAMPLE_INTERVAL_S = 0.5
 IDLE_UTILISATION_PCT = 50.0
 
 
-class GpuSampler:
-    """Samples GPU `device_index` from `start()` to `stop()`; `summary()` is None when no
-    GPU could be read."""
+def visible_gpu() -> int | str:
+    """The GPU this process computes on, as NVML names it: CUDA_VISIBLE_DEVICES' first entry
+    (an index or a GPU-UUID; NVML itself ignores the variable and counts every GPU), else 0."""
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return int(first) if first.isdigit() else first or 0
 
-    def __init__(self, device_index: int = 0, interval_s: float = SAMPLE_INTERVAL_S) -> None:
-        self._device_index, self._interval_s = device_index, interval_s
+
+class GpuSampler:
+    """Samples GPU `device` (an NVML index or UUID; default: the one this process computes
+    on) from `start()` to `stop()`; `summary()` is None when no GPU could be read."""
+
+    def __init__(self, device: int | str | None = None, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        self._device = visible_gpu() if device is None else device
+        self._interval_s = interval_s
         self._utilisation: list[float] = []
         self._memory_used: list[int] = []
         self._name, self._memory_total = "", 0
@@ -39,7 +49,11 @@ class GpuSampler:
         except pynvml.NVMLError:
             return  # no driver: nothing to sample
         try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(self._device_index)
+            handle = (
+                pynvml.nvmlDeviceGetHandleByIndex(self._device)
+                if isinstance(self._device, int)
+                else pynvml.nvmlDeviceGetHandleByUUID(self._device)
+            )
             name = pynvml.nvmlDeviceGetName(handle)
             self._name = name.decode() if isinstance(name, bytes) else str(name)
             self._memory_total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
@@ -81,6 +95,32 @@ class GpuSampler:
         }
 
 
+@contextmanager
+def sampling() -> Iterator[GpuSampler]:
+    """A sampler running for the block; read its summary() after."""
+    sampler = GpuSampler()
+    sampler.start()
+    try:
+        yield sampler
+    finally:
+        sampler.stop()
+
+
+def merged_summary(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary of several samplings of one GPU (a worker's shards): the mean weighted by
+    samples, the maxima of the maxima."""
+    samples = sum(s["samples"] for s in summaries)
+    mean = sum(s["utilisation_mean_pct"] * s["samples"] for s in summaries) / samples
+    return {
+        "gpu": summaries[0]["gpu"],
+        "samples": samples,
+        "utilisation_mean_pct": round(mean, 1),
+        "utilisation_max_pct": max(s["utilisation_max_pct"] for s in summaries),
+        "memory_max_mib": max(s["memory_max_mib"] for s in summaries),
+        "memory_total_mib": summaries[0]["memory_total_mib"],
+    }
+
+
 def idle_note(stages: dict[str, dict[str, Any]]) -> str | None:
     """A sentence naming each stage whose mean GPU utilisation was below IDLE_UTILISATION_PCT."""
     idle = [
@@ -104,15 +144,17 @@ class StageTelemetry:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        sampler = GpuSampler()
-        sampler.start()
-        try:
+        with sampling() as sampler:
             yield
-        finally:
-            sampler.stop()
-            summary = sampler.summary()
-            if summary is not None:
-                self._stages[name] = summary
+        summary = sampler.summary()
+        if summary is not None:
+            self._stages[name] = summary
+
+    def add_worker(self, stage: str, worker: str, summaries: list[dict[str, Any]]) -> None:
+        """A cluster worker's samplings of its GPU during its tasks of `stage`, as the stage
+        `<stage> on <worker>` (host/gpuN)."""
+        if summaries:
+            self._stages[f"{stage} on {worker}"] = merged_summary(summaries)
 
     def record(self) -> dict[str, Any]:
         if not self._stages:
