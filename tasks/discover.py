@@ -19,7 +19,7 @@ from prefect import task
 from pydantic import BaseModel
 
 from tasks.fingerprint import digest
-from tasks.retry import is_transient_failure
+from tasks.retry import RETRY_TRANSIENT
 from tasks.shard_store import ShardStore
 from tasks.storage import ObjectInfo, Storage, open_storage, read_file_or_key
 from tasks.video import VIDEO_EXTENSIONS
@@ -159,9 +159,7 @@ def discover_source(
 # Listing is I/O: retried. Not cached: it is how changes are noticed.
 @task(
     name="discover",
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=is_transient_failure,
+    **RETRY_TRANSIENT,
 )
 def discover(
     source: str, aws_credentials: str | None, relevant_filenames: str | None, cache_dir: Path

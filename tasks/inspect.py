@@ -32,7 +32,7 @@ from tasks.discover import Shard, read_manifest
 from tasks.fingerprint import code_version, digest, stage_cache_key
 from tasks.flags import sample_flags
 from tasks.metadata import ANALYSIS_SIZE, METADATA_COLUMNS, image_metadata
-from tasks.retry import is_transient_failure
+from tasks.retry import RETRY_TRANSIENT
 from tasks.shard_store import FETCHED_FOLDER, ShardStore
 from tasks.storage import MissingObjectError, ObjectInfo, Storage, open_storage
 from tasks.video import frame_id, is_video_key, sample_frames
@@ -343,9 +343,7 @@ def count_statuses(table: pa.Table) -> dict[str, int]:
     name="inspect-shard",
     cache_key_fn=stage_cache_key("inspect"),
     persist_result=True,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=is_transient_failure,
+    **RETRY_TRANSIENT,
 )
 def inspect_shard(
     shard: Shard,

@@ -21,7 +21,7 @@ from tasks.embedding_table import EmbeddingTable, read_embeddings
 from tasks.frame_export import FRAMES_FOLDER, write_selected_frames
 from tasks.inspect import INTERNAL_COLUMNS, KIND_FRAME, STATUS_CORRUPT, STATUS_DUPLICATE, SampleTable
 from tasks.report import ReportFiles
-from tasks.retry import is_transient_failure
+from tasks.retry import RETRY_TRANSIENT
 from tasks.select import Selection
 from tasks.storage import Storage, contained_key, open_storage
 
@@ -159,7 +159,7 @@ def publish_run_files(
     return artifacts
 
 
-@task(name="publish", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient_failure)
+@task(name="publish", **RETRY_TRANSIENT)
 def publish(
     source: str,
     output: str,

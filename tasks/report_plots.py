@@ -112,22 +112,11 @@ def video_timeline_plot(timelines: list[VideoTimeline]) -> bytes:
     figure = Figure(figsize=(10.0, 0.45 * len(timelines) + 0.9))
     axes = figure.add_subplot()
     for row, timeline in enumerate(timelines):
-        axes.scatter(
-            timeline.timestamps,
-            np.full(len(timeline.timestamps), row),
-            marker="|",
-            s=60,
-            c=POOL_COLOUR,
-            linewidths=0.8,
-        )
-        axes.scatter(
-            timeline.selected,
-            np.full(len(timeline.selected), row),
-            marker="|",
-            s=140,
-            c=SELECTED_COLOUR,
-            linewidths=2.2,
-        )
+        for seconds, size, colour, width in (
+            (timeline.timestamps, 60, POOL_COLOUR, 0.8),
+            (timeline.selected, 140, SELECTED_COLOUR, 2.2),
+        ):
+            axes.scatter(seconds, np.full(len(seconds), row), marker="|", s=size, c=colour, linewidths=width)
     axes.set_yticks(range(len(timelines)), [t.video for t in timelines], fontsize=8)
     axes.set_ylim(len(timelines) - 0.5, -0.5)
     axes.set_xlabel("seconds into the video (grey: a clean frame, red: selected)")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypedDict
 
 # Errors that say the input is wrong, not that the infrastructure hiccupped.
 PERMANENT_OS_ERRORS = (
@@ -26,3 +27,18 @@ def is_transient_failure(_task: Any, _task_run: Any, state: Any) -> bool:
     except Exception:
         return False
     return False
+
+
+class RetryPolicy(TypedDict):
+    retries: int
+    retry_delay_seconds: list[float]
+    retry_condition_fn: Callable[[Any, Any, Any], bool]
+
+
+# The I/O tasks' policy (`@task(..., **RETRY_TRANSIENT)`): twice more, after 1 s then 5 s,
+# and only for a transient failure.
+RETRY_TRANSIENT: RetryPolicy = {
+    "retries": 2,
+    "retry_delay_seconds": [1, 5],
+    "retry_condition_fn": is_transient_failure,
+}

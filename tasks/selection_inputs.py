@@ -27,7 +27,7 @@ from tasks.decode import Corrupt, decode_image, resize_square
 from tasks.discover import Listing
 from tasks.fingerprint import digest
 from tasks.metadata import ANALYSIS_SIZE
-from tasks.retry import is_transient_failure
+from tasks.retry import RETRY_TRANSIENT
 from tasks.storage import Storage, open_storage, read_file_or_key
 from tasks.video import sample_key
 
@@ -245,9 +245,7 @@ def prepare_selection_inputs(
 
 @task(
     name="selection-inputs",
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=is_transient_failure,
+    **RETRY_TRANSIENT,
 )
 def selection_inputs(
     config: SelectionConfig,

@@ -37,7 +37,7 @@ from tasks.fingerprint import digest, file_sha256
 from tasks.inspect import STATUS_MISSING, SampleTable
 from tasks.manifest import MANIFEST_SCHEMA, embedding_column
 from tasks.plan import RunPlan
-from tasks.retry import is_transient_failure
+from tasks.retry import RETRY_TRANSIENT
 from tasks.storage import Storage, open_storage
 
 logger = logging.getLogger(__name__)
@@ -316,7 +316,7 @@ def start_from(
     return PoolStart(name=name, state=state, manifest=manifest, model=model)
 
 
-@task(name="open-datapool", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient_failure)
+@task(name="open-datapool", **RETRY_TRANSIENT)
 def open_datapool(
     name: str, output: str, aws_credentials: str | None, process_all: bool, reuse_model: bool, cache_dir: Path
 ) -> PoolStart:
@@ -356,7 +356,7 @@ def commit_run(
     return committed
 
 
-@task(name="commit", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient_failure)
+@task(name="commit", **RETRY_TRANSIENT)
 def commit_state(
     start: PoolStart,
     output: str,
