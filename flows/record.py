@@ -11,7 +11,7 @@ from tasks.export import OnnxModel
 from tasks.inspect import SampleTable
 from tasks.plan import RunPlan
 from tasks.report import ReportFiles
-from tasks.report_data import embedded_per_second
+from tasks.report_data import embedded_per_second, quality_rows
 from tasks.select import Selection
 from tasks.storage import is_s3_uri
 from tasks.train import TrainedModel
@@ -36,20 +36,14 @@ def summary_markdown(record: dict[str, Any]) -> str:
     ]
     quality = record["selection"]["quality"]
     if quality["selected"]["coverage"] is not None:
-        chosen, random = quality["selected"], quality["random"]
         lines += [
             "",
-            "| against a random subset of the same size | selected | random |",
+            f"| against {len(quality['random_seeds'])} random subsets of the same size | selected "
+            "| random (mean ± std) |",
             "| --- | --- | --- |",
             *(
-                f"| {name} | {chosen[name]:.4f} | {random[name]:.4f} |"
-                for name in ("diversity", "coverage")
-                if chosen[name] is not None and random[name] is not None
-            ),
-            *(
-                f"| balance of {key} | {share:.4f} | {random['balance'][key]:.4f} |"
-                for key, share in chosen.get("balance", {}).items()
-                if share is not None and random["balance"][key] is not None
+                f"| {name} | {mine:.4f} | {mean:.4f} ± {std:.4f} |"
+                for name, mine, mean, std in quality_rows(quality)
             ),
         ]
     if record["selection"]["note"]:

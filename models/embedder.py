@@ -37,7 +37,14 @@ class ModelConfig:
 class Embedder(nn.Module):
     """Backbone followed by a linear map to the embedding dimension.
 
+    SimCLR trains the backbone (its head sits on `features`, as in the paper); the linear
+    map is then set to the principal components of the run's features
+    (`fit_principal_components`): a centred projection keeps the backbone's geometry, which
+    labels neighbours better than any layer the contrastive loss shapes, and it keeps an
+    untrained network's features from collapsing onto one direction.
+
     Shape: forward: uint8 (B, S, S, 3) -> float32 (B, embedding_dim), unit L2 norm
+           features: float32 (B, 3, S, S) in [0, 1] -> float32 (B, backbone.out_features)
            represent: float32 (B, 3, S, S) in [0, 1] -> float32 (B, embedding_dim)
     (float16 in place of float32 after `.half()`.)
     """
@@ -52,11 +59,31 @@ class Embedder(nn.Module):
         self.register_buffer("mean", torch.tensor(CHANNEL_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(CHANNEL_STD).view(1, 3, 1, 1))
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone((x - self.mean) / self.std)
+
     def represent(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
-        return self.embedding(self.backbone(x))
+        return self.embedding(self.features(x))
+
+    def to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, S, S, 3) -> (B, 3, S, S) in [0, 1], in the model's own dtype, so a
+        `.half()` model takes the same uint8 images."""
+        return images.permute(0, 3, 1, 2).to(self.mean.dtype) / 255.0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # The model's own dtype: a `.half()` model takes the same uint8 images.
-        x = images.permute(0, 3, 1, 2).to(self.mean.dtype) / 255.0  # (B, 3, S, S)
-        return F.normalize(self.represent(x), dim=1)
+        return F.normalize(self.represent(self.to_unit_range(images)), dim=1)
+
+    @torch.no_grad()
+    def fit_principal_components(self, features: torch.Tensor) -> None:
+        """Set the linear map to project centred features onto their top principal
+        components (fewer rows than embedding_dim leave the remaining outputs at zero).
+
+        Shape: features (N, backbone.out_features) float32
+        """
+        mean = features.mean(dim=0)
+        _, _, components = torch.linalg.svd(features - mean, full_matrices=False)  # (r, F)
+        weight = torch.zeros_like(self.embedding.weight)
+        rank = min(len(components), len(weight))
+        weight[:rank] = components[:rank]
+        self.embedding.weight.copy_(weight)
+        self.embedding.bias.copy_(-(weight @ mean))

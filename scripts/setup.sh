@@ -10,4 +10,5 @@ fi
 # torch first and exactly pinned: on machines with a local CPU wheel this takes it
 # instead of the several GB of CUDA packages an unpinned resolve would pull.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[test]"
+# bench: the peers benchmarks/quality.py compares with; its parts are tested too.
+.venv/bin/python -m pip install --quiet -e ".[test,bench]"

@@ -199,8 +199,12 @@ class StrategyInput(Section):
 
 
 class StrategyRule(Section):
-    type: Literal["DIVERSITY", "TYPICALITY", "SIMILARITY", "WEIGHTS", "BALANCE", "THRESHOLD"] = Field(
-        "DIVERSITY", description="How the input is used."
+    type: Literal[
+        "REPRESENTATIVE", "DIVERSITY", "TYPICALITY", "SIMILARITY", "WEIGHTS", "BALANCE", "THRESHOLD"
+    ] = Field(
+        "DIVERSITY",
+        description="How the input is used. REPRESENTATIVE: k-medoids, the picks nearest to as many "
+        "samples as possible (combines with THRESHOLD only); DIVERSITY: greedy k-center.",
     )
     strength: float = Field(1.0, description="Exponent of this objective; negative inverts it.")
     target: dict[str, float] | None = Field(
@@ -237,6 +241,9 @@ class StrategyRule(Section):
         return self
 
 
+EMBEDDING_STRATEGIES = ("REPRESENTATIVE", "DIVERSITY", "TYPICALITY", "SIMILARITY")
+
+
 class SelectionStrategy(Section):
     input: StrategyInput = StrategyInput()
     strategy: StrategyRule = StrategyRule()
@@ -244,7 +251,7 @@ class SelectionStrategy(Section):
     @model_validator(mode="after")
     def _input_fits_strategy(self) -> SelectionStrategy:
         kind, source, key = self.strategy.type, self.input.type, self.input.key
-        if kind in ("DIVERSITY", "TYPICALITY", "SIMILARITY") and source != "EMBEDDINGS":
+        if kind in EMBEDDING_STRATEGIES and source != "EMBEDDINGS":
             raise ValueError(f"{kind} works on EMBEDDINGS")
         if kind == "BALANCE" and source != "METADATA":
             raise ValueError("BALANCE works on a METADATA key")
@@ -258,6 +265,7 @@ class SelectionStrategy(Section):
 
 
 DIVERSITY_ONLY = (SelectionStrategy(),)
+REPRESENTATIVE_ONLY = (SelectionStrategy(strategy=StrategyRule(type="REPRESENTATIVE")),)
 
 
 class SelectionConfig(Section):
@@ -265,10 +273,12 @@ class SelectionConfig(Section):
         None,
         ge=0,
         le=2,
-        description="Stop early once the farthest remaining sample is closer than this "
-        "(Euclidean distance between unit embeddings) to the selection.",
+        description="For DIVERSITY: stop early once the farthest remaining sample is closer than "
+        "this (Euclidean distance between unit embeddings) to the selection.",
     )
-    seed: int = Field(0, description="Seeds the first pick of greedy k-center.")
+    seed: int = Field(
+        0, description="Seeds k-medoids' start, greedy k-center's first pick and the random baselines."
+    )
     metadata_file: str | None = Field(
         None,
         description="Custom metadata: a CSV or Parquet file with an `id` (sample id) or `key` (file "
@@ -281,10 +291,11 @@ class SelectionConfig(Section):
         r"searched in the key; each group is a categorical METADATA key, e.g. (?P<camera>cam\d+)/.",
     )
     strategies: tuple[SelectionStrategy, ...] = Field(
-        DIVERSITY_ONLY,
+        REPRESENTATIVE_ONLY,
         min_length=1,
         description="What to select for, in the Lightly Worker's shape: a list of {input: {type, key}, "
-        "strategy: {type, strength, ...}}. THRESHOLDs filter; the rest are combined.",
+        "strategy: {type, strength, ...}}. THRESHOLDs filter; the rest are combined. The default, "
+        "REPRESENTATIVE, picks samples that stand for their neighbourhoods (k-medoids).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
@@ -311,6 +322,40 @@ class SelectionConfig(Section):
         if groups & BUILTIN_METADATA_KEYS:
             raise ValueError(f"groups {sorted(groups & BUILTIN_METADATA_KEYS)} shadow built-in metadata")
         return pattern
+
+    @model_validator(mode="after")
+    def _representative_stands_alone(self) -> SelectionConfig:
+        """k-medoids optimises one objective over the whole candidate set: it takes the
+        candidates THRESHOLDs leave, and nothing else can weigh into it."""
+        kinds = [rule.strategy.type for rule in self.strategies]
+        if "REPRESENTATIVE" in kinds:
+            index = kinds.index("REPRESENTATIVE")
+            others = sorted({k for k in kinds if k != "THRESHOLD"} - {"REPRESENTATIVE"})
+            if others or kinds.count("REPRESENTATIVE") > 1:
+                raise FieldError(
+                    ("strategies", index, "strategy", "type"),
+                    f"REPRESENTATIVE combines only with THRESHOLD, not with {others or 'itself'}; for a "
+                    "weighted mix use TYPICALITY and DIVERSITY",
+                )
+            if self.strategies[index].strategy.strength != 1.0:
+                raise FieldError(
+                    ("strategies", index, "strategy", "strength"),
+                    "REPRESENTATIVE has no strength to set (it is not combined with other objectives)",
+                )
+        if self.min_distance is not None and "DIVERSITY" not in kinds:
+            raise FieldError(
+                ("min_distance",), "min_distance applies to a DIVERSITY strategy, and there is none"
+            )
+        return self
+
+    @property
+    def diversity_only(self) -> bool:
+        return self.strategies == DIVERSITY_ONLY
+
+    @property
+    def representative(self) -> bool:
+        """REPRESENTATIVE, alone or after THRESHOLDs."""
+        return any(rule.strategy.type == "REPRESENTATIVE" for rule in self.strategies)
 
     @property
     def key_groups(self) -> frozenset[str]:
@@ -505,9 +550,13 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _sequences_are_selected_for_diversity(self) -> RunConfig:
-        if self.video.sequence_length is not None and self.selection.strategies != DIVERSITY_ONLY:
+        if self.video.sequence_length is not None and self.selection.strategies not in (
+            REPRESENTATIVE_ONLY,
+            DIVERSITY_ONLY,
+        ):
             raise ValueError(
-                "video.sequence_length selects windows by diversity alone: leave out selection.strategies"
+                "video.sequence_length selects windows by REPRESENTATIVE or DIVERSITY alone: leave out "
+                "the other selection.strategies"
             )
         return self
 

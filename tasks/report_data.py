@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from tasks.distances import nearest_other_distances
 from tasks.inspect import KIND_FRAME, STATUS_CORRUPT, STATUS_DUPLICATE, STATUS_OK
+from tasks.quality import FIGURES
 
 # Nearest-neighbour distances within a set are quadratic in its size: the histograms use a
 # seeded subsample of at most this many (25 GFLOP at 128-d, under a second on 2 cores).
@@ -195,3 +196,17 @@ def video_timelines(samples: pa.Table, selected_ids: set[str], limit: int) -> tu
         for video, rows in ordered[:limit]
     ]
     return timelines, len(frames)
+
+
+def quality_rows(quality: dict[str, Any]) -> list[tuple[str, float, float, float]]:
+    """(figure, the selection's value, the random baseline's mean, its std) for every figure
+    both sides have."""
+    chosen, random = quality["selected"], quality["random"]
+    pairs = [(name, chosen[name], random[name]) for name in FIGURES]
+    balances = chosen.get("balance", {}).items()
+    pairs += [(f"balance of {key}", share, random["balance"][key]) for key, share in balances]
+    return [
+        (name, mine, baseline["mean"], baseline["std"])
+        for name, mine, baseline in pairs
+        if mine is not None and baseline is not None
+    ]

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tasks.report_data import quality_rows
+
 THUMBNAIL_QUALITY = 85
 
 STYLE = """
@@ -186,16 +188,19 @@ def counts_section(numbers: dict[str, Any]) -> str:
 
 def quality_section(content: ReportContent) -> str:
     quality = content.numbers["selection"]["quality"]
-    chosen, random = quality["selected"], quality["random"]
-    rows = [(name, (chosen.get(name), random.get(name))) for name in ("diversity", "coverage")]
-    rows += [
-        (f"balance of {key}", (share, random.get("balance", {}).get(key)))
-        for key, share in chosen.get("balance", {}).items()
+    rows = [
+        (name, (mine, f"{formatted(mean)} ± {formatted(std)}"))
+        for name, mine, mean, std in quality_rows(quality)
     ]
-    body = table(rows, ("", "selected", f"random subset (seed {quality['random_seed']})")) + (
-        '<p class="note">diversity: mean distance from each pick to its nearest other pick; coverage: '
-        "1 / (1 + mean distance from every sample to its nearest pick); balance of a BALANCE key: "
-        "entropy of the picks' categories over log(categories in the pool). Higher is better.</p>"
+    header = ("", "selected", f"random subsets (mean ± std of {len(quality['random_seeds'])} seeds)")
+    body = table(rows, header) + (
+        '<p class="note">diversity: mean distance from each pick to its nearest other pick (earlier '
+        "runs' picks included), higher is better; mean_distance_to_nearest_pick: mean distance from "
+        "every sample to its nearest pick, this run's or an earlier run's, lower is better (it says "
+        "how well the picks represent the pool); coverage: 1 / (1 + that mean), higher is better; "
+        "balance of a BALANCE key: entropy of the picks' categories over log(categories in the "
+        f"pool), higher is better. The random subsets are drawn from the {quality['random_from']} "
+        "candidates that passed the thresholds.</p>"
     )
     if "neighbours" in content.plots:
         body += plot(content, "neighbours", "nearest-neighbour distance histograms")

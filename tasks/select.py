@@ -1,9 +1,12 @@
-"""Select: greedy k-center (Gonzalez, 1985) on the L2-normalised embeddings.
+"""Select: the configured strategies over this run's clean samples, measured against
+random subsets.
 
-Each pick is the sample farthest from everything chosen so far, so the selection covers
-the embedding space. Distances to the newest center are one matrix-vector product with
-precomputed squared norms (|x - c|^2 = |x|^2 - 2 x.c + |c|^2), and a running minimum
-keeps every sample's distance to its nearest center: O(N d) a pick, memory-bound.
+The default, REPRESENTATIVE, is k-medoids (tasks/representative.py). DIVERSITY alone is
+greedy k-center (Gonzalez, 1985), the Lightly Worker's behaviour: each pick is the sample
+farthest from everything chosen so far. Distances to the newest center are one
+matrix-vector product with precomputed squared norms (|x - c|^2 = |x|^2 - 2 x.c + |c|^2),
+and a running minimum keeps every sample's distance to its nearest center: O(N d) a pick,
+memory-bound. Other mixes run as one combined greedy pass (tasks/strategies.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from pydantic import BaseModel
 from tasks.config import (
     BUILTIN_METADATA_KEYS,
     CATEGORICAL_METADATA_KEYS,
-    DIVERSITY_ONLY,
     SelectionConfig,
     SelectionStrategy,
 )
@@ -33,9 +35,10 @@ from tasks.kcenter_torch import kcenter_greedy_torch
 from tasks.manifest import manifest_vectors
 from tasks.plan import RunPlan
 from tasks.quality import selection_quality
+from tasks.representative import RepresentativePicks, representative_picks
 from tasks.selection_inputs import SelectionInputs, values_for
 from tasks.sequences import frame_windows, window_embeddings
-from tasks.strategies import Balance, Diversity, Objective, Threshold, Weights, combined_greedy
+from tasks.strategies import Balance, Diversity, Objective, Threshold, Weights, combined_greedy, passing
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +100,10 @@ class Selection(BaseModel, frozen=True):
     selected: int
     candidates: int
     note: str | None
-    # Diversity, coverage and balance of the picks and of a random subset of the same size.
+    # Diversity, representativeness, coverage and balance of the picks, and their mean and
+    # std over random subsets of the same size.
     quality: dict[str, object]
-    device: str  # where greedy k-center ran: cpu (numpy) or cuda (torch)
+    device: str  # where the picks were computed: cpu (numpy, kmedoids) or cuda (torch k-center)
 
 
 def earlier_picks(run_plan: RunPlan, ids: list[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +230,13 @@ def diversity_reasons(distances: np.ndarray) -> list[str]:
     ]
 
 
+def representative_reasons(result: RepresentativePicks) -> list[str]:
+    return [
+        f"representative: nearest pick of {count} samples (mean distance {distance:.4f})"
+        for count, distance in zip(result.represented, result.mean_distance, strict=True)
+    ]
+
+
 def diverse_picks(
     embeddings: np.ndarray, n: int, config: SelectionConfig, chosen: np.ndarray, device: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -233,6 +244,19 @@ def diverse_picks(
     if device == "cuda":
         return kcenter_greedy_torch(embeddings, n, config.seed, device, config.min_distance, chosen)
     return kcenter_greedy(embeddings, n, config.seed, config.min_distance, chosen)
+
+
+def alone_picks(
+    embeddings: np.ndarray, n: int, config: SelectionConfig, chosen: np.ndarray
+) -> tuple[np.ndarray, list[str], str]:
+    """REPRESENTATIVE or DIVERSITY on its own (or over windows): picks, a reason each, and
+    the device that computed them."""
+    if config.representative:
+        result = representative_picks(embeddings, n, config.seed, chosen)
+        return result.picks, representative_reasons(result), "cpu"
+    device = kcenter_device(config)
+    picks, distances = diverse_picks(embeddings, n, config, chosen, device)
+    return picks, diversity_reasons(distances), device
 
 
 def frames_of(samples: SampleTable) -> dict[str, tuple[str, int]]:
@@ -249,20 +273,22 @@ def select_sequences(
     length: int,
     config: SelectionConfig,
     chosen: np.ndarray,
-    device: str,
-) -> tuple[np.ndarray, list[str], int]:
-    """Greedy k-center over windows of `length` consecutive frames: `requested` counts
-    frames, so requested // length windows (at least one) are picked, every frame of each.
-    Returns (picked rows of `ids`, a reason each, how many frames were candidates)."""
+) -> tuple[np.ndarray, list[str], int, str]:
+    """REPRESENTATIVE or DIVERSITY over windows of `length` consecutive frames: `requested`
+    counts frames, so requested // length windows (at least one) are picked, every frame of
+    each. Returns (picked rows of `ids`, a reason each, how many frames were candidates, the
+    device)."""
     windows = frame_windows(ids, frames, length)
     wanted = max(1, requested // length)
-    picked, distances = diverse_picks(window_embeddings(embeddings, windows), wanted, config, chosen, device)
+    picked, window_reasons, device = alone_picks(
+        window_embeddings(embeddings, windows), wanted, config, chosen
+    )
     reasons = [
         f"sequence {rank} ({length} frames), {reason}"
-        for rank, reason in enumerate(diversity_reasons(distances))
+        for rank, reason in enumerate(window_reasons)
         for _ in range(length)
     ]
-    return windows[picked].reshape(-1), reasons, windows.size
+    return windows[picked].reshape(-1), reasons, windows.size, device
 
 
 def select_from_pool(
@@ -282,19 +308,23 @@ def select_from_pool(
     ids, embeddings = [i for i, r in zip(ids, reprocessed, strict=True) if not r], embeddings[~reprocessed]
     candidates = len(ids)
     balanced: dict[str, np.ndarray] = {}
+    allowed = np.ones(candidates, dtype=bool)
     device = "cpu"
     if sequence_length is not None:
-        device = kcenter_device(config)
-        picks, reasons, candidates = select_sequences(
-            ids, embeddings, frames_of(samples), requested, sequence_length, config, chosen, device
+        picks, reasons, candidates, device = select_sequences(
+            ids, embeddings, frames_of(samples), requested, sequence_length, config, chosen
         )
-    elif config.strategies == DIVERSITY_ONLY:
-        device = kcenter_device(config)
-        picks, distances = diverse_picks(embeddings, requested, config, chosen, device)
-        reasons = diversity_reasons(distances)
+    elif config.diversity_only:
+        picks, reasons, device = alone_picks(embeddings, requested, config, chosen)
     else:
         thresholds, objectives, balanced = strategy_terms(config, samples, ids, embeddings, inputs)
-        picks, reasons = combined_greedy(requested, thresholds, objectives, embeddings, chosen)
+        allowed = passing(thresholds, len(ids))
+        if config.representative:
+            rows = np.flatnonzero(allowed)
+            picked, reasons, device = alone_picks(embeddings[rows], requested, config, chosen)
+            picks = rows[picked]
+        else:
+            picks, reasons = combined_greedy(requested, thresholds, objectives, embeddings, chosen)
     note = None
     if requested > candidates:
         pool = "whole sequences hold" if sequence_length is not None else "the clean pool holds"
@@ -321,7 +351,7 @@ def select_from_pool(
         selected=len(picks),
         candidates=candidates,
         note=note,
-        quality=selection_quality(embeddings, picks, config.seed, balanced),
+        quality=selection_quality(embeddings, picks, config.seed, balanced, allowed, chosen),
         device=device,
     )
 

@@ -59,6 +59,14 @@ class Diversity:
 Objective = Weights | Balance | Diversity
 
 
+def passing(thresholds: list[Threshold], count: int) -> np.ndarray:
+    """Which of the `count` candidates every threshold keeps. Shape: -> (count,) bool"""
+    allowed = np.ones(count, dtype=bool)
+    for threshold in thresholds:
+        allowed &= threshold.keeps()
+    return allowed
+
+
 def normalised(values: np.ndarray) -> np.ndarray:
     """Min-max to [FLOOR, 1]; NaN (a sample without the value) counts as the minimum."""
     clean = np.where(np.isnan(values), np.nanmin(values) if np.isfinite(values).any() else 0.0, values)
@@ -82,9 +90,7 @@ def combined_greedy(
     -> indices (k,), a reason a pick.
     """
     count = len(embeddings)
-    allowed = np.ones(count, dtype=bool)
-    for threshold in thresholds:
-        allowed &= threshold.keeps()
+    allowed = passing(thresholds, count)
     fixed = np.zeros(count, dtype=np.float64)
     for objective in objectives:
         if isinstance(objective, Weights):

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 # The projection head's output size; SimCLR found 128 enough.
 PROJECTION_DIM = 128
+# Images whose backbone features fit the embedding's principal components: 4,096 pin down
+# 128 components of a 512-d feature well, at one forward pass over them.
+PRINCIPAL_COMPONENT_ROWS = 4096
 
 
 class TrainedModel(BaseModel, frozen=True):
@@ -85,7 +88,8 @@ def train_simclr(
         raise ValueError(f"training needs at least 2 clean images, found {len(indices)}")
     steps_per_epoch = max(1, len(indices) // batch_size)
     total_steps = steps_per_epoch * training.epochs
-    head = SimCLRProjectionHead(training.embedding_dim, max(training.embedding_dim, 256), PROJECTION_DIM)
+    features = model.backbone.out_features
+    head = SimCLRProjectionHead(features, max(features, 256), PROJECTION_DIM)
     model.to(device).train()
     head.to(device).train()
     if device.type == "cuda":
@@ -111,7 +115,7 @@ def train_simclr(
             if device.type == "cuda":
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                z0, z1 = (head(model.represent(v)) for v in views)
+                z0, z1 = (head(model.features(v)) for v in views)
                 loss = criterion(z0.float(), z1.float())
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -127,6 +131,29 @@ def train_simclr(
     return seen / max(elapsed, 1e-9), epoch_loss
 
 
+def project_principal_components(
+    model: Embedder, cache: ImageCache, indices: np.ndarray, training: TrainingConfig, device: torch.device
+) -> None:
+    """Fit the model's embedding map to the principal components of the backbone features of
+    the run's images (a seeded sample of at most PRINCIPAL_COMPONENT_ROWS)."""
+    if len(indices) == 0:  # nothing clean to fit to: the map stays as it is
+        return
+    rng = np.random.default_rng(training.seed)
+    if len(indices) > PRINCIPAL_COMPONENT_ROWS:
+        indices = rng.choice(indices, PRINCIPAL_COMPONENT_ROWS, replace=False)
+    indices = np.sort(indices)
+    model.to(device).eval()
+    with torch.no_grad():
+        features = [
+            model.features(model.to_unit_range(torch.from_numpy(cache.gather(batch)).to(device)))
+            .float()
+            .cpu()
+            for batch in np.array_split(indices, max(1, -(-len(indices) // training.batch_size)))
+        ]
+    model.cpu()
+    model.fit_principal_components(torch.cat(features))
+
+
 def train_or_load(
     inspections: list[ShardInspection],
     samples: SampleTable,
@@ -140,16 +167,21 @@ def train_or_load(
     model = initial_model(training)
     device = training_device(training.device)
     images, speed, loss = 0, 0.0, None
-    if training.enabled:
+    if training.enabled or training.checkpoint is None:
         cache = ImageCache(inspections, scratch)
         indices = unique_image_indices(cache, samples.path)
-        images = len(indices)
-        speed, loss = train_simclr(model, cache, indices, training, device)
+        if training.enabled:
+            images = len(indices)
+            speed, loss = train_simclr(model, cache, indices, training, device)
+        else:
+            logger.warning(
+                "training is off: embedding with the principal components of an untrained network's "
+                "features (seed %d)",
+                training.seed,
+            )
+        project_principal_components(model, cache, indices, training, device)
     else:
-        logger.warning(
-            "training is off: embedding with %s",
-            training.checkpoint or f"an untrained network (seed {training.seed})",
-        )
+        logger.warning("training is off: embedding with %s", training.checkpoint)
     save_checkpoint(
         checkpoint,
         model,

@@ -86,7 +86,7 @@ def test_video_options_are_checked_before_any_work(tmp_path: Path) -> None:
         source=str(tmp_path), video={"frame_format": "gif"}
     )
     strategies = [{"input": {"type": "RANDOM"}, "strategy": {"type": "WEIGHTS"}}]
-    assert "sequence_length selects windows by diversity alone" in error_message(
+    assert "sequence_length selects windows by REPRESENTATIVE or DIVERSITY alone" in error_message(
         source=str(tmp_path), video={"sequence_length": 3}, selection={"strategies": strategies}
     )
 

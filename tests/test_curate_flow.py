@@ -167,11 +167,13 @@ def test_selection_is_clean_unique_and_ranked(first_run: dict[str, Any], source:
     selection = pq.read_table(folder / "selection.parquet").to_pylist()
     assert [r["id"] for r in selection] == selected
     assert [r["rank"] for r in selection] == list(range(6))
-    assert all(r["reason"].startswith("diversity") for r in selection)
-    # Measured against a random subset of the same size from the same pool.
+    assert all(r["reason"].startswith("representative: nearest pick of") for r in selection)
+    # The default represents the pool better than random subsets of the same size do.
     quality = json.loads((folder / "run.json").read_text())["selection"]["quality"]
-    assert quality["selected"]["coverage"] > quality["random"]["coverage"]
-    assert quality["selected"]["diversity"] > quality["random"]["diversity"]
+    chosen, random = quality["selected"], quality["random"]
+    assert chosen["mean_distance_to_nearest_pick"] < random["mean_distance_to_nearest_pick"]["mean"]
+    assert chosen["coverage"] > random["coverage"]["mean"]
+    assert len(quality["random_seeds"]) == 10 and random["coverage"]["std"] > 0
 
 
 def test_the_same_command_again_finds_nothing_new(first_run: dict[str, Any], source: Any) -> None:

@@ -110,6 +110,13 @@ def test_the_page_shows_every_section_and_the_counts_of_run_json(
     text = page.evaluate("document.body.innerText")
     assert run_json["run_id"] in text
     assert run_json["model"]["execution_provider"] in text
+    quality = page.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('#quality table tr')).slice(1)"
+        ".map(r => [r.cells[0].textContent, r.cells[2].textContent]))"
+    )
+    baseline = run_json["selection"]["quality"]["random"]["coverage"]
+    assert quality["coverage"] == f"{baseline['mean']:.4g} ± {baseline['std']:.4g}"
+    assert "mean ± std of 10 seeds" in page.evaluate("document.querySelector('#quality table').innerText")
 
 
 def test_every_image_of_the_page_loaded(page: Page, run_json: dict[str, Any], tmp_path: Path) -> None:
@@ -204,10 +211,22 @@ def synthetic_video_run(directory: Path) -> tuple[dict[str, Any], SampleTable, A
     pq.write_table(
         pa.table({"id": picked, "rank": list(range(4)), "reason": ["x"] * 4}), directory / "sel.parquet"
     )
+    spread = {"mean": 0.5, "std": 0.1}
     quality = {
-        "selected": {"diversity": 1.0, "coverage": 0.5, "balance": {"site": 0.9}},
-        "random": {},
-        "random_seed": 0,
+        "selected": {
+            "diversity": 1.0,
+            "mean_distance_to_nearest_pick": 1.0,
+            "coverage": 0.5,
+            "balance": {"site": 0.9},
+        },
+        "random": {
+            "diversity": spread,
+            "mean_distance_to_nearest_pick": spread,
+            "coverage": spread,
+            "balance": {"site": spread},
+        },
+        "random_seeds": list(range(10)),
+        "random_from": len(ids),
     }
     selection = Selection(
         path=str(directory / "sel.parquet"),
