@@ -49,7 +49,7 @@ from benchmarks.quality_sets import SETS, raw_pixels
 from tasks.distances import mean_knn_distance
 from tasks.representative import representative_picks
 from tasks.select import kcenter_greedy
-from tasks.strategies import Diversity, Weights, combined_greedy
+from tasks.strategies import Diversity, Score, combined_greedy
 
 Selector = Callable[[np.ndarray, int, int], np.ndarray]
 # TYPICALITY's default neighbourhood in winnow's configuration.
@@ -66,7 +66,7 @@ def winnow_diversity(x: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def winnow_typicality_diversity(x: np.ndarray, n: int, seed: int) -> np.ndarray:
     typical = 1.0 / (1.0 + mean_knn_distance(x, TYPICALITY_NEIGHBOURS, seed=seed))
-    return combined_greedy(n, [], [Weights(typical, 1.0), Diversity(1.0, None)], x)[0]
+    return combined_greedy(n, [], [Score(typical, 1.0), Diversity(1.0, None)], x, seed=seed)[0]
 
 
 SELECTORS: dict[str, Selector] = {

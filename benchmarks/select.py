@@ -28,7 +28,7 @@ from tasks.distances import mean_knn_distance
 from tasks.kcenter_torch import kcenter_greedy_torch
 from tasks.near_duplicates import find_near_duplicates
 from tasks.select import kcenter_greedy
-from tasks.strategies import Balance, Diversity, Weights, combined_greedy
+from tasks.strategies import Balance, Diversity, Score, combined_greedy
 
 
 def naive_kcenter(x: np.ndarray, n: int, first: int) -> np.ndarray:
@@ -69,7 +69,7 @@ def combined_selection(x: np.ndarray, picks: int) -> tuple[float, float, float]:
     started = time.perf_counter()
     typical = 1.0 / (1.0 + mean_knn_distance(x, 10))
     typicality_seconds = time.perf_counter() - started
-    objectives = [Diversity(1.0, None), Weights(typical, 1.0), Balance(categories, None, 1.0)]
+    objectives = [Diversity(1.0, None), Score(typical, 1.0), Balance(categories, None, 1.0)]
     started = time.perf_counter()
     combined_greedy(picks, [], objectives, x)
     greedy_seconds = time.perf_counter() - started

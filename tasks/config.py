@@ -273,8 +273,9 @@ class SelectionConfig(Section):
         None,
         ge=0,
         le=2,
-        description="For DIVERSITY: stop early once the farthest remaining sample is closer than "
-        "this (Euclidean distance between unit embeddings) to the selection.",
+        description="For DIVERSITY: leave out every sample closer than this (Euclidean distance "
+        "between unit embeddings) to a pick, this run's or an earlier one's; selection ends when "
+        "none is left.",
     )
     seed: int = Field(
         0, description="Seeds k-medoids' start, greedy k-center's first pick and the random baselines."

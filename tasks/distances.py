@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 
 # Rows compared at once: bounds the (N, BLOCK) distance matrix (N x 1024 x 4 bytes).
 BLOCK = 1024
-# Rows that density (TYPICALITY) is measured against: all of them up to this many, a
-# seeded sample beyond, so the cost grows as N, not N^2.
-REFERENCE_ROWS = 20_000
+# Rows up to which density (TYPICALITY) is exact: 20,000^2 distances take seconds.
+EXACT_KNN_ROWS = 20_000
+# Cells of the inverted-file index each row's neighbours are searched in beyond that: on
+# 100,000 clustered 128-d rows, 16 of 1,264 cells gave the exact top-1,000 most typical
+# rows (overlap 1.0; 8 cells: 0.96), at a median error of 1.2% in the mean distance.
+IVF_PROBES = 16
 
 
 def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np.ndarray) -> np.ndarray:
@@ -38,38 +42,47 @@ def nearest_other_distances(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(nearest, 0.0))
 
 
-def mean_knn_distance(
-    x: np.ndarray, k: int, max_reference: int = REFERENCE_ROWS, seed: int = 0
-) -> np.ndarray:
-    """Each row's mean Euclidean distance to its k nearest other rows (fewer when there
-    are not k others), among all rows, or among `max_reference` seeded random rows when
-    there are more: that keeps the cost O(N * max_reference) and still ranks rows by
-    density (the k nearest of a 1/r sample stand for about the k*r nearest of all).
+def mean_knn_distance(x: np.ndarray, k: int, exact_rows: int = EXACT_KNN_ROWS, seed: int = 0) -> np.ndarray:
+    """Each row's mean Euclidean distance to its k nearest other rows (fewer when there are
+    not k others): exact in blocks up to `exact_rows` rows, through an inverted-file index
+    beyond (approximate_mean_knn_distance), so the cost grows as N sqrt(N), not N^2.
     Shape: (N, D) -> (N,)"""
     x = np.ascontiguousarray(x, dtype=np.float32)
     count = len(x)
-    if count <= max_reference:
-        reference_rows = np.arange(count)
-    else:
-        reference_rows = np.sort(np.random.default_rng(seed).choice(count, max_reference, replace=False))
-    reference = x[reference_rows]
-    k = min(k, len(reference) - 1)
+    k = min(k, count - 1)
     if k <= 0:
         return np.zeros(count, dtype=np.float32)
+    if count > exact_rows:
+        return approximate_mean_knn_distance(x, k, seed)
     squared_norms = np.einsum("ij,ij->i", x, x)
-    reference_norms = squared_norms[reference_rows]
-    # Where each row sits in the reference (-1: not in it), so it is not its own neighbour.
-    slot = np.full(count, -1, dtype=np.int64)
-    slot[reference_rows] = np.arange(len(reference_rows))
     result = np.empty(count, dtype=np.float32)
     for start in range(0, count, BLOCK):
         stop = min(start + BLOCK, count)
-        squared = (
-            squared_norms[start:stop, None] - 2.0 * (x[start:stop] @ reference.T) + reference_norms[None, :]
-        )
-        own = slot[start:stop]
-        inside = np.flatnonzero(own >= 0)
-        squared[inside, own[inside]] = np.inf
+        squared = squared_norms[start:stop, None] - 2.0 * (x[start:stop] @ x.T) + squared_norms[None, :]
+        rows = np.arange(start, stop)
+        squared[rows - start, rows] = np.inf  # a row is not its own neighbour
         nearest = np.partition(squared, k - 1, axis=1)[:, :k]
         result[start:stop] = np.sqrt(np.maximum(nearest, 0.0)).mean(axis=1)
     return result
+
+
+def approximate_mean_knn_distance(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """mean_knn_distance through faiss's IVF-Flat index: k-means cells (4 sqrt(N), seeded),
+    each row's neighbours searched exactly in the IVF_PROBES cells nearest to it. Unlike a
+    graph index its answer does not depend on the order of parallel inserts, so a run is
+    reproducible. Shape: (N, D) float32 -> (N,)"""
+    count, dim = x.shape
+    # faiss wants at least 39 rows a cell to train its k-means.
+    cells = max(1, min(int(4 * np.sqrt(count)), count // 39))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, cells)
+    index.cp.seed = seed
+    index.train(x)
+    index.add(x)
+    index.nprobe = min(IVF_PROBES, cells)
+    squared, neighbours = index.search(x, k + 1)
+    # Drop each row itself (and any slot the probed cells could not fill), keep k.
+    mine = (neighbours == np.arange(count)[:, None]) | (neighbours < 0)
+    squared = np.sort(np.where(mine, np.inf, squared), axis=1)[:, :k]
+    distances = np.sqrt(np.maximum(squared, 0.0))
+    found = np.isfinite(distances)
+    return (np.where(found, distances, 0.0).sum(axis=1) / np.maximum(found.sum(axis=1), 1)).astype(np.float32)

@@ -38,7 +38,16 @@ from tasks.quality import selection_quality
 from tasks.representative import RepresentativePicks, representative_picks
 from tasks.selection_inputs import SelectionInputs, values_for
 from tasks.sequences import frame_windows, window_embeddings
-from tasks.strategies import Balance, Diversity, Objective, Threshold, Weights, combined_greedy, passing
+from tasks.strategies import (
+    Balance,
+    Diversity,
+    Objective,
+    Score,
+    Threshold,
+    Weights,
+    combined_greedy,
+    passing,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -199,10 +208,10 @@ def strategy_terms(
         elif strategy.type == "TYPICALITY":
             # Dense neighbourhoods are typical: the closer the k nearest, the higher.
             typical = 1.0 / (1.0 + mean_knn_distance(embeddings, strategy.neighbours, seed=config.seed))
-            objectives.append(Weights(typical, strategy.strength))
+            objectives.append(Score(typical, strategy.strength))
         elif strategy.type == "SIMILARITY":
             query = query_embeddings(rule, index, ids, embeddings, inputs)
-            objectives.append(Weights(similarity_to(query, embeddings), strategy.strength))
+            objectives.append(Score(similarity_to(query, embeddings), strategy.strength))
         elif strategy.type == "THRESHOLD" and strategy.operation is not None and strategy.value is not None:
             thresholds.append(Threshold(values, strategy.operation, strategy.value))
         elif strategy.type == "WEIGHTS":
@@ -324,7 +333,9 @@ def select_from_pool(
             picked, reasons, device = alone_picks(embeddings[rows], requested, config, chosen)
             picks = rows[picked]
         else:
-            picks, reasons = combined_greedy(requested, thresholds, objectives, embeddings, chosen)
+            picks, reasons = combined_greedy(
+                requested, thresholds, objectives, embeddings, chosen, config.seed
+            )
     note = None
     if requested > candidates:
         pool = "whole sequences hold" if sequence_length is not None else "the clean pool holds"
@@ -333,7 +344,7 @@ def select_from_pool(
     elif len(picks) < requested:
         note = (
             f"stopped at {len(picks)} of {requested} samples: the others fail a threshold or are "
-            f"closer than min_distance {config.min_distance} to the selection"
+            f"closer than min_distance {config.min_distance} to a pick"
         )
         logger.info(note)
     selection = pa.table(

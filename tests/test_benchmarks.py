@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -84,3 +85,45 @@ def test_a_torch_without_cuda_is_missing_for_the_gpu_and_setup_installed_the_res
     lacking = missing()
     assert ("torch==2.13.0" in lacking) == (not torch.cuda.is_available())
     assert [r for r in lacking if not r.startswith("torch")] == []
+
+
+def last_json_line(module: str, *args: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(json.loads(result.stdout.splitlines()[-1]))
+
+
+def test_the_quality_benchmark_scores_every_method_on_a_real_labelled_set() -> None:
+    figures = last_json_line(
+        "benchmarks.quality", "--sets", "photo_crops", "--epochs", "1", "--budgets", "0.1", "--seeds", "5"
+    )
+    crops = figures["photo_crops"]
+    assert crops["samples"] == 300 and 0 < crops["raw_pixels_5nn"] < 1 and 0 < crops["embedding_5nn"] < 1
+    scores = crops["one_nn_accuracy"]["0.1"]
+    assert set(scores) == {
+        "random",
+        "winnow REPRESENTATIVE (default)",
+        "winnow DIVERSITY",
+        "winnow TYPICALITY x DIVERSITY",
+        "facility location (apricot)",
+        "k-medoids (FasterPAM)",
+        "TypiClust",
+    }
+    assert scores["random"]["std"] > 0  # five different random subsets
+    # Even on a one-epoch model, labelling the default's picks beats labelling random ones.
+    assert (
+        scores["winnow REPRESENTATIVE (default)"]["mean"] > scores["random"]["mean"] + scores["random"]["std"]
+    )
+
+
+def test_the_typicality_benchmark_compares_the_index_with_the_exact_answer() -> None:
+    figures = last_json_line("benchmarks.typicality", "--rows", "4000", "--k", "5", "--top", "200")
+    assert figures["top_overlap"] >= 0.95 and figures["median_relative_error"] < 0.05
+    assert figures["exact_s"] > 0 and figures["index_s"] > 0

@@ -181,3 +181,42 @@ def test_fp16_model_keeps_uint8_in_and_float32_out_and_agrees_with_fp32(tmp_path
     assert np.min(np.sum(half * full, axis=1)) >= 0.99
     # fp16 stores weights in half the bytes.
     assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
+
+
+def scene_crops(count: int, side: int, seed: int = 0) -> np.ndarray:
+    """Random crops of four real photographs, resized to side x side. Shape: (count, side, side, 3)"""
+    rng = np.random.default_rng(seed)
+    photos = [np.asarray(scene(name)) for name in ("astronaut", "coffee", "chelsea", "rocket")]
+    crops = []
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        top, left = rng.integers(0, photo.shape[0] - 96), rng.integers(0, photo.shape[1] - 96)
+        crop = torch.from_numpy(photo[top : top + 96, left : left + 96].copy()).permute(2, 0, 1)[None].float()
+        resized = torch.nn.functional.interpolate(crop, size=(side, side), mode="bilinear", antialias=True)
+        crops.append(resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy())
+    return np.stack(crops)
+
+
+def mean_pairwise_cosine(embeddings: torch.Tensor) -> float:
+    return float((embeddings @ embeddings.T).mean())
+
+
+def test_principal_components_undo_an_untrained_networks_collapse() -> None:
+    model = Embedder(SMALL).eval()
+    images = torch.from_numpy(scene_crops(64, 32))
+    with torch.no_grad():
+        collapsed = model(images)
+        features = model.features(model.to_unit_range(images))
+    assert mean_pairwise_cosine(collapsed) > 0.75  # every random feature shares one direction
+    model.fit_principal_components(features)
+    with torch.no_grad():
+        spread = model(images)
+        projected = model.represent(model.to_unit_range(images))
+    assert mean_pairwise_cosine(spread) < 0.1
+    # A centred projection onto decorrelated components of falling variance: PCA's answer.
+    assert torch.allclose(projected.mean(dim=0), torch.zeros(16), atol=1e-4)
+    covariance = torch.cov(projected.T)
+    variances = torch.diagonal(covariance)
+    assert torch.all(variances[:-1] >= variances[1:] - 1e-6)
+    off_diagonal = covariance - torch.diag(variances)
+    assert off_diagonal.abs().max() < 1e-3 * variances.max()

@@ -11,7 +11,7 @@ from tasks.distances import BLOCK, mean_knn_distance
 from tasks.quality import selection_quality
 from tasks.select import kcenter_greedy, query_embeddings, similarity_to
 from tasks.selection_inputs import SelectionInputs
-from tasks.strategies import Balance, Diversity, Threshold, Weights, combined_greedy
+from tasks.strategies import Balance, Diversity, Score, Threshold, Weights, combined_greedy
 
 
 def unit_rows(count: int, seed: int = 0) -> np.ndarray:
@@ -116,9 +116,9 @@ def test_typicality_prefers_the_dense_cluster_over_outliers() -> None:
     outliers = rng.normal(size=(20, 8)) * 3.0
     x = np.concatenate([dense, outliers]).astype(np.float32)
     typical = 1.0 / (1.0 + mean_knn_distance(x, 10))
-    picks, _ = combined_greedy(20, [], [Weights(typical, 1.0)], x)
+    picks, _ = combined_greedy(20, [], [Score(typical, 1.0)], x)
     assert set(picks.tolist()) <= set(range(200))
-    atypical, _ = combined_greedy(20, [], [Weights(typical, -1.0)], x)  # inverted: the outliers
+    atypical, _ = combined_greedy(20, [], [Score(typical, -1.0)], x)  # inverted: the outliers
     assert set(atypical.tolist()) == set(range(200, 220))
 
 
@@ -133,7 +133,7 @@ def test_similarity_picks_the_nearest_to_the_query() -> None:
     ids = [f"s{i}" for i in range(300)]
     rule = SelectionStrategy(strategy={"type": "SIMILARITY", "query": ("s3", "s9")})
     closeness = similarity_to(query_embeddings(rule, 0, ids, x, SelectionInputs()), x)
-    picks, _ = combined_greedy(12, [], [Weights(closeness, 1.0)], x)
+    picks, _ = combined_greedy(12, [], [Score(closeness, 1.0)], x)
     expected = np.argsort(-np.maximum(x @ x[3], x @ x[9]))[:12]
     assert set(picks.tolist()) == set(expected.tolist()) and {3, 9} <= set(picks.tolist())
     unknown = SelectionStrategy(strategy={"type": "SIMILARITY", "query": ("nope",)})
@@ -141,13 +141,21 @@ def test_similarity_picks_the_nearest_to_the_query() -> None:
         query_embeddings(unknown, 0, ids, x, SelectionInputs())
 
 
-def test_typicality_on_a_sampled_reference_still_prefers_the_dense_cluster() -> None:
+def test_typicality_beyond_the_exact_size_agrees_with_the_exact_answer() -> None:
     rng = np.random.default_rng(8)
-    dense = rng.normal(size=(3000, 8)) * 0.05 + 1.0
-    outliers = rng.normal(size=(30, 8)) * 3.0
-    x = np.concatenate([dense, outliers]).astype(np.float32)
-    sampled = mean_knn_distance(x, 10, max_reference=500)
-    assert sampled[3000:].min() > sampled[:3000].max()  # every outlier less typical than the cluster
+    centres = rng.normal(size=(40, 16))
+    sizes = rng.integers(20, 200, size=40)
+    x = np.concatenate(
+        [c + rng.uniform(0.2, 1.0) * rng.normal(size=(s, 16)) for c, s in zip(centres, sizes, strict=True)]
+    )
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    exact = mean_knn_distance(x, 10)
+    approximate = mean_knn_distance(x, 10, exact_rows=500)  # the index path on these rows
+    most_typical = len(x) // 10
+    overlap = set(np.argsort(exact)[:most_typical]) & set(np.argsort(approximate)[:most_typical])
+    assert len(overlap) >= 0.95 * most_typical
+    assert np.median(np.abs(approximate - exact) / exact) < 0.05
+    assert np.array_equal(approximate, mean_knn_distance(x, 10, exact_rows=500))  # reproducible
 
 
 def test_balance_quality_is_the_normalised_entropy_of_the_picks() -> None:
@@ -158,3 +166,91 @@ def test_balance_quality_is_the_normalised_entropy_of_the_picks() -> None:
     assert quality["selected"]["balance"] == {"site": pytest.approx(1.0)}  # type: ignore[index]
     one_sided = selection_quality(x, np.arange(6), seed=0, categories={"site": categories})
     assert one_sided["selected"]["balance"] == {"site": 0.0}  # type: ignore[index]
+
+
+REPRESENTATIVE = {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "REPRESENTATIVE"}}
+
+
+@pytest.mark.parametrize(
+    ("selection", "field", "words"),
+    [
+        (
+            {"strategies": [REPRESENTATIVE, {"input": {"type": "RANDOM"}, "strategy": {"type": "WEIGHTS"}}]},
+            "selection.strategies.0.strategy.type",
+            "REPRESENTATIVE combines only with THRESHOLD, not with ['WEIGHTS']",
+        ),
+        (
+            {
+                "strategies": [
+                    {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "REPRESENTATIVE", "strength": 2}}
+                ]
+            },
+            "selection.strategies.0.strategy.strength",
+            "REPRESENTATIVE has no strength to set",
+        ),
+        (
+            {"min_distance": 0.1},
+            "selection.min_distance",
+            "applies to a DIVERSITY strategy, and there is none",
+        ),
+    ],
+)
+def test_what_representative_cannot_honour_fails_naming_the_field(
+    selection: dict[str, object], field: str, words: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        RunConfig(source="s3://bucket/raw", selection=selection)
+    message = describe_validation_error(caught.value)
+    assert field in message and words in message
+
+
+def test_the_default_is_representative_and_diversity_keeps_min_distance() -> None:
+    config = RunConfig(source="s3://bucket/raw")
+    assert config.selection.representative and not config.selection.diversity_only
+    diverse = RunConfig(
+        source="s3://bucket/raw",
+        selection={"min_distance": 0.1, "strategies": [{"strategy": {"type": "DIVERSITY"}}]},
+    )
+    assert diverse.selection.diversity_only and diverse.selection.min_distance == 0.1
+
+
+def near_copies_and_spread(copies: int, spread: int, seed: int = 0) -> np.ndarray:
+    """`copies` near-copies of one sample, then `spread` samples scattered over the sphere."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=8)
+    x = np.concatenate([centre + 0.01 * rng.normal(size=(copies, 8)), 3 * rng.normal(size=(spread, 8))])
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_weights_trade_off_against_diversity_and_strength_sets_the_rate() -> None:
+    x = near_copies_and_spread(20, 180)
+    favoured = np.array([1.0] * 20 + [0.0] * 180)  # a 0/1 weight on the near-copies
+    balanced, _ = combined_greedy(20, [], [Weights(favoured, 1.0), Diversity(1.0, None)], x)
+    assert 1 <= np.sum(balanced < 20) <= 2  # a near-copy is worth having; twenty are not
+    insistent, _ = combined_greedy(20, [], [Weights(favoured, 20.0), Diversity(1.0, None)], x)
+    assert np.sum(insistent < 20) == 20  # at strength 20 the weight outweighs any distance
+
+
+def test_min_distance_removes_close_candidates_and_the_pass_goes_on() -> None:
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(6, 8)) * 3
+    x = np.concatenate([c + 0.02 * rng.normal(size=(10, 8)) for c in centres])
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    cluster = np.repeat(np.arange(6), 10)
+    prefer_first = (cluster == 0).astype(float)  # the weight wants cluster 0 again and again
+    objectives = [Weights(prefer_first, 20.0), Diversity(1.0, 0.3)]
+    picks, _ = combined_greedy(6, [], objectives, x)
+    assert sorted(cluster[picks].tolist()) == [0, 1, 2, 3, 4, 5]  # one a cluster, not a stop at one
+    distances = np.linalg.norm(x[picks][:, None] - x[picks][None], axis=2) + 10 * np.eye(6)
+    assert distances.min() >= 0.3
+    more, _ = combined_greedy(20, [], objectives, x)  # every cluster has its pick: nothing else is far enough
+    assert sorted(more.tolist()) == sorted(picks.tolist())
+
+
+def test_the_combined_first_pick_is_seeded_and_diversity_alone_is_kcenter_with_that_seed() -> None:
+    x = unit_rows(300, seed=9)
+    firsts = {int(combined_greedy(1, [], [Diversity(1.0, None)], x, seed=s)[0][0]) for s in range(6)}
+    assert len(firsts) > 1  # not always row 0
+    for seed in (0, 5):
+        combined, _ = combined_greedy(15, [], [Diversity(1.0, None)], x, seed=seed)
+        assert combined.tolist() == kcenter_greedy(x, 15, seed=seed)[0].tolist()
