@@ -7,8 +7,9 @@ The naive baseline recomputes each row's distance to the new center by broadcast
 (x - c)**2 over the whole matrix, as a first implementation usually does; both pick the
 same samples (checked). Then times the near-duplicate search (cosine distance 0.01) over
 the same rows with planted, slightly perturbed copies, and checks it finds them; the
-combined DIVERSITY + TYPICALITY + BALANCE pass (TYPICALITY's k-NN against at most 20,000
-reference rows); and the torch form of k-center (the GPU path; on the CPU without a GPU)
+combined DIVERSITY + TYPICALITY + BALANCE pass (TYPICALITY's k-NN exact up to 20,000 rows,
+through faiss's IVF index beyond); REPRESENTATIVE (k-medoids, split into parts of at most
+8,192 rows beyond that); and the torch form of k-center (the GPU path; on the CPU without a GPU)
 against the numpy form. The two round their matrix-vector products differently, so on
 near-ties they may pick differently: the benchmark prints the share of common picks and
 both covering radii (the last pick's distance), which must agree closely. Prints a JSON
@@ -27,6 +28,7 @@ import torch
 from tasks.distances import mean_knn_distance
 from tasks.kcenter_torch import kcenter_greedy_torch
 from tasks.near_duplicates import find_near_duplicates
+from tasks.representative import representative_picks
 from tasks.select import kcenter_greedy
 from tasks.strategies import Balance, Diversity, Score, combined_greedy
 
@@ -76,6 +78,13 @@ def combined_selection(x: np.ndarray, picks: int) -> tuple[float, float, float]:
     return typicality_seconds, 1000 * greedy_seconds / picks, typicality_seconds + greedy_seconds
 
 
+def representative_selection(x: np.ndarray, picks: int) -> float:
+    """Seconds for REPRESENTATIVE's `picks` from `x`."""
+    started = time.perf_counter()
+    representative_picks(x, picks, seed=0)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -105,6 +114,7 @@ def main() -> None:
     near_seconds, found = near_duplicate_search(x[: args.near_duplicate_rows], args.planted_copies)
     combined_rows = min(args.rows, args.combined_rows or args.rows)
     typicality_seconds, combined_ms, combined_seconds = combined_selection(x[:combined_rows], args.picks)
+    representative_seconds = representative_selection(x[:combined_rows], args.picks)
     print(f"{args.rows} x {args.dim} float32, {args.picks} picks")
     print(f"winnow  {ms_per_pick:7.2f} ms a pick")
     print(f"naive   {naive_ms_per_pick:7.2f} ms a pick (same picks: {same})")
@@ -117,6 +127,7 @@ def main() -> None:
         f"DIVERSITY + TYPICALITY + BALANCE over {combined_rows} rows: k-NN {typicality_seconds:.1f} s, "
         f"{combined_ms:.2f} ms a pick, {combined_seconds:.1f} s in all"
     )
+    print(f"REPRESENTATIVE over {combined_rows} rows: {representative_seconds:.1f} s")
     print(
         json.dumps(
             {
@@ -137,6 +148,7 @@ def main() -> None:
                 "combined_knn_s": round(typicality_seconds, 2),
                 "combined_ms_per_pick": round(combined_ms, 2),
                 "combined_total_s": round(combined_seconds, 2),
+                "representative_s": round(representative_seconds, 2),
                 "rows": args.rows,
                 "dim": args.dim,
                 "picks": args.picks,

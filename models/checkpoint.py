@@ -29,7 +29,8 @@ def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> Embedder
         ValueError: the checkpoint was made with a different config than `expected`.
     """
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    config = ModelConfig(**payload["model_config"])
+    # Checkpoints from before the pooled pixels joined the representation embed without them.
+    config = ModelConfig(**{"pixel_grid": 0, **payload["model_config"]})
     if expected is not None and config != expected:
         raise ValueError(
             f"checkpoint {path} was trained with {config}, but the run asks for {expected}; "

@@ -80,12 +80,28 @@ class TrainingConfig(Section):
     width: int = Field(64, ge=4, le=256, description="Channels of the first ResNet stage (64 is standard).")
     input_size: int = Field(64, ge=32, le=512, description="Square input side in pixels.")
     embedding_dim: int = Field(128, ge=2, le=4096, description="Embedding dimension.")
+    pixel_grid: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description="Side of the low-resolution copy of each image (average-pooled) that joins the "
+        "backbone's features before the embedding's principal components; 0: the backbone alone. "
+        "input_size must be a multiple of it.",
+    )
     epochs: int = Field(20, ge=1, le=10_000, description="Passes over the clean images.")
     batch_size: int = Field(64, ge=2, le=8192, description="Images per step (two views each).")
     learning_rate: float = Field(1e-3, gt=0, le=10, description="AdamW learning rate (cosine decay).")
     temperature: float = Field(0.5, gt=0, le=10, description="NT-Xent temperature.")
     seed: int = Field(0, description="Seeds initialisation, augmentation and batch order.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
+
+    @model_validator(mode="after")
+    def _pixel_grid_divides_the_input(self) -> TrainingConfig:
+        if self.pixel_grid and self.input_size % self.pixel_grid:
+            raise FieldError(
+                ("pixel_grid",), f"input_size {self.input_size} is not a multiple of {self.pixel_grid}"
+            )
+        return self
 
 
 class EmbeddingConfig(Section):

@@ -54,6 +54,7 @@ def model_config(training: TrainingConfig) -> ModelConfig:
         width=training.width,
         input_size=training.input_size,
         embedding_dim=training.embedding_dim,
+        pixel_grid=training.pixel_grid,
     )
 
 
@@ -134,8 +135,9 @@ def train_simclr(
 def project_principal_components(
     model: Embedder, cache: ImageCache, indices: np.ndarray, training: TrainingConfig, device: torch.device
 ) -> None:
-    """Fit the model's embedding map to the principal components of the backbone features of
-    the run's images (a seeded sample of at most PRINCIPAL_COMPONENT_ROWS)."""
+    """Fit the model's embedding map to the principal components of the representation
+    (features and pooled pixels) of the run's images (a seeded sample of at most
+    PRINCIPAL_COMPONENT_ROWS)."""
     if len(indices) == 0:  # nothing clean to fit to: the map stays as it is
         return
     rng = np.random.default_rng(training.seed)
@@ -143,15 +145,13 @@ def project_principal_components(
         indices = rng.choice(indices, PRINCIPAL_COMPONENT_ROWS, replace=False)
     indices = np.sort(indices)
     model.to(device).eval()
+    batches: list[list[torch.Tensor]] = []
     with torch.no_grad():
-        features = [
-            model.features(model.to_unit_range(torch.from_numpy(cache.gather(batch)).to(device)))
-            .float()
-            .cpu()
-            for batch in np.array_split(indices, max(1, -(-len(indices) // training.batch_size)))
-        ]
+        for batch in np.array_split(indices, max(1, -(-len(indices) // training.batch_size))):
+            images = model.to_unit_range(torch.from_numpy(cache.gather(batch)).to(device))
+            batches.append([block.float().cpu() for block in model.blocks(images)])
     model.cpu()
-    model.fit_principal_components(torch.cat(features))
+    model.fit_principal_components([torch.cat(block) for block in zip(*batches, strict=True)])
 
 
 def train_or_load(

@@ -262,6 +262,33 @@ def test_strategies_filter_and_balance_a_real_run(first_run: dict[str, Any], sou
     assert all(abs(folders[f] - share) <= 1 for f in admissible), (folders, admissible)
 
 
+def test_representative_takes_only_what_passes_the_thresholds(first_run: dict[str, Any], source: Any) -> None:
+    root, _, _ = source
+    strategies = [
+        {
+            "input": {"type": "METADATA", "key": "luminance"},
+            "strategy": {"type": "THRESHOLD", "operation": ">=", "value": 0.35},
+        },
+        {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "REPRESENTATIVE"}},
+    ]
+    record = curate(
+        source=str(root),
+        output=first_run["output"],
+        n_samples=5,
+        training=TINY_TRAINING,
+        process_all=True,
+        selection={"strategies": strategies},
+    )
+    folder = run_dir(record)
+    rows = pq.read_table(folder / "samples.parquet").to_pylist()
+    bright = {r["id"] for r in rows if r["status"] == "ok" and r["luminance"] >= 0.35}
+    selection = pq.read_table(folder / "selection.parquet").to_pylist()
+    assert len(selection) == 5 and {r["id"] for r in selection} <= bright
+    assert all(r["reason"].startswith("representative: nearest pick of") for r in selection)
+    # The random baseline draws from the same admissible candidates.
+    assert record["selection"]["quality"]["random_from"] == len(bright)
+
+
 def test_with_the_datapools_model_new_shards_are_embedded_as_they_are_inspected(tmp_path: Path) -> None:
     """The overlapped path (embed tasks waiting on inspect tasks) gives each new sample the
     embedding its file gets when decoded afresh and run through the published model."""

@@ -202,13 +202,14 @@ def mean_pairwise_cosine(embeddings: torch.Tensor) -> float:
 
 
 def test_principal_components_undo_an_untrained_networks_collapse() -> None:
-    model = Embedder(SMALL).eval()
+    model = Embedder(ModelConfig(backbone="resnet10", width=8, input_size=32, embedding_dim=16, pixel_grid=0))
+    model.eval()
     images = torch.from_numpy(scene_crops(64, 32))
     with torch.no_grad():
         collapsed = model(images)
-        features = model.features(model.to_unit_range(images))
+        blocks = model.blocks(model.to_unit_range(images))
     assert mean_pairwise_cosine(collapsed) > 0.75  # every random feature shares one direction
-    model.fit_principal_components(features)
+    model.fit_principal_components(blocks)
     with torch.no_grad():
         spread = model(images)
         projected = model.represent(model.to_unit_range(images))
@@ -220,3 +221,48 @@ def test_principal_components_undo_an_untrained_networks_collapse() -> None:
     assert torch.all(variances[:-1] >= variances[1:] - 1e-6)
     off_diagonal = covariance - torch.diag(variances)
     assert off_diagonal.abs().max() < 1e-3 * variances.max()
+
+
+def quadrant_images(count: int, side: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noise with one bright square in a random quadrant: the quadrant is the label, and only
+    the layout tells them apart. Returns (uint8 (count, side, side, 3), labels (count,))."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 120, (count, side, side, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, count)
+    half = side // 2
+    for image, label in zip(images, labels, strict=True):
+        top, left = half * (label // 2), half * (label % 2)
+        image[top + 2 : top + half - 2, left + 2 : left + half - 2] = 255
+    return images, labels
+
+
+def test_pooled_pixels_join_the_features_at_equal_weight_and_keep_layout_apart() -> None:
+    model = Embedder(SMALL).eval()  # pixel_grid 8 by default: 192 pooled values beside the features
+    images, labels = quadrant_images(80)
+    batch = model.to_unit_range(torch.from_numpy(images))
+    with torch.no_grad():
+        blocks = model.blocks(batch)
+    assert [tuple(b.shape) for b in blocks] == [(80, 64), (80, 192)]
+    model.fit_principal_components(blocks)
+    for index, block in enumerate(blocks):  # each block scaled to unit total variance
+        scaled = block * model.block_scale[index]
+        assert float(scaled.var(dim=0, unbiased=False).sum()) == pytest.approx(1.0, rel=1e-4)
+    with torch.no_grad():
+        embeddings = model(torch.from_numpy(images)).numpy()
+    similarity = embeddings @ embeddings.T
+    np.fill_diagonal(similarity, -np.inf)
+    assert np.array_equal(labels[similarity.argmax(axis=1)], labels)  # an untrained network, yet exact
+
+
+def test_a_checkpoint_from_before_the_pooled_pixels_still_loads(tmp_path: Path) -> None:
+    old = Embedder(ModelConfig(backbone="resnet10", width=8, input_size=32, embedding_dim=16, pixel_grid=0))
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, old.eval(), {})
+    payload = torch.load(path, weights_only=True)
+    del payload["model_config"]["pixel_grid"]  # as written before the field existed
+    torch.save(payload, path)
+    loaded = load_checkpoint(path)
+    assert loaded.config.pixel_grid == 0
+    images = torch.from_numpy(uint8_batch(3, 32))
+    with torch.no_grad():
+        assert torch.allclose(loaded(images), old(images), atol=1e-6)
