@@ -1,7 +1,9 @@
 """Selection quality on labelled real images: winnow's strategies against random and peers.
 
     python -m benchmarks.quality [--sets digits photo_crops] [--budgets 0.01 0.03 0.1]
-                                 [--seeds 20] [--epochs 30] [--width 32] [--input-size 32]
+                                 [--seeds 20] [--method-seeds 5] [--epochs 30] [--width 32]
+                                 [--input-size 32]
+                                 [--keep DIR]
 
 For each set (benchmarks/quality_sets.py: scikit-learn's digits, random crops of ~20
 photographs shipped with scikit-image and scikit-learn) the benchmark runs the `curate`
@@ -12,12 +14,14 @@ Labels never reach the run. It then picks each budget's share of the samples wit
   and TYPICALITY x DIVERSITY (the combined greedy pass);
 - peers (benchmarks/quality_peers.py): apricot's facility location, FasterPAM k-medoids,
   TypiClust;
-- random subsets, mean ± std over `--seeds` seeds,
+- random subsets, mean ± std over `--seeds` seeds; every other method's mean ± std over
+  `--method-seeds` seeds (its start, first pick or k-means seed; 0 for a deterministic one),
 
 and scores each by 1-NN labelling accuracy: every unselected sample gets the label of its
 nearest pick (in the run's embedding space), as labelling only the picks would give.
 It also reports how well the embeddings keep labels together (leave-one-out 5-NN) next to
 raw pixels (16 x 16, centred). Prints markdown tables, then one JSON object of figures last.
+`--keep DIR` writes each set's ids, embeddings, labels and raw pixels to DIR/<set>.npz.
 The training flags size the run for a 2-core CPU; they are winnow's own training options.
 """
 
@@ -88,18 +92,22 @@ def run_embeddings(folder: Path, output: Path, training: dict[str, object]) -> t
     return table["id"].to_pylist(), np.asarray(table["embedding"].to_pylist(), dtype=np.float32)
 
 
+def spread(draws: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(draws)), "std": float(np.std(draws))}
+
+
 def score_budgets(
-    x: np.ndarray, labels: np.ndarray, budgets: list[float], seeds: int
+    x: np.ndarray, labels: np.ndarray, budgets: list[float], seeds: int, method_seeds: int
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """{budget: {method: {"mean", "std"}}} of 1-NN accuracy (std 0 for the seeded methods)."""
+    """{budget: {method: {"mean", "std"}}} of 1-NN accuracy over the seeds."""
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for budget in budgets:
         n = max(1, round(budget * len(x)))
-        row: dict[str, dict[str, float]] = {}
-        draws = [one_nn_accuracy(x, labels, random_picks(len(x), n, seed)) for seed in range(seeds)]
-        row["random"] = {"mean": float(np.mean(draws)), "std": float(np.std(draws))}
+        row = {
+            "random": spread([one_nn_accuracy(x, labels, random_picks(len(x), n, s)) for s in range(seeds)])
+        }
         for name, selector in SELECTORS.items():
-            row[name] = {"mean": one_nn_accuracy(x, labels, selector(x, n, 0)), "std": 0.0}
+            row[name] = spread([one_nn_accuracy(x, labels, selector(x, n, s)) for s in range(method_seeds)])
         scores[f"{budget:g}"] = row
     return scores
 
@@ -107,7 +115,7 @@ def score_budgets(
 def markdown(set_name: str, count: int, scores: dict[str, dict[str, dict[str, float]]]) -> str:
     budgets = list(scores)
     lines = [
-        f"{set_name} ({count} samples): 1-NN labelling accuracy",
+        f"{set_name} ({count} samples): 1-NN labelling accuracy, mean ± std over seeds",
         "",
         "| method | " + " | ".join(f"{float(b):.0%} budget" for b in budgets) + " |",
         "| --- |" + " --- |" * len(budgets),
@@ -116,7 +124,7 @@ def markdown(set_name: str, count: int, scores: dict[str, dict[str, dict[str, fl
         cells = []
         for budget in budgets:
             figure = scores[budget][method]
-            cells.append(f"{figure['mean']:.3f}" + (f" ± {figure['std']:.3f}" if method == "random" else ""))
+            cells.append(f"{figure['mean']:.3f} ± {figure['std']:.3f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -126,15 +134,21 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.01, 0.03, 0.1])
     parser.add_argument("--seeds", type=int, default=20, help="random subsets a budget")
+    parser.add_argument("--method-seeds", type=int, default=5, help="seeds of every other method")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--width", type=int, default=32, help="training.width of the run")
     parser.add_argument("--input-size", type=int, default=32, help="training.input_size of the run")
+    parser.add_argument("--keep", type=Path, default=None, help="folder for each set's vectors and labels")
     args = parser.parse_args()
 
     from prefect.testing.utilities import prefect_test_harness
 
     training = {"epochs": args.epochs, "width": args.width, "input_size": args.input_size}
-    figures: dict[str, object] = {"training": training, "random_seeds": args.seeds}
+    figures: dict[str, object] = {
+        "training": training,
+        "random_seeds": args.seeds,
+        "method_seeds": args.method_seeds,
+    }
     with tempfile.TemporaryDirectory() as scratch, prefect_test_harness(server_startup_timeout=120):
         for set_name in args.sets:
             folder = Path(scratch) / set_name
@@ -142,8 +156,11 @@ def main() -> None:
             ids, x = run_embeddings(folder, Path(scratch) / f"{set_name}-output", training)
             labels = np.array([truth[i] for i in ids])
             pixels = raw_pixels(folder, ids)
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                np.savez(args.keep / f"{set_name}.npz", ids=np.array(ids), x=x, labels=labels, pixels=pixels)
             embedding_5nn, pixels_5nn = knn_accuracy(x, labels), knn_accuracy(pixels, labels)
-            scores = score_budgets(x, labels, args.budgets, args.seeds)
+            scores = score_budgets(x, labels, args.budgets, args.seeds, args.method_seeds)
             print(markdown(set_name, len(ids), scores))
             print(f"\n5-NN accuracy: the run's embeddings {embedding_5nn:.3f}, raw pixels {pixels_5nn:.3f}\n")
             figures[set_name] = {

@@ -40,12 +40,12 @@ def test_one_pick_a_blob_where_k_center_spends_its_picks_on_outliers() -> None:
     assert mean_distance_to_nearest_pick(x, x[result.picks]) < mean_distance_to_nearest_pick(x, x[diverse])
 
 
-def test_picks_are_the_medoids_fasterpam_finds_and_ordered_by_what_they_represent() -> None:
+def test_picks_are_fasterpams_medoids_on_squared_distances_most_representative_first() -> None:
     rng = np.random.default_rng(3)
     x = unit(rng.normal(size=(300, 8)))
     result = representative_picks(x, 12, seed=4)
     distance = np.linalg.norm(x[:, None] - x[None], axis=2)
-    expected = kmedoids.fasterpam(distance, 12, init="random", random_state=4).medoids
+    expected = kmedoids.fasterpam(distance**2, 12, init="random", random_state=4).medoids
     assert sorted(result.picks.tolist()) == sorted(np.asarray(expected).tolist())
     assert result.represented.sum() == 300
     assert list(result.represented) == sorted(result.represented, reverse=True)
