@@ -60,7 +60,9 @@ def open_page(url: str) -> Iterator[Page]:
     """`url` loaded (the load event fired) in a fresh headless Chromium."""
     browser = shutil.which("chromium")
     assert browser, "Debian's chromium is needed: scripts/browser.sh installs it"
-    with tempfile.TemporaryDirectory(prefix="winnow-test-chromium-") as profile:
+    # Chromium's helper processes can still be writing into the profile after the browser
+    # exits; a leftover file in /tmp must not fail the test.
+    with tempfile.TemporaryDirectory(prefix="winnow-test-chromium-", ignore_cleanup_errors=True) as profile:
         command = [
             browser,
             "--headless",
