@@ -92,7 +92,7 @@ class TrainingConfig(Section):
     batch_size: int = Field(64, ge=2, le=8192, description="Images per step (two views each).")
     learning_rate: float = Field(1e-3, gt=0, le=10, description="AdamW learning rate (cosine decay).")
     temperature: float = Field(0.5, gt=0, le=10, description="NT-Xent temperature.")
-    seed: int = Field(0, description="Seeds initialisation, augmentation and batch order.")
+    seed: int = Field(0, ge=0, description="Seeds initialisation, augmentation and batch order.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
 
     @model_validator(mode="after")
@@ -203,7 +203,7 @@ class StrategyInput(Section):
         "column and the score column; an absolute path or a key inside the source.",
     )
     score: str | None = Field(None, description="For SCORES: the column of `file` that holds the score.")
-    random_seed: int = Field(0, description="For RANDOM: seeds the random values.")
+    random_seed: int = Field(0, ge=0, description="For RANDOM: seeds the random values.")
 
     @model_validator(mode="after")
     def _fields_fit_the_type(self) -> StrategyInput:
@@ -294,7 +294,9 @@ class SelectionConfig(Section):
         "none is left.",
     )
     seed: int = Field(
-        0, description="Seeds k-medoids' start, greedy k-center's first pick and the random baselines."
+        0,
+        ge=0,
+        description="Seeds k-medoids' start, greedy k-center's first pick and the random baselines.",
     )
     metadata_file: str | None = Field(
         None,
@@ -428,7 +430,7 @@ class ReportConfig(Section):
         le=1_000,
         description="Thumbnails a gallery shows at most (selected, near duplicates, atypical).",
     )
-    seed: int = Field(0, description="Seeds the plots' subsample.")
+    seed: int = Field(0, ge=0, description="Seeds the plots' subsample.")
 
 
 class ExecutionConfig(Section):

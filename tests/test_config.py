@@ -25,6 +25,14 @@ def test_invalid_values_name_their_field(tmp_path: Path) -> None:
     assert "selection.min_distance" in message
 
 
+def test_seeds_are_checked_before_any_work(tmp_path: Path) -> None:
+    """numpy refuses a negative seed: without this check selection.seed -1 failed only after
+    training and embedding, naming no field."""
+    message = error_message(source=str(tmp_path), selection={"seed": -1}, training={"seed": -2})
+    assert "selection.seed: Input should be greater than or equal to 0" in message
+    assert "training.seed: Input should be greater than or equal to 0" in message
+
+
 def test_a_misspelt_field_is_refused(tmp_path: Path) -> None:
     assert "training.epoch: Extra inputs are not permitted" in error_message(
         source=str(tmp_path), training={"epoch": 3}
