@@ -231,29 +231,42 @@ def test_an_empty_source_fails_naming_it(prefect_server: None, tmp_path: Path) -
     assert not (tmp_path / "out" / "runs").exists()
 
 
-def test_strategies_filter_and_balance_a_real_run(first_run: dict[str, Any], source: Any) -> None:
+BRIGHT_ONLY = {
+    "input": {"type": "METADATA", "key": "luminance"},
+    "strategy": {"type": "THRESHOLD", "operation": ">=", "value": 0.35},
+}
+
+
+def rerun_bright_only(
+    first_run: dict[str, Any], source: Any, n_samples: int, then: list[dict[str, Any]]
+) -> tuple[dict[str, Any], set[str], set[str]]:
+    """The first run's source again from scratch, BRIGHT_ONLY then the `then` strategies.
+    Returns (run.json, ids of the bright clean samples, ids of all clean samples)."""
     root, _, _ = source
-    strategies = [
-        {
-            "input": {"type": "METADATA", "key": "luminance"},
-            "strategy": {"type": "THRESHOLD", "operation": ">=", "value": 0.35},
-        },
-        {"input": {"type": "METADATA", "key": "folder"}, "strategy": {"type": "BALANCE"}},
-        {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}},
-    ]
     record = curate(
         source=str(root),
         output=first_run["output"],
-        n_samples=8,
+        n_samples=n_samples,
         training=TINY_TRAINING,
         process_all=True,
-        selection={"strategies": strategies},
+        selection={"strategies": [BRIGHT_ONLY, *then]},
     )
-    folder = run_dir(record)
-    rows = {r["id"]: r for r in pq.read_table(folder / "samples.parquet").to_pylist()}
-    picks = (folder / "selected_filenames.txt").read_text().splitlines()
-    bright = {i for i, r in rows.items() if r["status"] == "ok" and r["luminance"] >= 0.35}
-    clean = {i for i, r in rows.items() if r["status"] == "ok"}
+    rows = pq.read_table(run_dir(record) / "samples.parquet").to_pylist()
+    clean = {r["id"] for r in rows if r["status"] == "ok"}
+    return record, {r["id"] for r in rows if r["id"] in clean and r["luminance"] >= 0.35}, clean
+
+
+def test_strategies_filter_and_balance_a_real_run(first_run: dict[str, Any], source: Any) -> None:
+    record, bright, clean = rerun_bright_only(
+        first_run,
+        source,
+        8,
+        [
+            {"input": {"type": "METADATA", "key": "folder"}, "strategy": {"type": "BALANCE"}},
+            {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}},
+        ],
+    )
+    picks = (run_dir(record) / "selected_filenames.txt").read_text().splitlines()
     assert len(bright) < len(clean)  # the threshold does leave samples out
     assert 0 < len(picks) <= 8 and set(picks) <= bright
     folders = Counter(p.split("/")[0] for p in picks)
@@ -263,26 +276,10 @@ def test_strategies_filter_and_balance_a_real_run(first_run: dict[str, Any], sou
 
 
 def test_representative_takes_only_what_passes_the_thresholds(first_run: dict[str, Any], source: Any) -> None:
-    root, _, _ = source
-    strategies = [
-        {
-            "input": {"type": "METADATA", "key": "luminance"},
-            "strategy": {"type": "THRESHOLD", "operation": ">=", "value": 0.35},
-        },
-        {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "REPRESENTATIVE"}},
-    ]
-    record = curate(
-        source=str(root),
-        output=first_run["output"],
-        n_samples=5,
-        training=TINY_TRAINING,
-        process_all=True,
-        selection={"strategies": strategies},
+    record, bright, _ = rerun_bright_only(
+        first_run, source, 5, [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "REPRESENTATIVE"}}]
     )
-    folder = run_dir(record)
-    rows = pq.read_table(folder / "samples.parquet").to_pylist()
-    bright = {r["id"] for r in rows if r["status"] == "ok" and r["luminance"] >= 0.35}
-    selection = pq.read_table(folder / "selection.parquet").to_pylist()
+    selection = pq.read_table(run_dir(record) / "selection.parquet").to_pylist()
     assert len(selection) == 5 and {r["id"] for r in selection} <= bright
     assert all(r["reason"].startswith("representative: nearest pick of") for r in selection)
     # The random baseline draws from the same admissible candidates.
