@@ -214,6 +214,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
     with timer.stage("discover"):
         start = open_datapool(
             config.datapool_name,
+            config.source,
             output_uri,
             credentials,
             config.process_all,

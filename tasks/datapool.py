@@ -32,6 +32,11 @@ class Datapool(Block):
     )
 
     output: str = Field(..., description="The output location whose datapool/ folder this state lives in.")
+    source: str | None = Field(
+        None,
+        description="The source whose samples and picks the pool holds; a run over another source "
+        "is refused. Empty for pools committed before it was recorded.",
+    )
     version: int = Field(0, description="Increases by one with every committed run.")
     manifest: str | None = Field(
         None, description="URI of the Parquet manifest: key, version (ETag/mtime), size, embedding, selected."

@@ -285,15 +285,34 @@ class PoolStart(BaseModel, frozen=True):
     manifest, and its model when the run embeds with it."""
 
     name: str
+    source: str
     state: Datapool
     manifest: str | None
     model: OnnxModel | None
 
 
+def check_source(name: str, state: Datapool, source: str, process_all: bool) -> None:
+    """A datapool remembers one source's samples and picks: a run over another source would
+    treat them as gone (and re-select them when that source comes back).
+
+    Raises:
+        ValueError: the pool holds another source, and the run does not start it over.
+    """
+    if state.source is None or state.source == source or process_all:
+        return
+    raise ValueError(
+        f"datapool {name!r} holds the samples and picks of source {state.source}, not {source}: "
+        "curating another source into it would forget them. Give this source its own datapool "
+        f"(--datapool NAME, or another --output), or pass --process-all to start {name!r} over "
+        f"with {source}"
+    )
+
+
 def start_from(
-    name: str, storage: Storage, process_all: bool, reuse_model: bool, directory: Path
+    name: str, source: str, storage: Storage, process_all: bool, reuse_model: bool, directory: Path
 ) -> PoolStart:
     state = read_state(name, storage)
+    check_source(name, state, source, process_all)
     manifest = None if process_all else read_manifest(state, storage, directory)
     model = None
     if reuse_model and state.model_onnx is not None and not process_all:
@@ -313,16 +332,22 @@ def start_from(
         state.samples,
         state.selected,
     )
-    return PoolStart(name=name, state=state, manifest=manifest, model=model)
+    return PoolStart(name=name, source=source, state=state, manifest=manifest, model=model)
 
 
 @task(name="open-datapool", **RETRY_TRANSIENT)
 def open_datapool(
-    name: str, output: str, aws_credentials: str | None, process_all: bool, reuse_model: bool, cache_dir: Path
+    name: str,
+    source: str,
+    output: str,
+    aws_credentials: str | None,
+    process_all: bool,
+    reuse_model: bool,
+    cache_dir: Path,
 ) -> PoolStart:
     storage = open_storage(output, aws_credentials)
     storage.check_access()
-    return start_from(name, storage, process_all, reuse_model, cache_dir / "datapool")
+    return start_from(name, source, storage, process_all, reuse_model, cache_dir / "datapool")
 
 
 def write_latest(storage: Storage, run_id: str, run_json: str) -> None:
@@ -341,6 +366,7 @@ def commit_run(
     """Commit the run's datapool version, then point latest.json at the run."""
     state = Datapool(
         output=storage.uri,
+        source=start.source,
         model_onnx=model.onnx,
         model_onnx_sha256=model.onnx_sha256,
         checkpoint=model.checkpoint,

@@ -223,6 +223,18 @@ def test_a_missing_source_fails_before_any_work(prefect_server: None, tmp_path: 
     assert not (tmp_path / "out").exists()
 
 
+def test_another_source_into_the_same_datapool_fails_before_any_work(
+    first_run: dict[str, Any], tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    write_scene_crops(other, per_scene=1)
+    output = Path(first_run["output"])
+    runs_before = sorted((output / "runs").iterdir())
+    with pytest.raises(ValueError, match=rf"holds the samples and picks of source .*, not {other}"):
+        curate(source=str(other), output=str(output), n_samples=2, training=TINY_TRAINING)
+    assert sorted((output / "runs").iterdir()) == runs_before  # nothing was published
+
+
 def test_an_empty_source_fails_naming_it(prefect_server: None, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no pictures here")

@@ -17,7 +17,7 @@ from tasks.inspect import STATUS_MISSING, inspect_shard_into
 from tasks.manifest import MANIFEST_SCHEMA
 from tasks.plan import plan_run
 from tasks.shard_store import ShardStore
-from tasks.state import DatapoolConflictError, commit, read_state, version_key
+from tasks.state import DatapoolConflictError, commit, read_state, start_from, version_key
 from tasks.storage import LocalStorage, ObjectInfo
 from tests.images import write_scene_crops
 
@@ -106,6 +106,23 @@ def test_a_datapool_belongs_to_one_output(prefect_server: None, tmp_path: Path) 
     commit(name, LocalStorage(tmp_path / "one"), 0, new_state("run-a"), manifest([]))
     with pytest.raises(ValueError, match=f"datapool '{name}' belongs to output .*one, not .*two"):
         read_state(name, LocalStorage(tmp_path / "two"))
+
+
+def test_a_datapool_belongs_to_one_source(prefect_server: None, tmp_path: Path) -> None:
+    storage, name, scratch = LocalStorage(tmp_path / "out"), f"source-{uuid.uuid4().hex[:8]}", tmp_path / "d"
+    state = Datapool(output="", source="/data/cams", last_run_id="run-a", samples=1)
+    commit(name, storage, 0, state, manifest([("a.jpg", "v1", True)]))
+    assert start_from(name, "/data/cams", storage, False, False, scratch).state.version == 1
+    with pytest.raises(
+        ValueError, match=r"holds the samples and picks of source /data/cams, not /data/other"
+    ):
+        start_from(name, "/data/other", storage, False, False, scratch)
+    # Starting over is a deliberate choice, and the next commit records the new source.
+    assert start_from(name, "/data/other", storage, True, False, scratch).source == "/data/other"
+    # A pool committed before sources were recorded is adopted by the first run that comes.
+    older = f"older-{uuid.uuid4().hex[:8]}"
+    commit(older, storage, 0, new_state("run-a"), manifest([]))
+    assert start_from(older, "/data/any", storage, False, False, scratch).state.version == 1
 
 
 def test_a_file_deleted_after_listing_is_recorded_missing(tmp_path: Path) -> None:
