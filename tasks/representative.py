@@ -140,9 +140,10 @@ def solve_part(
         if budget == 1:  # exact, and kmedoids reads the matrix transposed for k = 1
             medoids = np.array([int(np.argmin(covered.sum(axis=0)))])
         else:
-            medoids = np.sort(
-                np.asarray(kmedoids.fasterpam(covered, budget, init="random", random_state=seed).medoids)
-            )
+            # One thread: from 1,000 rows the package's default switches to a parallel
+            # variant sized by the core count, and the picks must not depend on the machine.
+            result = kmedoids.fasterpam(covered, budget, init="random", random_state=seed, n_cpu=1)
+            medoids = np.sort(np.asarray(result.medoids))
         del covered
     to_medoid = np.sqrt(squared[:, medoids])  # (R, k)
     nearest = np.argmin(to_medoid, axis=1)
