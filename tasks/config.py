@@ -537,6 +537,8 @@ class RunConfig(Section):
     @field_validator("source")
     @classmethod
     def _source_exists(cls, source: str) -> str:
+        if not source.strip():  # Path("") is the current folder: never curate it by accident
+            raise ValueError("source is empty: give a folder or s3://bucket/prefix")
         if is_s3_uri(source):
             split_s3_uri(source)
             return source.rstrip("/")

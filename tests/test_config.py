@@ -25,6 +25,13 @@ def test_invalid_values_name_their_field(tmp_path: Path) -> None:
     assert "selection.min_distance" in message
 
 
+def test_an_empty_source_is_refused_not_read_as_the_current_folder() -> None:
+    for empty in ("", "  "):
+        assert error_message(source=empty).startswith(
+            "invalid configuration: source: Value error, source is empty"
+        )
+
+
 def test_seeds_are_checked_before_any_work(tmp_path: Path) -> None:
     """numpy refuses a negative seed: without this check selection.seed -1 failed only after
     training and embedding, naming no field."""
