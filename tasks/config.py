@@ -372,6 +372,11 @@ class SelectionConfig(Section):
         return self.strategies == DIVERSITY_ONLY
 
     @property
+    def alone(self) -> bool:
+        """REPRESENTATIVE or DIVERSITY on its own: no thresholds, metadata or other objectives."""
+        return self.diversity_only or self.strategies == REPRESENTATIVE_ONLY
+
+    @property
     def representative(self) -> bool:
         """REPRESENTATIVE, alone or after THRESHOLDs."""
         return any(rule.strategy.type == "REPRESENTATIVE" for rule in self.strategies)
@@ -571,10 +576,7 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _sequences_are_selected_for_diversity(self) -> RunConfig:
-        if self.video.sequence_length is not None and self.selection.strategies not in (
-            REPRESENTATIVE_ONLY,
-            DIVERSITY_ONLY,
-        ):
+        if self.video.sequence_length is not None and not self.selection.alone:
             raise ValueError(
                 "video.sequence_length selects windows by REPRESENTATIVE or DIVERSITY alone: leave out "
                 "the other selection.strategies"

@@ -323,7 +323,7 @@ def select_from_pool(
         picks, reasons, candidates, device = select_sequences(
             ids, embeddings, frames_of(samples), requested, sequence_length, config, chosen
         )
-    elif config.diversity_only:
+    elif config.alone:  # the default: no metadata to read, nothing to combine
         picks, reasons, device = alone_picks(embeddings, requested, config, chosen)
     else:
         thresholds, objectives, balanced = strategy_terms(config, samples, ids, embeddings, inputs)

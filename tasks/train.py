@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 # The projection head's output size; SimCLR found 128 enough.
 PROJECTION_DIM = 128
-# Images whose backbone features fit the embedding's principal components: 4,096 pin down
-# 128 components of a 512-d feature well, at one forward pass over them.
+# Images whose representation (features and pooled pixels) fits the embedding's principal
+# components: 4,096 pin down 128 components of a 704-d representation well (ResNet-18's 512
+# features and 192 pooled pixels), at one forward pass over them.
 PRINCIPAL_COMPONENT_ROWS = 4096
 
 
