@@ -35,13 +35,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from models import Embedder, ModelConfig
+from models.embedder import Embedder, ModelConfig
 from models.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from models.fp16 import convert_fp16
 from models.quantize import quantize_int8
 from tasks.config import EmbeddingConfig
-from tasks.gpu import nvidia_gpu_count
-from tasks.onnx_session import CUDA, GPU_PROVIDERS, open_session, tensorrt_installed
+from tasks.model_runtime.gpu import nvidia_gpu_count
+from tasks.model_runtime.sessions import CUDA, GPU_PROVIDERS, open_session, tensorrt_installed
 
 TARGET_IMG_PER_S = 30_000
 TARGET_RATIO = 1.5

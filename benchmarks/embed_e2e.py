@@ -29,15 +29,17 @@ import torch
 from PIL import Image
 from skimage import data
 
-from models import Embedder, ModelConfig
+from models.embedder import Embedder, ModelConfig
 from models.export import export_onnx
 from models.quantize import quantize_int8
 from tasks.config import ChecksConfig, EmbeddingConfig, VideoConfig
-from tasks.discover import list_samples, write_manifests
-from tasks.inspect import ShardInspection, inspect_shard_into
-from tasks.onnx_session import open_session
-from tasks.shard_store import ShardStore
-from tasks.storage import LocalStorage
+from tasks.ingest.listing import list_samples
+from tasks.media.inspection import inspect_shard_into
+from tasks.model_runtime.sessions import open_session
+from tasks.records.samples import ShardInspection
+from tasks.records.shards import write_manifests
+from tasks.storage.local import LocalStorage
+from tasks.storage.shard_store import ShardStore
 
 SCENES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "hubble_deep_field")
 WIDTH, HEIGHT = 640, 480

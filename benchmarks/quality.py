@@ -50,10 +50,10 @@ from benchmarks.quality_peers import (
     typiclust,
 )
 from benchmarks.quality_sets import SETS, raw_pixels
-from tasks.distances import mean_knn_distance
-from tasks.representative import representative_picks
-from tasks.select import kcenter_greedy
-from tasks.strategies import Diversity, Score, combined_greedy
+from tasks.selection.distances import mean_knn_distance
+from tasks.selection.kcenter import kcenter_greedy
+from tasks.selection.representative import representative_picks
+from tasks.selection.strategies import Diversity, Score, combined_greedy
 
 Selector = Callable[[np.ndarray, int, int], np.ndarray]
 # TYPICALITY's default neighbourhood in winnow's configuration.

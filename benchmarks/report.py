@@ -25,12 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.config import ReportConfig
-from tasks.embedding_table import EmbeddingTable, write_embedding_table
-from tasks.inspect import SAMPLE_SCHEMA, SampleTable
-from tasks.metadata import METADATA_COLUMNS
-from tasks.report import ImageReader, write_report
-from tasks.report_pdf import print_pdf
-from tasks.select import Selection
+from tasks.records.embeddings import EmbeddingTable, write_embedding_table
+from tasks.records.samples import METADATA_COLUMNS, SAMPLE_SCHEMA, SampleTable
+from tasks.records.selection import Selection
+from tasks.report.build import ImageReader, write_report
+from tasks.report.pdf import print_pdf
 
 CACHED_IMAGES, SIDE = 4096, 64
 

@@ -25,12 +25,11 @@ import time
 import numpy as np
 import torch
 
-from tasks.distances import mean_knn_distance
-from tasks.kcenter_torch import kcenter_greedy_torch
-from tasks.near_duplicates import find_near_duplicates
-from tasks.representative import representative_picks
-from tasks.select import kcenter_greedy
-from tasks.strategies import Balance, Diversity, Score, combined_greedy
+from tasks.selection.distances import mean_knn_distance
+from tasks.selection.kcenter import kcenter_greedy, kcenter_greedy_torch
+from tasks.selection.near_duplicates import find_near_duplicates
+from tasks.selection.representative import representative_picks
+from tasks.selection.strategies import Balance, Diversity, Score, combined_greedy
 
 
 def naive_kcenter(x: np.ndarray, n: int, first: int) -> np.ndarray:

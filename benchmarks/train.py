@@ -2,7 +2,7 @@
 
     python -m benchmarks.train [--sizes 64,128] [--images 512] [--epochs 2]
 
-Times tasks/train.py's loop (batched augmentation on the training device, AMP and
+Times tasks/model_runtime/training.py's loop (batched augmentation on the training device, AMP and
 channels_last on CUDA) over a cache of photo crops, as the train stage reads it. Prints a
 JSON object of figures on its last line (`img_per_s_<size>`, both views of an image
 counted once, as run.json's `training_images_per_second` counts them).
@@ -21,13 +21,13 @@ import torch
 from PIL import Image
 from skimage import data
 
-from models import Embedder
+from models.embedder import Embedder
 from tasks.config import TrainingConfig
-from tasks.discover import Shard
-from tasks.image_cache import ImageCache
-from tasks.inspect import IMAGES_FILE, ShardInspection
-from tasks.shard_store import ShardStore
-from tasks.train import model_config, train_simclr, training_device
+from tasks.model_runtime.image_cache import ImageCache
+from tasks.model_runtime.training import model_config, train_simclr, training_device
+from tasks.records.samples import IMAGES_FILE, ShardInspection
+from tasks.records.shards import Shard
+from tasks.storage.shard_store import ShardStore
 
 
 def photo_cache(store: ShardStore, folder: str, count: int, size: int) -> ShardInspection:

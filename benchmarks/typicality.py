@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from tasks.distances import mean_knn_distance
+from tasks.selection.distances import mean_knn_distance
 
 
 def clustered_rows(rows: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -4,7 +4,7 @@ seeking to as many random frames.
     python -m benchmarks.video [--seconds 60] [--rate 30] [--keyframe-seconds 2]
 
 Makes its own 1080p H.264 clip (a moving texture, a keyframe every --keyframe-seconds),
-then times winnow's sampler (tasks/video.py, RGB conversion included) decoding every frame
+then times winnow's sampler (tasks/media/video.py, RGB conversion included) decoding every frame
 and only the keyframes (the decoder skips the rest), and the publish path re-decoding as
 many random frames by seeking (each seek decodes from the keyframe before its frame).
 Prints a JSON object of figures on its last line.
@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from tasks.config import VideoConfig
-from tasks.video import SampledFrame, frames_at, sample_frames
+from tasks.media.video import SampledFrame, frames_at, sample_frames
 
 WIDTH, HEIGHT = 1920, 1080
 

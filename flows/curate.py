@@ -38,23 +38,26 @@ from tasks.config import (
     VideoConfig,
     describe_validation_error,
 )
-from tasks.discover import discover
-from tasks.embed import ShardEmbeddings, embed_queries, embed_shard, share_model
-from tasks.embedding_table import collect_embeddings
-from tasks.export import OnnxModel, export
-from tasks.inspect import ShardInspection, collect_samples, inspect_shard
-from tasks.near_duplicates import remove_near_duplicates
-from tasks.onnx_session import embedding_precision
-from tasks.plan import known_content_hashes, plan
-from tasks.publish import RunFiles, publish
-from tasks.quantize import quantize
-from tasks.report import ReportFiles, render_report
-from tasks.select import select, selected_ids
-from tasks.selection_inputs import selection_inputs
-from tasks.shard_store import FETCHED_FOLDER, ShardStore
-from tasks.state import commit_state, model_pointers, open_datapool, prepare_manifest
-from tasks.telemetry import StageTelemetry
-from tasks.train import TrainedModel, train
+from tasks.datapool.stage import commit_state, next_manifest, open_datapool
+from tasks.datapool.state import model_pointers
+from tasks.ingest.stage import discover, plan
+from tasks.media.stage import collect_samples, inspect_shard
+from tasks.model_runtime.embedding import share_model
+from tasks.model_runtime.sessions import embedding_precision
+from tasks.model_runtime.stage import collect_embeddings, embed_queries, embed_shard, export, quantize, train
+from tasks.model_runtime.telemetry import StageTelemetry
+from tasks.publish.files import RunFiles
+from tasks.publish.stage import publish
+from tasks.records.embeddings import ShardEmbeddings
+from tasks.records.model import OnnxModel, TrainedModel
+from tasks.records.plan import known_content_hashes
+from tasks.records.report import ReportFiles
+from tasks.records.samples import ShardInspection
+from tasks.records.selection import selected_ids
+from tasks.report.stage import render_report
+from tasks.selection.stage import remove_near_duplicates, select, selection_inputs
+from tasks.storage.shard_store import FETCHED_FOLDER, SHARDS_FOLDER, ShardStore
+from tasks.storage.uri import is_s3_uri
 
 
 class StageTimer:
@@ -121,6 +124,14 @@ def submit_embeddings(
                 "threads": engine.embed_threads(runner),
             },
         )
+
+
+def run_shard_store(config: RunConfig) -> ShardStore:
+    """Where the per-shard stages' results live (execution.shard_store)."""
+    if config.execution.shards_in_output:
+        root = f"{config.output_uri.rstrip('/')}/{SHARDS_FOLDER}"
+        return ShardStore(root=root, aws_credentials=config.aws_credentials if is_s3_uri(root) else None)
+    return ShardStore(root=str(config.cache_path))
 
 
 def reuses_datapool_model(config: RunConfig) -> bool:
@@ -204,7 +215,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
     started_at = datetime.now(UTC).isoformat()
     run_id = new_run_id()
     cache, output_uri, credentials = config.cache_path, config.output_uri, config.aws_credentials
-    shards = config.shards
+    shards = run_shard_store(config)
     work_dir = cache / "runs" / run_id
     progress, timer, telemetry = RunProgress(), StageTimer(), StageTelemetry()
     if engine.start_seconds is not None:
@@ -319,7 +330,7 @@ def run_stages(config: RunConfig, engine: ShardEngine) -> dict[str, Any]:
         )
         progress.update("select", 1, 1)
 
-    manifest = prepare_manifest(run_plan, samples, table, selected_ids(chosen), run_id, work_dir)
+    manifest = next_manifest(run_plan, samples, table, selected_ids(chosen), run_id, work_dir)
     record = run_record(config, run_id, started_at, listing.count, run_plan, samples, table, chosen)
     record |= {
         "timings": timer.seconds,

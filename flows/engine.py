@@ -39,7 +39,7 @@ KEEP_GLIBC_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_
 
 # What the shard tasks import (torch, ONNX Runtime, Prefect: seconds of work): a worker
 # the run starts imports them as it starts, not in its first shard.
-SHARD_TASK_MODULES = ("tasks.inspect", "tasks.embed")
+SHARD_TASK_MODULES = ("tasks.media.stage", "tasks.model_runtime.stage")
 
 
 @dataclass(frozen=True)

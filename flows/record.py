@@ -6,15 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import ReportConfig, RunConfig
-from tasks.embedding_table import EmbeddingTable
-from tasks.export import OnnxModel
-from tasks.inspect import SampleTable
-from tasks.plan import RunPlan
-from tasks.report import ReportFiles
-from tasks.report_data import embedded_per_second, quality_rows
-from tasks.select import Selection
-from tasks.storage import is_s3_uri
-from tasks.train import TrainedModel
+from tasks.records.embeddings import EmbeddingTable
+from tasks.records.model import OnnxModel, TrainedModel
+from tasks.records.plan import RunPlan
+from tasks.records.report import ReportFiles
+from tasks.records.samples import SampleTable
+from tasks.records.selection import Selection
+from tasks.report.data import embedded_per_second, quality_rows
+from tasks.storage.uri import is_s3_uri
 
 
 def summary_markdown(record: dict[str, Any]) -> str:

@@ -7,12 +7,10 @@ every stage so that tests and small CPUs can train a narrow copy of the same net
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-BackboneName = Literal["resnet10", "resnet18", "resnet34"]
+from models.names import BackboneName
 
 # Number of BasicBlocks in each of the four stages.
 STAGE_DEPTHS: dict[str, tuple[int, int, int, int]] = {

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbone import BackboneName, ResNet
+from models.backbone import ResNet
+from models.names import BackboneName
 
 # ImageNet channel statistics: a conventional, fixed normalisation (the model is trained
 # from scratch, so any fixed affine map works; this one keeps activations near unit scale).

@@ -14,11 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.backbone import BackboneName
-from tasks.datapool import default_datapool_name
-from tasks.metadata import METADATA_COLUMNS
-from tasks.shard_store import SHARDS_FOLDER, ShardStore
-from tasks.storage import is_s3_uri, split_s3_uri
+from models.names import BackboneName
+from tasks.fingerprint import digest
+from tasks.records.samples import METADATA_COLUMNS
+from tasks.storage.uri import is_s3_uri, split_s3_uri
 
 # Used when neither n_samples nor proportion is given (stated in the README).
 DEFAULT_PROPORTION = 0.1
@@ -602,20 +601,18 @@ class RunConfig(Section):
             return (DEFAULT_OUTPUT_ROOT / ".cache" / default_datapool_name(self.output_uri)).resolve()
         return Path(self.output_uri) / "cache"
 
-    @property
-    def shards(self) -> ShardStore:
-        """Where the per-shard stages' results live (execution.shard_store)."""
-        if self.execution.shards_in_output:
-            root = f"{self.output_uri.rstrip('/')}/{SHARDS_FOLDER}"
-            return ShardStore(root=root, aws_credentials=self.aws_credentials if is_s3_uri(root) else None)
-        return ShardStore(root=str(self.cache_path))
-
     def target_count(self, clean: int) -> int:
         """How many samples to select out of `clean` candidates (before capping at `clean`)."""
         if self.n_samples is not None:
             return self.n_samples
         proportion = self.proportion if self.proportion is not None else DEFAULT_PROPORTION
         return max(1, math.ceil(proportion * clean)) if clean else 0
+
+
+def default_datapool_name(output_uri: str) -> str:
+    """A block name (lowercase, digits, dashes) after the output, unique per output URI."""
+    stem = re.sub(r"[^a-z0-9]+", "-", output_uri.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-")
+    return f"{stem or 'output'}-{digest(output_uri)[:8]}"
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from benchmarks.missing import missing
-from models import Embedder, ModelConfig
+from models.embedder import Embedder, ModelConfig
 from models.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from tasks.config import EmbeddingConfig
-from tasks.gpu import nvidia_gpu_count
-from tasks.onnx_session import CPU, CUDA, open_session
+from tasks.model_runtime.gpu import nvidia_gpu_count
+from tasks.model_runtime.sessions import CPU, CUDA, open_session
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_RUN = ("--input-size", "32", "--batch-sizes", "4", "--images", "16")

@@ -15,7 +15,7 @@ import pytest
 
 from flows.curate import curate
 from tasks.config import TrainingConfig
-from tasks.decode import Decoded, decode_image, resize_square
+from tasks.media.decode import Decoded, decode_image, resize_square
 from tests.images import write_bad_files, write_scene_crops
 
 TINY_TRAINING = TrainingConfig(backbone="resnet10", width=8, input_size=32, embedding_dim=16, epochs=2)

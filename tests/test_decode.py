@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.decode import Corrupt, Decoded, decode_image
+from tasks.media.decode import Corrupt, Decoded, decode_image
 from tests.images import jpeg_bytes, scene
 
 LIMIT = 10_000_000

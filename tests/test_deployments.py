@@ -217,7 +217,7 @@ def rendered(url: str, screenshot: Path | None = None) -> str:
 
 
 def test_the_block_types_register_and_show_in_the_catalog(deployed: Server) -> None:
-    for module in ("tasks.datapool", "prefect_aws"):
+    for module in ("tasks.datapool.block", "prefect_aws"):
         result = deployed.cli("block", "register", "-m", module)
         assert result.returncode == 0, result.stdout + result.stderr
     block_type = deployed.api("GET", "/block_types/slug/winnow-datapool")

@@ -2,9 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.discover import Shard, discover_source, read_listing, read_manifest, write_manifests
-from tasks.shard_store import ShardStore
-from tasks.storage import LocalStorage, contained_key, safe_key
+from tasks.ingest.listing import discover_source
+from tasks.records.shards import Shard, read_listing, read_shard_manifest, write_manifests
+from tasks.storage.interface import contained_key, safe_key
+from tasks.storage.local import LocalStorage
+from tasks.storage.shard_store import ShardStore
 
 
 def touch(root: Path, *keys: str) -> None:
@@ -58,9 +60,9 @@ def test_shards_keep_their_fingerprint_until_their_files_change(tmp_path: Path) 
     touch(root, *(f"{i:03d}.jpg" for i in range(25)))
     first = shards_of(root, tmp_path, 10)
     assert [s.count for s in first] == [10, 10, 5]
-    assert [info.key for info in read_manifest(first[2], ShardStore(root=str(tmp_path / "shards")))] == [
-        f"{i:03d}.jpg" for i in range(20, 25)
-    ]
+    assert [
+        info.key for info in read_shard_manifest(first[2], ShardStore(root=str(tmp_path / "shards")))
+    ] == [f"{i:03d}.jpg" for i in range(20, 25)]
     again = shards_of(root, tmp_path, 10)
     assert [s.fingerprint for s in again] == [s.fingerprint for s in first]
     (root / "024.jpg").write_bytes(b"changed content, new size")

@@ -17,9 +17,10 @@ from PIL import Image
 
 from examples.make_images import write_scene_crops
 from flows.curate import curate
-from tasks.datapool import Datapool
-from tasks.discover import discover_source, read_listing
-from tasks.storage import StorageError
+from tasks.datapool.block import Datapool
+from tasks.ingest.listing import discover_source
+from tasks.records.shards import read_listing
+from tasks.storage.interface import StorageError
 from tests.images import jpeg_bytes
 from tests.s3 import new_bucket, s3_admin_client, upload_folder
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from tasks.flags import sample_flags
-from tasks.metadata import image_metadata
+from tasks.media.flags import sample_flags
+from tasks.media.metadata import image_metadata
 from tests.images import scene
 
 

@@ -5,18 +5,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from models import (
-    Embedder,
-    ModelConfig,
-    NTXentLoss,
-    ResNet,
-    ViewAugmentation,
-    augment_view,
-    load_checkpoint,
-    save_checkpoint,
-)
+from models.augment import ViewAugmentation, augment_view
+from models.backbone import ResNet
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.embedder import Embedder, ModelConfig
 from models.export import INPUT_NAME, PARITY_TOLERANCE, export_onnx, onnx_metadata, verify_onnx
 from models.fp16 import convert_fp16
+from models.loss import NTXentLoss
 from models.quantize import quantize_int8
 from tests.images import scene
 

@@ -7,8 +7,8 @@ import numpy as np
 from PIL import Image
 
 from flows.curate import curate
-from tasks.distances import BLOCK
-from tasks.near_duplicates import find_near_duplicates
+from tasks.selection.distances import BLOCK
+from tasks.selection.near_duplicates import find_near_duplicates
 from tests.images import jpeg_bytes, write_scene_crops
 from tests.test_curate_flow import TINY_TRAINING
 

@@ -6,12 +6,19 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from models import Embedder, ModelConfig
+from models.embedder import Embedder, ModelConfig
 from models.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from models.fp16 import convert_fp16
 from tasks.config import EmbeddingConfig
-from tasks.gpu import nvidia_gpu_count
-from tasks.onnx_session import CPU, CUDA, TENSORRT, embedding_precision, open_session, provider_options
+from tasks.model_runtime.gpu import nvidia_gpu_count
+from tasks.model_runtime.sessions import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    embedding_precision,
+    open_session,
+    provider_options,
+)
 
 SMALL = ModelConfig(backbone="resnet10", width=8, input_size=32, embedding_dim=16)
 

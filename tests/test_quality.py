@@ -4,9 +4,9 @@ multi-seed random baseline, and k-center beats random on clusters."""
 import numpy as np
 import pytest
 
-from tasks.distances import BLOCK, nearest_other_distances
-from tasks.quality import RANDOM_SEEDS, diversity, mean_distance_to_nearest_pick, selection_quality
-from tasks.select import kcenter_greedy
+from tasks.selection.distances import BLOCK, nearest_other_distances
+from tasks.selection.kcenter import kcenter_greedy
+from tasks.selection.quality import RANDOM_SEEDS, diversity, mean_distance_to_nearest_pick, selection_quality
 
 
 def test_nearest_other_distances_match_brute_force_across_blocks() -> None:

@@ -20,11 +20,11 @@ from prefect_aws import AwsCredentials
 
 from flows.curate import curate
 from tasks.config import ReportConfig
-from tasks.embedding_table import write_embedding_table
-from tasks.inspect import SAMPLE_SCHEMA, SampleTable
-from tasks.report import write_report
-from tasks.report_pdf import print_pdf
-from tasks.select import Selection
+from tasks.records.embeddings import write_embedding_table
+from tasks.records.samples import SAMPLE_SCHEMA, SampleTable
+from tasks.records.selection import Selection
+from tasks.report.build import write_report
+from tasks.report.pdf import print_pdf
 from tests.chromium import Page, open_page
 from tests.images import write_bad_files, write_scene_crops
 from tests.s3 import new_bucket, s3_admin_client, upload_folder

@@ -5,9 +5,9 @@ import kmedoids
 import numpy as np
 import pytest
 
-from tasks.quality import mean_distance_to_nearest_pick
-from tasks.representative import representative_picks, share_budget
-from tasks.select import kcenter_greedy
+from tasks.selection.kcenter import kcenter_greedy
+from tasks.selection.quality import mean_distance_to_nearest_pick
+from tasks.selection.representative import representative_picks, share_budget
 
 
 def unit(x: np.ndarray) -> np.ndarray:

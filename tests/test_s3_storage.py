@@ -24,8 +24,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tasks.s3 import MIB, S3Storage, s3_client, split_s3_uri
-from tasks.storage import MissingObjectError, StorageError, contained_key, open_storage
+from tasks.storage.factory import open_storage
+from tasks.storage.interface import MissingObjectError, StorageError, contained_key
+from tasks.storage.s3 import MIB, S3Storage, s3_client
+from tasks.storage.uri import split_s3_uri
 from tests.s3 import new_bucket, s3_admin_client
 from tests.s3_faults import Fault, FaultProxy, MotoProcess
 

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.kcenter_torch import kcenter_greedy_torch
-from tasks.select import kcenter_greedy
+from tasks.selection.kcenter import kcenter_greedy, kcenter_greedy_torch
 
 
 def brute_force_kcenter(x: np.ndarray, n: int, first: int) -> list[int]:

@@ -17,9 +17,9 @@ import pytest
 
 from flows.curate import curate
 from tasks.config import ChecksConfig, SelectionConfig
-from tasks.discover import write_listing
-from tasks.selection_inputs import prepare_selection_inputs, values_for
-from tasks.storage import ObjectInfo
+from tasks.records.shards import write_listing
+from tasks.selection.inputs import prepare_selection_inputs, values_for
+from tasks.storage.interface import ObjectInfo
 from tests.images import SCENES, write_scene_crops
 from tests.test_curate_flow import TINY_TRAINING
 

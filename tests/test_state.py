@@ -11,14 +11,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.config import ChecksConfig, VideoConfig
-from tasks.datapool import Datapool
-from tasks.discover import discover_source, read_listing, write_manifests
-from tasks.inspect import STATUS_MISSING, inspect_shard_into
-from tasks.manifest import MANIFEST_SCHEMA
-from tasks.plan import plan_run
-from tasks.shard_store import ShardStore
-from tasks.state import DatapoolConflictError, commit, read_state, start_from, version_key
-from tasks.storage import LocalStorage, ObjectInfo
+from tasks.datapool.block import Datapool
+from tasks.datapool.state import DatapoolConflictError, commit_version, read_state, start_from, version_key
+from tasks.ingest.listing import discover_source
+from tasks.ingest.planning import plan_run
+from tasks.media.inspection import inspect_shard_into
+from tasks.records.manifest import MANIFEST_SCHEMA
+from tasks.records.samples import STATUS_MISSING
+from tasks.records.shards import read_listing, write_manifests
+from tasks.storage.interface import ObjectInfo
+from tasks.storage.local import LocalStorage
+from tasks.storage.shard_store import ShardStore
 from tests.images import write_scene_crops
 
 
@@ -74,25 +77,25 @@ def new_state(run_id: str) -> Datapool:
 def test_of_two_racing_commits_exactly_one_lands(prefect_server: None, tmp_path: Path) -> None:
     storage, name = LocalStorage(tmp_path / "out"), f"race-{uuid.uuid4().hex[:8]}"
     rows = manifest([("a.jpg", "v1", True)])
-    winner = commit(name, storage, 0, new_state("run-a"), rows)
+    winner = commit_version(name, storage, 0, new_state("run-a"), rows)
     assert winner.version == 1
     # run-b also started from version 0 and finishes second.
     with pytest.raises(DatapoolConflictError, match=r"moved to version 1 \(committed by run run-a\)"):
-        commit(name, storage, 0, new_state("run-b"), rows)
+        commit_version(name, storage, 0, new_state("run-b"), rows)
     block = Datapool.load(name)
     assert isinstance(block, Datapool)
     assert (block.version, block.last_run_id) == (1, "run-a")
     assert Datapool.model_validate_json(storage.read_bytes(version_key(name, 1))).last_run_id == "run-a"
     assert read_state(name, storage).last_run_id == "run-a"
     # A retried commit whose first attempt landed is not a conflict with itself.
-    assert commit(name, storage, 0, new_state("run-a"), rows).version == 1
+    assert commit_version(name, storage, 0, new_state("run-a"), rows).version == 1
 
 
 def test_a_block_left_behind_by_a_crash_is_repaired_from_the_log(
     prefect_server: None, tmp_path: Path
 ) -> None:
     storage, name = LocalStorage(tmp_path / "out"), f"crash-{uuid.uuid4().hex[:8]}"
-    commit(name, storage, 0, new_state("run-a"), manifest([]))
+    commit_version(name, storage, 0, new_state("run-a"), manifest([]))
     # Version 2 reached the log, then the run died before it saved the block.
     logged = Datapool(output=storage.uri, version=2, last_run_id="run-b", manifest=None)
     assert storage.write_new(version_key(name, 2), logged.model_dump_json().encode())
@@ -103,7 +106,7 @@ def test_a_block_left_behind_by_a_crash_is_repaired_from_the_log(
 
 def test_a_datapool_belongs_to_one_output(prefect_server: None, tmp_path: Path) -> None:
     name = f"owned-{uuid.uuid4().hex[:8]}"
-    commit(name, LocalStorage(tmp_path / "one"), 0, new_state("run-a"), manifest([]))
+    commit_version(name, LocalStorage(tmp_path / "one"), 0, new_state("run-a"), manifest([]))
     with pytest.raises(ValueError, match=f"datapool '{name}' belongs to output .*one, not .*two"):
         read_state(name, LocalStorage(tmp_path / "two"))
 
@@ -111,7 +114,7 @@ def test_a_datapool_belongs_to_one_output(prefect_server: None, tmp_path: Path) 
 def test_a_datapool_belongs_to_one_source(prefect_server: None, tmp_path: Path) -> None:
     storage, name, scratch = LocalStorage(tmp_path / "out"), f"source-{uuid.uuid4().hex[:8]}", tmp_path / "d"
     state = Datapool(output="", source="/data/cams", last_run_id="run-a", samples=1)
-    commit(name, storage, 0, state, manifest([("a.jpg", "v1", True)]))
+    commit_version(name, storage, 0, state, manifest([("a.jpg", "v1", True)]))
     assert start_from(name, "/data/cams", storage, False, False, scratch).state.version == 1
     with pytest.raises(
         ValueError, match=r"holds the samples and picks of source /data/cams, not /data/other"
@@ -121,7 +124,7 @@ def test_a_datapool_belongs_to_one_source(prefect_server: None, tmp_path: Path) 
     assert start_from(name, "/data/other", storage, True, False, scratch).source == "/data/other"
     # A pool committed before sources were recorded is adopted by the first run that comes.
     older = f"older-{uuid.uuid4().hex[:8]}"
-    commit(older, storage, 0, new_state("run-a"), manifest([]))
+    commit_version(older, storage, 0, new_state("run-a"), manifest([]))
     assert start_from(older, "/data/any", storage, False, False, scratch).state.version == 1
 
 

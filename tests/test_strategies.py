@@ -7,11 +7,12 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.config import RunConfig, SelectionStrategy, describe_validation_error
-from tasks.distances import BLOCK, mean_knn_distance
-from tasks.quality import selection_quality
-from tasks.select import kcenter_greedy, query_embeddings, similarity_to
-from tasks.selection_inputs import SelectionInputs
-from tasks.strategies import Balance, Diversity, Score, Threshold, Weights, combined_greedy
+from tasks.records.selection import SelectionInputs
+from tasks.selection.choose import query_embeddings, similarity_to
+from tasks.selection.distances import BLOCK, mean_knn_distance
+from tasks.selection.kcenter import kcenter_greedy
+from tasks.selection.quality import selection_quality
+from tasks.selection.strategies import Balance, Diversity, Score, Threshold, Weights, combined_greedy
 
 
 def unit_rows(count: int, seed: int = 0) -> np.ndarray:

@@ -1,7 +1,7 @@
 import pytest
 
-from tasks.gpu import nvidia_gpu_count
-from tasks.telemetry import GpuSampler, StageTelemetry, idle_note, visible_gpu
+from tasks.model_runtime.gpu import nvidia_gpu_count
+from tasks.model_runtime.telemetry import GpuSampler, StageTelemetry, idle_note, visible_gpu
 
 no_gpu = pytest.mark.skipif(nvidia_gpu_count() > 0, reason="this machine has a GPU")
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tasks.config import VideoConfig
-from tasks.decode import Corrupt
-from tasks.video import SampledFrame, frames_at, sample_frames
+from tasks.media.decode import Corrupt
+from tasks.media.video import SampledFrame, frames_at, sample_frames
 from tests.videos import CODECS, KEYFRAME_INTERVAL, picture, truncate, write_audio_only, write_video
 
 FRAMES, RATE = 30, 10

@@ -20,11 +20,12 @@ from PIL import Image
 
 from flows.curate import curate
 from tasks.config import VideoConfig
-from tasks.decode import resize_square
-from tasks.manifest import MANIFEST_SCHEMA, read_manifest_table
-from tasks.plan import plan_run
-from tasks.storage import ObjectInfo
-from tasks.video import SampledFrame, frame_id, sample_frames
+from tasks.ingest.planning import plan_run
+from tasks.media.decode import resize_square
+from tasks.media.video import SampledFrame, sample_frames
+from tasks.records.keys import frame_id
+from tasks.records.manifest import MANIFEST_SCHEMA, read_manifest_table
+from tasks.storage.interface import ObjectInfo
 from tests.images import SCENES, write_scene_crops
 from tests.s3 import new_bucket, s3_admin_client, upload_folder
 from tests.test_curate_flow import TINY_TRAINING, run_dir

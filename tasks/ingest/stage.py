@@ -1,0 +1,37 @@
+"""The ingest stage's tasks: discover the source, plan the run's shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from tasks.ingest.listing import discover_source
+from tasks.ingest.planning import plan_shards
+from tasks.records.plan import RunPlan
+from tasks.records.shards import Listing
+from tasks.storage.retry import RETRY_TRANSIENT
+from tasks.storage.shard_store import ShardStore
+
+
+# Listing is I/O: retried. Not cached: it is how changes are noticed.
+@task(
+    name="discover",
+    **RETRY_TRANSIENT,
+)
+def discover(
+    source: str, aws_credentials: str | None, relevant_filenames: str | None, cache_dir: Path
+) -> Listing:
+    return discover_source(source, aws_credentials, relevant_filenames, cache_dir / "listings")
+
+
+@task(name="plan")
+def plan(
+    listing: Listing,
+    manifest: str | None,
+    reprocess_all: bool,
+    shard_size: int,
+    shards: ShardStore,
+    cache_dir: Path,
+) -> RunPlan:
+    return plan_shards(listing, manifest, reprocess_all, shard_size, shards, cache_dir)

@@ -1,0 +1,125 @@
+"""Decode one image file into RGB, once, or say why it cannot be.
+
+A bad file is a value (`Corrupt` with its reason), never an exception: the caller records
+it and moves on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# EXIF orientations that rotate by 90 degrees and so swap width and height.
+TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+# Pillow enforces its own bomb limit at twice MAX_IMAGE_PIXELS; winnow checks the
+# configured limit itself, so Pillow's must never be the lower one.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An image decoded, maybe at reduced scale (`rgb` keeps at least the `min_side` and
+    `min_long_side` the caller asked for, or the original size if smaller); width and
+    height are the original's, after EXIF orientation."""
+
+    rgb: Image.Image
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    reason: str
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16-bit and float scaled, alpha composited on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        # 16-bit data: the top byte is the 8-bit value.
+        return Image.fromarray((np.clip(values, 0, 65535) / 257).round().astype(np.uint8)).convert("RGB")
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+        return Image.fromarray(scaled.round().astype(np.uint8)).convert("RGB")
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def draft_size(size: tuple[int, int], min_side: int, min_long_side: int) -> tuple[int, int]:
+    """The smallest (width, height) a reduced decode of an image of `size` may have:
+    `min_side` on its short side and `min_long_side` on its long side.
+
+    Pillow's draft keeps both sides at or above the size it is given, so a square request
+    would hold a 640x480 photograph at full scale for a 256-pixel analysis copy that only
+    needs its long side at 256; oriented like the image, half scale (320x240) qualifies.
+    """
+    long_side = max(min_side, min_long_side)
+    return (long_side, min_side) if size[0] >= size[1] else (min_side, long_side)
+
+
+def decode_image(data: bytes, max_pixels: int, min_side: int, min_long_side: int = 0) -> Decoded | Corrupt:
+    """Decode `data`, reducing JPEGs in the DCT (Pillow's draft mode) as far as the sides
+    the caller needs allow.
+
+    Args:
+        data: the file's bytes.
+        max_pixels: larger images are rejected as decompression bombs before decoding.
+        min_side: the short side the caller needs (a square resize to it must not upscale).
+        min_long_side: the long side the caller needs (an aspect-keeping copy of that size).
+    """
+    if not data:
+        return Corrupt("zero-byte file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about EXIF and palette quirks it handles itself.
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                return Corrupt(
+                    f"decompression bomb: {width}x{height} = {width * height} pixels exceeds "
+                    f"max_image_pixels {max_pixels}"
+                )
+            if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
+                width, height = height, width
+            image.draft("RGB", draft_size(image.size, min_side, min_long_side))
+            image.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(image) or image)
+    except UnidentifiedImageError:
+        return Corrupt("not an image: unrecognised file format")
+    except (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError) as error:
+        # Pillow signals truncated and malformed data through these, in varying words.
+        if "truncated" in str(error).lower():
+            return Corrupt(f"truncated file: {error}")
+        return Corrupt(f"cannot decode: {error}")
+    if width == 0 or height == 0:
+        return Corrupt("image has zero width or height")
+    return Decoded(rgb=rgb, width=width, height=height)
+
+
+def resize_square(image: Image.Image, side: int) -> np.ndarray:
+    """Resize (aspect ratio not kept, as the model sees every image whole) to (side, side, 3)."""
+    resized = image.resize((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def analysis_copy(image: Image.Image, max_side: int) -> np.ndarray:
+    """A copy no larger than `max_side` a side, aspect ratio kept, for metadata."""
+    copy = image.copy()
+    copy.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(copy, dtype=np.uint8)

@@ -1,0 +1,242 @@
+"""Inspect: decode every image and every sampled video frame of a shard once; record
+metadata, corruption and content hashes; write the uint8 cache at model resolution that
+training and embedding read.
+
+Per shard, in `inspect/<key>/` of the run's shard store (tasks/storage/shard_store.py):
+    samples.parquet  one row a file (SAMPLE_SCHEMA)
+    images.u8        uint8 (n_ok, S, S, 3), row `cache_row` of each ok sample
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from PIL import Image
+
+from tasks.config import ChecksConfig, VideoConfig
+from tasks.media.decode import Corrupt, analysis_copy, decode_image, resize_square
+from tasks.media.flags import sample_flags
+from tasks.media.metadata import ANALYSIS_SIZE, image_metadata
+from tasks.media.video import sample_frames
+from tasks.records.keys import frame_id, is_video_key
+from tasks.records.samples import (
+    IMAGES_FILE,
+    KIND_FRAME,
+    KIND_IMAGE,
+    KIND_VIDEO,
+    SAMPLE_SCHEMA,
+    SAMPLES_FILE,
+    STATUS_CORRUPT,
+    STATUS_MISSING,
+    STATUS_OK,
+    SampleTable,
+    ShardInspection,
+    count_statuses,
+    mark_duplicates,
+)
+from tasks.records.shards import Shard, read_shard_manifest
+from tasks.storage.interface import MissingObjectError, ObjectInfo, Storage
+from tasks.storage.shard_store import ShardStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Inspected:
+    row: dict[str, object]
+    pixels: np.ndarray | None
+
+
+def inspect_sample(info: ObjectInfo, storage: Storage, input_size: int, checks: ChecksConfig) -> _Inspected:
+    """Read, hash, decode and measure one file. Never raises for a bad or vanished file."""
+    row: dict[str, object] = {"id": info.key, "key": info.key, "kind": KIND_IMAGE}
+    try:
+        data = storage.read_object(info)
+    except MissingObjectError as error:
+        logger.warning("%s", error)
+        return _Inspected({**row, "status": STATUS_MISSING, "reason": str(error)}, None)
+    row |= {
+        "bytes": len(data),
+        "content_hash": hashlib.blake2b(data, digest_size=16).hexdigest(),
+    }
+    decoded = decode_image(data, checks.max_image_pixels, input_size, ANALYSIS_SIZE)
+    if isinstance(decoded, Corrupt):
+        return _Inspected({**row, "status": STATUS_CORRUPT, "reason": decoded.reason}, None)
+    return measured(row, decoded.rgb, decoded.width, decoded.height, input_size)
+
+
+def measured(
+    row: dict[str, object], rgb: Image.Image, width: int, height: int, input_size: int
+) -> _Inspected:
+    """`row` completed with a clean sample's size, metadata and flags, and its pixels at
+    model resolution. `width` and `height` are the original's (`rgb` may be reduced)."""
+    metadata = image_metadata(analysis_copy(rgb, ANALYSIS_SIZE))
+    size = {"width": width, "height": height}
+    row = row | {"status": STATUS_OK, **size, **metadata, "flags": sample_flags(metadata | size)}
+    return _Inspected(row, resize_square(rgb, input_size))
+
+
+def file_hash(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def frame_hash(video_hash: str, index: int) -> str:
+    """A frame's content hash: its video's bytes and its index, not its pixels. Two copies
+    of one video then have the same frames (the second's are exact duplicates), while the
+    identical frames of a static camera within one video stay distinct samples: telling
+    those apart is the near-duplicate check's job, on what the frames show."""
+    return hashlib.blake2b(f"{video_hash}#frame={index}".encode(), digest_size=16).hexdigest()
+
+
+def inspect_video(
+    info: ObjectInfo, storage: Storage, input_size: int, video: VideoConfig, scratch: Path
+) -> Iterator[_Inspected]:
+    """A row for each sampled frame as it is decoded, then a corrupt row for the video
+    itself (id: its key) if it cannot be read or breaks midway. Never raises for a bad or
+    vanished file."""
+    row: dict[str, object] = {"id": info.key, "key": info.key, "kind": KIND_VIDEO}
+    try:
+        with storage.local_file(info, scratch) as path:
+            video_hash = file_hash(path)
+            row |= {"bytes": info.size, "content_hash": video_hash}
+            if info.size == 0:
+                yield _Inspected({**row, "status": STATUS_CORRUPT, "reason": "zero-byte file"}, None)
+                return
+            for item in sample_frames(path, video):
+                if isinstance(item, Corrupt):
+                    yield _Inspected({**row, "status": STATUS_CORRUPT, "reason": item.reason}, None)
+                    continue
+                frame = {
+                    "id": frame_id(info.key, item.index),
+                    "key": info.key,
+                    "kind": KIND_FRAME,
+                    "frame_index": item.index,
+                    "timestamp_s": item.seconds,
+                    "content_hash": frame_hash(video_hash, item.index),
+                }
+                height, width = item.rgb.shape[:2]
+                yield measured(frame, Image.fromarray(item.rgb), width, height, input_size)
+    except MissingObjectError as error:
+        logger.warning("%s", error)
+        yield _Inspected({**row, "status": STATUS_MISSING, "reason": str(error)}, None)
+
+
+def inspect_shard_files(
+    objects: list[ObjectInfo],
+    shard_index: int,
+    storage: Storage,
+    input_size: int,
+    checks: ChecksConfig,
+    video: VideoConfig,
+    directory: Path,
+) -> tuple[int, int]:
+    """Inspect every one of `objects` (shard `shard_index`) into the empty folder
+    `directory`: its samples table and uint8 cache. Returns (ok, corrupt) counts."""
+    rows: list[dict[str, object]] = []
+    ok = 0
+    videos = [o for o in objects if is_video_key(o.key)]
+    scratch = directory / "downloads"
+    scratch.mkdir()
+    # Decoding releases the GIL, so threads decode images in parallel. Reads from S3 wait
+    # on the network, so a few more threads than cores keep it busy; each holds one file's
+    # bytes at a time, so memory stays bounded. Videos follow one at a time, their frames
+    # streamed straight into the cache (FFmpeg's own threads decode each in parallel).
+    with (
+        ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1) + 4) as pool,
+        (directory / IMAGES_FILE).open("wb") as images,
+    ):
+        results = chain(
+            pool.map(
+                lambda o: inspect_sample(o, storage, input_size, checks),
+                [o for o in objects if not is_video_key(o.key)],
+            ),
+            chain.from_iterable(inspect_video(o, storage, input_size, video, scratch) for o in videos),
+        )
+        for result in results:
+            row = {**result.row, "shard": shard_index, "cache_row": -1}
+            if result.pixels is not None:
+                images.write(result.pixels.tobytes())
+                row["cache_row"] = ok
+                ok += 1
+            rows.append(row)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), directory / SAMPLES_FILE)
+    scratch.rmdir()
+    corrupt = len(rows) - ok
+    logger.info("shard %d: %d clean samples (%d videos), %d corrupt", shard_index, ok, len(videos), corrupt)
+    return ok, corrupt
+
+
+def inspect_shard_into(
+    shard: Shard,
+    storage: Storage,
+    input_size: int,
+    checks: ChecksConfig,
+    video: VideoConfig,
+    store: ShardStore,
+    folder: str,
+) -> ShardInspection:
+    """Inspect `shard` into `folder` of `store`; a folder already complete is kept."""
+    samples_key = f"{folder}/{SAMPLES_FILE}"
+    if store.exists(samples_key):
+        statuses = pq.read_table(pa.BufferReader(store.read_bytes(samples_key)), columns=["status"])
+        ok = int(pc.sum(pc.equal(statuses["status"], STATUS_OK)).as_py() or 0)
+        corrupt = statuses.num_rows - ok
+    else:
+        with store.writing(folder, last=SAMPLES_FILE) as directory:
+            objects = read_shard_manifest(shard, store)
+            ok, corrupt = inspect_shard_files(
+                objects, shard.index, storage, input_size, checks, video, directory
+            )
+    return ShardInspection(
+        shard=shard, store=store, folder=folder, ok=ok, corrupt=corrupt, input_size=input_size
+    )
+
+
+def mark_exact_duplicates(samples: pa.Table, known: dict[str, str] | None = None) -> pa.Table:
+    """Mark every ok sample whose content hash an earlier ok sample (in id order), or a
+    sample of the datapool (`known`: content hash -> id), already has as a duplicate of
+    that sample. Shape: rows in, same rows out."""
+    first_with_hash: dict[str, str] = dict(known or {})
+    duplicates: dict[str, tuple[str, str]] = {}
+    for sample_id, content_hash, status in zip(
+        samples["id"].to_pylist(),
+        samples["content_hash"].to_pylist(),
+        samples["status"].to_pylist(),
+        strict=True,
+    ):
+        if status != STATUS_OK:
+            continue
+        original = first_with_hash.setdefault(content_hash, sample_id)
+        if original != sample_id:
+            duplicates[sample_id] = (original, f"exact duplicate of {original}")
+    return mark_duplicates(samples, duplicates)
+
+
+def collect_sample_rows(
+    inspections: list[ShardInspection],
+    checks: ChecksConfig,
+    known_hashes: dict[str, str],
+    path: Path,
+    scratch: Path,
+) -> SampleTable:
+    """Concatenate the shards' rows in id order, mark duplicates (also of the datapool's
+    samples in `known_hashes`), write `path`. Remote shards' tables are fetched into `scratch`."""
+    tables = [pq.read_table(i.samples_file(scratch)) for i in inspections]
+    table = pa.concat_tables(tables).sort_by("id") if tables else SAMPLE_SCHEMA.empty_table()
+    if checks.remove_exact_duplicates:
+        table = mark_exact_duplicates(table, known_hashes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return SampleTable(path=str(path), processed=table.num_rows, **count_statuses(table))

@@ -1,0 +1,48 @@
+"""The inspect stage's tasks: inspect a shard, collect the run's samples table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from tasks.config import ChecksConfig, VideoConfig
+from tasks.fingerprint import code_version, digest, stage_cache_key
+from tasks.media.inspection import collect_sample_rows, inspect_shard_into
+from tasks.records.samples import INSPECT_FOLDER, SampleTable, ShardInspection
+from tasks.records.shards import Shard
+from tasks.storage.factory import open_storage
+from tasks.storage.retry import RETRY_TRANSIENT
+from tasks.storage.shard_store import FETCHED_FOLDER, ShardStore
+
+
+@task(
+    name="inspect-shard",
+    cache_key_fn=stage_cache_key("inspect"),
+    persist_result=True,
+    **RETRY_TRANSIENT,
+)
+def inspect_shard(
+    shard: Shard,
+    source: str,
+    aws_credentials: str | None,
+    input_size: int,
+    checks: ChecksConfig,
+    video: VideoConfig,
+    shards: ShardStore,
+) -> ShardInspection:
+    settings = (checks.model_dump_json(), video.model_dump_json())
+    key = digest(shard.fingerprint, str(input_size), *settings, code_version())
+    storage = open_storage(source, aws_credentials)
+    return inspect_shard_into(shard, storage, input_size, checks, video, shards, f"{INSPECT_FOLDER}/{key}")
+
+
+@task(name="collect-samples")
+def collect_samples(
+    inspections: list[ShardInspection], checks: ChecksConfig, known_hashes: dict[str, str], cache_dir: Path
+) -> SampleTable:
+    # Named by content so that tasks downstream, keyed on this record, stay cached.
+    known = "".join(f"{h}{i}" for h, i in sorted(known_hashes.items()))
+    key = digest(*(i.location for i in inspections), checks.model_dump_json(), known, code_version())
+    path = cache_dir / "samples" / f"{key}.parquet"
+    return collect_sample_rows(inspections, checks, known_hashes, path, cache_dir / FETCHED_FOLDER)

@@ -1,0 +1,158 @@
+"""Publish: write the run's files (the contract in DESIGN.md) to `<output>/runs/<run-id>/`,
+run.json last. `<output>/latest.json` is written when the datapool commits (tasks/datapool/state.py),
+so it only ever names a complete, committed run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from tasks.config import VideoConfig
+from tasks.publish.frames import FRAMES_FOLDER, write_selected_frames
+from tasks.records.embeddings import EmbeddingTable, read_embeddings
+from tasks.records.report import ReportFiles
+from tasks.records.samples import INTERNAL_COLUMNS, KIND_FRAME, STATUS_CORRUPT, STATUS_DUPLICATE, SampleTable
+from tasks.records.selection import Selection
+from tasks.records.shards import Listing, read_listing
+from tasks.storage.interface import Storage, contained_key
+
+logger = logging.getLogger(__name__)
+
+
+SELECTED_FOLDER = "selected"
+
+
+class RunFiles(BaseModel, frozen=True):
+    """Local files the run produced, to be published under their contract names."""
+
+    samples: SampleTable
+    embeddings: EmbeddingTable
+    selection: Selection
+    onnx_model: str
+    # The fp32 graph the embedding model was quantized from, when they differ.
+    fp32_onnx_model: str | None = None
+    # None when the run embedded with the datapool's model (it trained nothing).
+    checkpoint: str | None
+    # What the source listed: the selected frames' videos are read again from it.
+    listing: Listing
+    # None when the report is turned off (report.enabled: false).
+    report: ReportFiles | None = None
+
+
+def samples_parquet(samples: SampleTable) -> bytes:
+    table = pq.read_table(samples.path)
+    buffer = io.BytesIO()
+    pq.write_table(table.drop_columns(list(INTERNAL_COLUMNS)), buffer)
+    return buffer.getvalue()
+
+
+def corrupt_json(samples: SampleTable) -> bytes:
+    rows = pq.read_table(samples.path, columns=["id", "status", "reason"]).to_pylist()
+    corrupt = {r["id"]: r["reason"] for r in rows if r["status"] == STATUS_CORRUPT}
+    return json.dumps(corrupt, indent=2, sort_keys=True).encode()
+
+
+def duplicates_json(samples: SampleTable) -> bytes:
+    """{sample id: {"of": the kept sample it duplicates, "reason": exact or near, and how}}"""
+    rows = pq.read_table(samples.path, columns=["id", "status", "reason", "duplicate_of"]).to_pylist()
+    duplicates = {
+        r["id"]: {"of": r["duplicate_of"], "reason": r["reason"]}
+        for r in rows
+        if r["status"] == STATUS_DUPLICATE
+    }
+    return json.dumps(duplicates, indent=2, sort_keys=True).encode()
+
+
+def lightly_csv(embeddings: EmbeddingTable) -> bytes:
+    """The Lightly layout: filenames, embedding_0..n-1, labels (0: winnow has no labels)."""
+    ids, vectors = read_embeddings(embeddings)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["filenames", *(f"embedding_{i}" for i in range(embeddings.dim)), "labels"])
+    for sample_id, vector in zip(ids, vectors, strict=True):
+        writer.writerow([sample_id, *(f"{v:.8g}" for v in vector), 0])
+    return text.getvalue().encode()
+
+
+def selected_filenames(selection: Selection) -> bytes:
+    ids = pq.read_table(selection.path, columns=["id"])["id"].to_pylist()
+    return "".join(f"{i}\n" for i in ids).encode()
+
+
+def selected_rows(files: RunFiles) -> list[dict[str, Any]]:
+    """The samples rows (id, key, kind, frame_index, timestamp_s) of the picks, in id order."""
+    chosen = set(pq.read_table(files.selection.path, columns=["id"])["id"].to_pylist())
+    columns = ["id", "key", "kind", "frame_index", "timestamp_s"]
+    return [r for r in pq.read_table(files.samples.path, columns=columns).to_pylist() if r["id"] in chosen]
+
+
+def copy_selected_images(source: Storage, output: Storage, keys: list[str]) -> int:
+    """Copy each selected image to `selected/<key>` in the output (keys made safe as paths)."""
+    for key in keys:
+        output.copy_from(source, key, f"{SELECTED_FOLDER}/{contained_key(key)}")
+    return len(keys)
+
+
+def publish_run_files(
+    source: Storage,
+    output: Storage,
+    run_id: str,
+    files: RunFiles,
+    record: dict[str, Any],
+    copy_selected: bool,
+    video: VideoConfig,
+    scratch: Path,
+) -> dict[str, str]:
+    """Write every file of the run, the selected frames as images, the selected images
+    when asked, then run.json (with the artifact URIs).
+
+    Returns the artifacts' URIs by name, run.json included.
+    """
+    prefix = f"runs/{run_id}"
+    blobs = {
+        "samples.parquet": samples_parquet(files.samples),
+        "corrupt.json": corrupt_json(files.samples),
+        "duplicates.json": duplicates_json(files.samples),
+        "embeddings.csv": lightly_csv(files.embeddings),
+        "selected_filenames.txt": selected_filenames(files.selection),
+    }
+    uploads = {
+        "embeddings.parquet": Path(files.embeddings.path),
+        "selection.parquet": Path(files.selection.path),
+        "model.onnx": Path(files.onnx_model),
+    }
+    if files.checkpoint is not None:
+        uploads["checkpoint.pt"] = Path(files.checkpoint)
+    if files.fp32_onnx_model is not None:
+        uploads["model.fp32.onnx"] = Path(files.fp32_onnx_model)
+    if files.report is not None:
+        uploads["report.html"] = Path(files.report.html)
+        uploads["report.json"] = Path(files.report.json_path)
+        if files.report.pdf is not None:
+            uploads["report.pdf"] = Path(files.report.pdf)
+    artifacts = {name: output.write_bytes(f"{prefix}/{name}", data) for name, data in blobs.items()}
+    artifacts |= {name: output.upload_file(f"{prefix}/{name}", path) for name, path in uploads.items()}
+    picks = selected_rows(files)
+    frames = [(r["key"], r["frame_index"], r["timestamp_s"]) for r in picks if r["kind"] == KIND_FRAME]
+    if frames:
+        videos = {info.key: info for info in read_listing(files.listing)}
+        written = write_selected_frames(source, output, prefix, frames, videos, video.frame_format, scratch)
+        artifacts[FRAMES_FOLDER] = f"{output.uri}/{prefix}/{FRAMES_FOLDER}"
+        logger.info("wrote %d selected frames to %s", written, artifacts[FRAMES_FOLDER])
+    if copy_selected:
+        # Frames are not objects of the source: they are in selected_frames/.
+        copied = copy_selected_images(source, output, [r["key"] for r in picks if r["kind"] != KIND_FRAME])
+        artifacts[SELECTED_FOLDER] = f"{output.uri}/{SELECTED_FOLDER}"
+        logger.info("copied %d selected images to %s/%s", copied, output.uri, SELECTED_FOLDER)
+    run_json_key = f"{prefix}/run.json"
+    run_record = {**record, "artifacts": {**artifacts, "run.json": f"{output.uri}/{run_json_key}"}}
+    artifacts["run.json"] = output.write_bytes(run_json_key, json.dumps(run_record, indent=2).encode())
+    logger.info("published run %s to %s/%s", run_id, output.uri, prefix)
+    return artifacts

@@ -1,0 +1,31 @@
+"""The model a run embeds with: the trained checkpoint and its ONNX export."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class TrainedModel(BaseModel, frozen=True):
+    checkpoint: str
+    trained: bool
+    images: int
+    epochs: int
+    images_per_second: float
+    final_loss: float | None
+    device: str
+
+
+MODEL_FILE = "model.onnx"
+
+
+class OnnxModel(BaseModel, frozen=True):
+    path: str
+    sha256: str
+    embedding_dim: int
+    input_size: int
+    parity_max_abs_diff: float | None  # None for a model this run did not export
+    precision: str = "fp32"
+    # For int8 and fp16: the smallest cosine similarity between an image's fp32 embedding and this model's.
+    min_cosine_to_fp32: float | None = None

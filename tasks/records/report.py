@@ -1,0 +1,13 @@
+"""The run report's files."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class ReportFiles(BaseModel, frozen=True):
+    html: str
+    json_path: str
+    pdf: str | None
+    # Why there is no PDF (asked for none, or it could not be printed); None when written.
+    pdf_note: str | None

@@ -1,0 +1,30 @@
+"""The report stage's task: render report.html (and .pdf, .json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tasks.config import ReportConfig
+from tasks.records.embeddings import EmbeddingTable
+from tasks.records.report import ReportFiles
+from tasks.records.samples import SampleTable, ShardInspection
+from tasks.records.selection import Selection
+from tasks.report.build import write_report
+
+
+@task(name="report")
+def render_report(
+    record: dict[str, Any],
+    samples: SampleTable,
+    table: EmbeddingTable,
+    selection: Selection,
+    inspections: list[ShardInspection],
+    config: ReportConfig,
+    work_dir: Path,
+) -> ReportFiles:
+    # One image at a time: a few of each shard are shown, and a remote shard's cache is not fetched whole.
+    images = {inspection.shard.index: inspection.image for inspection in inspections}
+    return write_report(record, samples, table, selection, images, config, work_dir / "report")

@@ -1,0 +1,69 @@
+"""The selection stage's tasks: read the user's selection inputs, remove near duplicates, select."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from prefect import task
+
+from tasks.config import (
+    ChecksConfig,
+    SelectionConfig,
+)
+from tasks.records.embeddings import EmbeddingTable, read_embeddings
+from tasks.records.manifest import manifest_vectors
+from tasks.records.plan import RunPlan
+from tasks.records.samples import SampleTable
+from tasks.records.selection import SELECTION_FILE, Selection, SelectionInputs
+from tasks.records.shards import Listing
+from tasks.selection.choose import select_from_pool
+from tasks.selection.inputs import prepare_selection_inputs
+from tasks.selection.near_duplicates import find_near_duplicates, mark_near_duplicates
+from tasks.storage.retry import RETRY_TRANSIENT
+
+
+@task(
+    name="selection-inputs",
+    **RETRY_TRANSIENT,
+)
+def selection_inputs(
+    config: SelectionConfig,
+    source: str,
+    aws_credentials: str | None,
+    listing: Listing,
+    input_size: int,
+    checks: ChecksConfig,
+    cache_dir: Path,
+) -> SelectionInputs:
+    return prepare_selection_inputs(
+        config, source, aws_credentials, listing, input_size, checks, cache_dir / "selection-inputs"
+    )
+
+
+@task(name="near-duplicates")
+def remove_near_duplicates(
+    samples: SampleTable, table: EmbeddingTable, threshold: float, run_plan: RunPlan, work_dir: Path
+) -> tuple[SampleTable, EmbeddingTable]:
+    ids, vectors = read_embeddings(table)
+    kept = pq.read_table(run_plan.kept_manifest)
+    # Only the datapool's clean samples have embeddings: they are the earlier representatives.
+    earlier_ids, earlier = manifest_vectors(kept, set(kept["id"].to_pylist()))
+    removed = find_near_duplicates(ids, vectors, threshold, earlier_ids, earlier)
+    return mark_near_duplicates(samples, table, removed, work_dir / "near-duplicates")
+
+
+@task(name="select")
+def select(
+    table: EmbeddingTable,
+    requested: int,
+    config: SelectionConfig,
+    sequence_length: int | None,
+    run_plan: RunPlan,
+    samples: SampleTable,
+    inputs: SelectionInputs,
+    work_dir: Path,
+) -> Selection:
+    return select_from_pool(
+        table, requested, config, sequence_length, run_plan, samples, inputs, work_dir / SELECTION_FILE
+    )

@@ -1,0 +1,114 @@
+"""Storage on a local folder: keys are relative paths, never outside it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tasks.storage.interface import MissingObjectError, ObjectInfo, Storage, StorageError, safe_key
+
+
+class LocalStorage:
+    """A folder on a local (or mounted) file system."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*safe_key(key).parts)
+
+    def check_access(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise StorageError(f"{self.uri} is not a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"cannot create folder {self.uri}: {error.strerror}") from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageError(f"folder {self.uri} is not writable")
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        start = self._path(prefix) if prefix else self.root
+        # os.walk with sorted folders gives a deterministic order without a second pass.
+        for folder, dirs, files in os.walk(start):
+            dirs.sort()
+            for name in sorted(files):
+                path = Path(folder, name)
+                if not path.is_file() or name.endswith(".partial"):
+                    continue
+                stat = path.stat()
+                key = path.relative_to(self.root).as_posix()
+                yield ObjectInfo(key=key, size=stat.st_size, version=str(stat.st_mtime_ns))
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise MissingObjectError(f"{self.uri}/{key} does not exist") from None
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with self._path(key).open("rb") as handle:
+                handle.seek(start)
+                return handle.read(length)
+        except FileNotFoundError:
+            raise MissingObjectError(f"{self.uri}/{key} does not exist") from None
+
+    def read_object(self, info: ObjectInfo) -> bytes:
+        data = self.read_bytes(info.key)
+        if len(data) != info.size:
+            raise MissingObjectError(
+                f"{self.uri}/{info.key} changed after listing (listed {info.size} bytes, read {len(data)})"
+            )
+        return data
+
+    @contextmanager
+    def local_file(self, info: ObjectInfo, scratch: Path) -> Iterator[Path]:
+        path = self._path(info.key)
+        if not path.is_file() or path.stat().st_size != info.size:
+            raise MissingObjectError(f"{self.uri}/{info.key} is gone or changed after listing")
+        yield path
+
+    def _partial(self, key: str) -> tuple[Path, Path]:
+        # Written beside the target and renamed over it: readers never see half a file.
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target, target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        target, partial = self._partial(key)
+        partial.write_bytes(data)
+        partial.replace(target)
+        return str(target)
+
+    def write_new(self, key: str, data: bytes) -> bool:
+        target, partial = self._partial(key)
+        partial.write_bytes(data)
+        try:
+            os.link(partial, target)  # atomic, and fails if the target exists
+        except FileExistsError:
+            return False
+        finally:
+            partial.unlink()
+        return True
+
+    def upload_file(self, key: str, path: Path) -> str:
+        target, partial = self._partial(key)
+        shutil.copyfile(path, partial)
+        partial.replace(target)
+        return str(target)
+
+    def download_file(self, key: str, path: Path) -> None:
+        source = self._path(key)
+        if not source.is_file():
+            raise MissingObjectError(f"{self.uri}/{key} does not exist")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, path)
+
+    def copy_from(self, source: Storage, key: str, target_key: str) -> str:
+        return self.write_bytes(target_key, source.read_bytes(key))
