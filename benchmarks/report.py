@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from tasks.config import ReportConfig
 from tasks.records.embeddings import EmbeddingTable, write_embedding_table
+from tasks.records.run import RunRecord
 from tasks.records.samples import METADATA_COLUMNS, SAMPLE_SCHEMA, SampleTable
 from tasks.records.selection import Selection
 from tasks.report.build import ImageReader, write_report
@@ -123,32 +124,48 @@ def synthetic_run(
         "embedded": len(ok_ids),
         "selected": picks,
     }
-    record = {
-        "run_id": "benchmark",
-        "status": "completed",
-        "source": "s3://benchmark/raw",
-        "output": "s3://benchmark/curated",
-        "started_at": "2026-11-24T00:00:00+00:00",
-        "counts": counts,
-        "timings": {"discover": 30.0, "inspect": 900.0, "train": 1200.0, "embed": 600.0, "select": 275.0},
-        "model": {
-            "execution_provider": "CUDAExecutionProvider",
-            "precision": "fp32",
-            "source": "trained by this run",
-            "embedding_dim": dim,
-            "onnx_sha256": "0" * 64,
-        },
-        "datapool": {
-            "name": "benchmark",
-            "base_version": 0,
-            "commits_version": 1,
-            "samples_before": 0,
-            "selected_before": 0,
-            "samples_after": rows,
-            "selected_after": picks,
-        },
-        "selection": {"requested": picks, "candidates": len(ok_ids), "note": None, "quality": quality},
-    }
+    record = RunRecord.model_validate(
+        {
+            "run_id": "benchmark",
+            "status": "completed",
+            "source": "s3://benchmark/raw",
+            "output": "s3://benchmark/curated",
+            "started_at": "2026-11-24T00:00:00+00:00",
+            "counts": counts,
+            "timings": {"discover": 30.0, "inspect": 900.0, "train": 1200.0, "embed": 600.0, "select": 275.0},
+            "model": {
+                "execution_provider": "CUDAExecutionProvider",
+                "precision": "fp32",
+                "source": "trained by this run",
+                "embedding_dim": dim,
+                "onnx_sha256": "0" * 64,
+                "input_size": 64,
+                "min_cosine_to_fp32": None,
+                "onnx_parity_max_abs_diff": None,
+            },
+            "datapool": {
+                "name": "benchmark",
+                "base_version": 0,
+                "commits_version": 1,
+                "samples_before": 0,
+                "selected_before": 0,
+                "model_reused": False,
+                "samples_after": rows,
+                "selected_after": picks,
+            },
+            "selection": {
+                "requested": picks,
+                "candidates": len(ok_ids),
+                "note": None,
+                "quality": quality,
+                "device": "cpu",
+            },
+            "config": {},
+            "cached_tasks": {},
+            "overlapped_stages": [],
+            "telemetry": {},
+        }
+    )
     sample_table = SampleTable(
         path=str(directory / "samples.parquet"),
         processed=rows,

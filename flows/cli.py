@@ -16,6 +16,7 @@ from pydantic import ValidationError
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from tasks.config import RunConfig, describe_validation_error
+from tasks.records.run import RunRecord
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="winnow: curate images.")
 
@@ -52,8 +53,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return fields
 
 
-@app.command()
-def curate(
+@app.command(name="curate")
+def curate_command(
     source: Annotated[str | None, typer.Option(help="Folder or s3://bucket/prefix of images.")] = None,
     output: Annotated[
         str | None,
@@ -100,19 +101,20 @@ def curate(
         typer.echo(describe_validation_error(error), err=True)
         raise typer.Exit(2) from None
     record = run_curate(run_config, show_progress=not quiet)
-    counts = record["counts"]
+    counts, artifacts = record.counts, record.artifacts or {}
     typer.echo(
-        f"selected {counts['selected']} of {counts['embedded']} new clean samples "
-        f"({counts['new']} new files of {counts['discovered']}; {counts['corrupt']} corrupt, "
-        f"{counts['duplicates']} duplicates): {record['artifacts']['selected_filenames.txt']}"
+        f"selected {counts.selected} of {counts.embedded} new clean samples "
+        f"({counts.new} new files of {counts.discovered}; {counts.corrupt} corrupt, "
+        f"{counts.duplicates} duplicates): {artifacts['selected_filenames.txt']}"
     )
-    if "report.html" in record["artifacts"]:
-        typer.echo(f"report: {record['artifacts']['report.html']}")
-    if record["selection"]["note"]:
-        typer.echo(record["selection"]["note"])
+    if "report.html" in artifacts:
+        typer.echo(f"report: {artifacts['report.html']}")
+    if record.selection.note:
+        typer.echo(record.selection.note)
 
 
-def run_curate(config: RunConfig, show_progress: bool) -> dict[str, Any]:
+def run_curate(config: RunConfig, show_progress: bool) -> RunRecord:
+    """Run the curate flow on `config` in this process, with a progress bar unless asked not to."""
     # Imported here: importing Prefect takes seconds, and --help should not.
     from rich.progress import Progress
 
@@ -121,7 +123,7 @@ def run_curate(config: RunConfig, show_progress: bool) -> dict[str, Any]:
 
     parameters = {name: getattr(config, name) for name in RunConfig.model_fields}
     if not show_progress:
-        return curate_flow(**parameters)
+        return RunRecord.model_validate(curate_flow(**parameters))
     with Progress(transient=False) as bar:
         rows: dict[str, Any] = {}
 
@@ -131,7 +133,7 @@ def run_curate(config: RunConfig, show_progress: bool) -> dict[str, Any]:
             bar.update(rows[stage], completed=done, total=total)
 
         with progress_sink(show):
-            return curate_flow(**parameters)
+            return RunRecord.model_validate(curate_flow(**parameters))
 
 
 def main() -> None:

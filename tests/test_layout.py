@@ -3,6 +3,7 @@ files only the flow imports, Prefect stays out of the pure modules, and --help i
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import subprocess
 import sys
@@ -69,3 +70,14 @@ def test_help_answers_without_loading_torch_or_prefect() -> None:
     )
     assert module_help.returncode == 0, module_help.stderr
     assert "curate" in module_help.stdout
+
+
+def test_every_task_is_named_after_its_function() -> None:
+    from prefect import Task
+
+    named = {}
+    for stage in sorted((REPO / "tasks").glob("*/stage.py")):
+        module = importlib.import_module(f"tasks.{stage.parent.name}.stage")
+        named |= {value.name: value.fn.__name__ for value in vars(module).values() if isinstance(value, Task)}
+    assert len(named) >= 17
+    assert all(name == function.replace("_", "-") for name, function in named.items()), named

@@ -21,6 +21,7 @@ from prefect_aws import AwsCredentials
 from flows.curate import curate
 from tasks.config import ReportConfig
 from tasks.records.embeddings import write_embedding_table
+from tasks.records.run import RunRecord
 from tasks.records.samples import SAMPLE_SCHEMA, SampleTable
 from tasks.records.selection import Selection
 from tasks.report.build import write_report
@@ -238,32 +239,48 @@ def synthetic_video_run(directory: Path) -> tuple[dict[str, Any], SampleTable, A
         device="cpu",
     )
     counts = {"discovered": 2, "new": 2, "corrupt": 0, "duplicates": 0, "missing": 0, "embedded": len(ids)}
-    record = {
-        "run_id": "video-run",
-        "status": "completed",
-        "source": "s3://bucket/clips",
-        "output": "s3://bucket/out",
-        "started_at": "2026-11-24T00:00:00+00:00",
-        "counts": counts | {"selected": 4},
-        "timings": {"discover": 0.1, "embed": 2.0, "select": 0.1},
-        "model": {
-            "execution_provider": "CUDAExecutionProvider",
-            "precision": "fp32",
-            "source": "the datapool's",
-            "embedding_dim": 8,
-            "onnx_sha256": "ab" * 32,
-        },
-        "datapool": {
-            "name": "clips",
-            "base_version": 1,
-            "commits_version": 2,
-            "samples_before": 0,
-            "selected_before": 0,
-            "samples_after": len(ids),
-            "selected_after": 4,
-        },
-        "selection": {"requested": 4, "candidates": len(ids), "note": None, "quality": quality},
-    }
+    record = RunRecord.model_validate(
+        {
+            "run_id": "video-run",
+            "status": "completed",
+            "source": "s3://bucket/clips",
+            "output": "s3://bucket/out",
+            "started_at": "2026-11-24T00:00:00+00:00",
+            "counts": counts | {"selected": 4},
+            "timings": {"discover": 0.1, "embed": 2.0, "select": 0.1},
+            "model": {
+                "execution_provider": "CUDAExecutionProvider",
+                "precision": "fp32",
+                "source": "the datapool's",
+                "embedding_dim": 8,
+                "onnx_sha256": "ab" * 32,
+                "input_size": 32,
+                "min_cosine_to_fp32": None,
+                "onnx_parity_max_abs_diff": None,
+            },
+            "datapool": {
+                "name": "clips",
+                "base_version": 1,
+                "commits_version": 2,
+                "samples_before": 0,
+                "selected_before": 0,
+                "model_reused": False,
+                "samples_after": len(ids),
+                "selected_after": 4,
+            },
+            "selection": {
+                "requested": 4,
+                "candidates": len(ids),
+                "note": None,
+                "quality": quality,
+                "device": "cpu",
+            },
+            "config": {},
+            "cached_tasks": {},
+            "overlapped_stages": [],
+            "telemetry": {},
+        }
+    )
     return record, sample_table, table, selection
 
 

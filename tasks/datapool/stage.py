@@ -51,7 +51,7 @@ def open_datapool(
     return start_from(name, source, storage, process_all, reuse_model, cache_dir / "datapool")
 
 
-@task(name="commit", **RETRY_TRANSIENT)
+@task(name="commit-state", **RETRY_TRANSIENT)
 def commit_state(
     start: PoolStart,
     output: str,

@@ -18,6 +18,7 @@ from tasks.config import VideoConfig
 from tasks.publish.frames import FRAMES_FOLDER, write_selected_frames
 from tasks.records.embeddings import EmbeddingTable, read_embeddings
 from tasks.records.report import ReportFiles
+from tasks.records.run import RunRecord
 from tasks.records.samples import INTERNAL_COLUMNS, KIND_FRAME, STATUS_CORRUPT, STATUS_DUPLICATE, SampleTable
 from tasks.records.selection import Selection
 from tasks.records.shards import Listing, read_listing
@@ -105,7 +106,7 @@ def publish_run_files(
     output: Storage,
     run_id: str,
     files: RunFiles,
-    record: dict[str, Any],
+    record: RunRecord,
     copy_selected: bool,
     video: VideoConfig,
     scratch: Path,
@@ -152,7 +153,9 @@ def publish_run_files(
         artifacts[SELECTED_FOLDER] = f"{output.uri}/{SELECTED_FOLDER}"
         logger.info("copied %d selected images to %s/%s", copied, output.uri, SELECTED_FOLDER)
     run_json_key = f"{prefix}/run.json"
-    run_record = {**record, "artifacts": {**artifacts, "run.json": f"{output.uri}/{run_json_key}"}}
-    artifacts["run.json"] = output.write_bytes(run_json_key, json.dumps(run_record, indent=2).encode())
+    published = record.model_copy(
+        update={"artifacts": {**artifacts, "run.json": f"{output.uri}/{run_json_key}"}}
+    )
+    artifacts["run.json"] = output.write_bytes(run_json_key, published.to_json().encode())
     logger.info("published run %s to %s/%s", run_id, output.uri, prefix)
     return artifacts

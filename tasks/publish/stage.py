@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 
 from tasks.config import VideoConfig
 from tasks.publish.files import RunFiles, publish_run_files
+from tasks.records.run import RunRecord
 from tasks.storage.factory import open_storage
 from tasks.storage.retry import RETRY_TRANSIENT
 
@@ -20,7 +20,7 @@ def publish(
     aws_credentials: str | None,
     run_id: str,
     files: RunFiles,
-    record: dict[str, Any],
+    record: RunRecord,
     copy_selected: bool,
     video: VideoConfig,
     cache_dir: Path,

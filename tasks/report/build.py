@@ -12,7 +12,6 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 from tasks.config import ReportConfig
 from tasks.records.embeddings import EmbeddingTable, read_embeddings
 from tasks.records.report import ReportFiles
+from tasks.records.run import RunRecord
 from tasks.records.samples import STATUS_DUPLICATE, STATUS_OK, SampleTable
 from tasks.records.selection import Selection
 from tasks.report.data import (
@@ -91,7 +91,7 @@ def duplicate_pairs(samples: pa.Table, limit: int, images: Mapping[int, ImageRea
 
 
 def build_content(
-    record: dict[str, Any],
+    record: RunRecord,
     samples: SampleTable,
     table: EmbeddingTable,
     selection: Selection,
@@ -159,7 +159,7 @@ def build_content(
 
 
 def write_report(
-    record: dict[str, Any],
+    record: RunRecord,
     samples: SampleTable,
     table: EmbeddingTable,
     selection: Selection,

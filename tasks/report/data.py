@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks.records.run import RunRecord
 from tasks.records.samples import KIND_FRAME, STATUS_CORRUPT, STATUS_DUPLICATE, STATUS_OK
 from tasks.selection.distances import nearest_other_distances
 from tasks.selection.quality import FIGURES
@@ -31,34 +32,33 @@ MAX_NEIGHBOUR_ROWS = 10_000
 PLOTTED_METADATA = ("luminance", "sharpness", "megapixels")
 
 
-def embedded_per_second(record: dict[str, Any]) -> float | None:
+def embedded_per_second(record: RunRecord) -> float | None:
     """Images embedded per second of the embed stage; where embedding overlapped inspection
     (`overlapped_stages`), per second of the two together, as decoding set the pace."""
-    stages = record.get("overlapped_stages") or ["embed"]
-    seconds = sum(record["timings"].get(stage, 0.0) for stage in stages)
-    return round(record["counts"]["embedded"] / seconds, 2) if seconds else None
+    stages = record.overlapped_stages or ["embed"]
+    seconds = sum(record.timings.get(stage, 0.0) for stage in stages)
+    return round(record.counts.embedded / seconds, 2) if seconds else None
 
 
-def headline_numbers(record: dict[str, Any]) -> dict[str, Any]:
+def headline_numbers(record: RunRecord) -> dict[str, Any]:
     """The run record's numbers as report.json holds them, and throughputs derived from them."""
-    timings: dict[str, float] = dict(record["timings"])
-    counts: dict[str, int] = dict(record["counts"])
+    sections = record.model_dump(mode="json", include={"counts", "timings", "model", "datapool", "selection"})
     return {
-        "run_id": record["run_id"],
-        "status": record["status"],
-        "source": record["source"],
-        "output": record["output"],
-        "started_at": record["started_at"],
-        "counts": counts,
-        "timings": timings,
+        "run_id": record.run_id,
+        "status": record.status,
+        "source": record.source,
+        "output": record.output,
+        "started_at": record.started_at,
+        "counts": sections["counts"],
+        "timings": sections["timings"],
         "throughput": {
-            "seconds_until_selected": round(sum(timings.values()), 3),
+            "seconds_until_selected": round(sum(record.timings.values()), 3),
             "embedded_per_second": embedded_per_second(record),
         },
-        "model": dict(record["model"]),
-        "datapool": dict(record["datapool"]),
-        "selection": dict(record["selection"]),
-        "telemetry": dict(record.get("telemetry") or {}),
+        "model": sections["model"],
+        "datapool": sections["datapool"],
+        "selection": sections["selection"],
+        "telemetry": dict(record.telemetry),
     }
 
 

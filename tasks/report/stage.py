@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 
 from tasks.config import ReportConfig
 from tasks.records.embeddings import EmbeddingTable
 from tasks.records.report import ReportFiles
+from tasks.records.run import RunRecord
 from tasks.records.samples import SampleTable, ShardInspection
 from tasks.records.selection import Selection
 from tasks.report.build import write_report
 
 
-@task(name="report")
+@task(name="render-report")
 def render_report(
-    record: dict[str, Any],
+    record: RunRecord,
     samples: SampleTable,
     table: EmbeddingTable,
     selection: Selection,

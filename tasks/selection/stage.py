@@ -41,7 +41,7 @@ def selection_inputs(
     )
 
 
-@task(name="near-duplicates")
+@task(name="remove-near-duplicates")
 def remove_near_duplicates(
     samples: SampleTable, table: EmbeddingTable, threshold: float, run_plan: RunPlan, work_dir: Path
 ) -> tuple[SampleTable, EmbeddingTable]:
