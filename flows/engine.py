@@ -53,7 +53,8 @@ class ShardRunners:
 class ShardEngine:
     """Opens the task runners of the per-shard stages: local thread pools, or a Dask
     scheduler at `address`. `start_seconds`: how long a cluster started for the run took
-    to come up (None when none was started)."""
+    to come up (None when none was started).
+    """
 
     def __init__(
         self, address: str | None, gpu_resource: str | None, start_seconds: float | None = None
@@ -67,7 +68,8 @@ class ShardEngine:
         """Locally, inspection in a bounded pool and embedding one shard at a time (one ONNX
         Runtime session already uses every core). On a cluster, one DaskTaskRunner for
         both: an embed task then takes an inspect task's future as its input, as Dask
-        accepts only futures of the client it submits to."""
+        accepts only futures of the client it submits to.
+        """
         if self.address:
             with DaskTaskRunner(address=self.address) as runner:
                 yield ShardRunners(inspect=runner, embed=runner)
@@ -79,13 +81,15 @@ class ShardEngine:
 
     def embed_placement(self) -> AbstractContextManager[Any]:
         """Around the submission of embed tasks: with `gpu_resource`, each needs one unit of
-        it, so only workers that have it take them."""
+        it, so only workers that have it take them.
+        """
         return dask.annotate(resources={self.gpu_resource: 1}) if self.gpu_resource else nullcontext()
 
     def embed_threads(self, runner: TaskRunner[Any]) -> int | None:
         """ONNX Runtime threads for each embed task: None (every core) locally; on a cluster
         the fewest cores a worker thread has to itself among the workers that embed, so
-        parallel sessions on one machine do not fight over its cores."""
+        parallel sessions on one machine do not fight over its cores.
+        """
         if not isinstance(runner, DaskTaskRunner):
             return None
         client = runner.client
@@ -106,7 +110,8 @@ class ShardEngine:
 def shard_engine(execution: ExecutionConfig) -> Iterator[ShardEngine]:
     """The run's engine; for dask without an address, a LocalCluster for this run alone
     (one single-threaded worker process a core, the shard tasks' modules imported as each
-    starts), closed when the run ends."""
+    starts), closed when the run ends.
+    """
     if execution.engine == "local":
         yield ShardEngine(None, None)
     elif execution.address is not None:
@@ -131,7 +136,8 @@ def submit_shards(
     runner: TaskRunner[Any], task: Task[..., R], mapped: dict[str, list[Any]], fixed: dict[str, Any]
 ) -> list[PrefectFuture[R]]:
     """Submit `task` once a shard to `runner`. A mapped value may be another shard task's
-    future: the task then starts once that one has finished."""
+    future: the task then starts once that one has finished.
+    """
     parameters: dict[str, Any] = mapped | {name: unmapped(value) for name, value in fixed.items()}
     return list(runner.map(task, parameters))  # type: ignore[arg-type]
 
@@ -144,7 +150,8 @@ def gather_shards(
 
     Each Dask future is released once its result is here: Dask would otherwise keep the
     result on its worker and, if that worker died later in the run, compute the finished
-    shard again. (A task that still needs it as input keeps it alive.)"""
+    shard again. (A task that still needs it as input keeps it alive.)
+    """
     results, states = [], []
     for done, future in enumerate(futures, start=1):
         results.append(future.result())

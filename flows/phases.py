@@ -206,7 +206,8 @@ def submit_embeddings(
     model: OnnxModel,
 ) -> list[PrefectFuture[ShardEmbeddings]]:
     """An embed task a shard, each starting once its shard's inspection (a result, or a
-    future of one) is there."""
+    future of one) is there.
+    """
     share_model(model, run.shards)
     with run.engine.embed_placement():
         return submit_shards(
@@ -226,7 +227,8 @@ def trained_model(
     run: RunContext, inspections: list[ShardInspection], samples: SampleTable
 ) -> tuple[OnnxModel, OnnxModel, TrainedModel]:
     """Train, export and (when asked) quantize: (the model to embed with, its fp32 graph,
-    the training's record)."""
+    the training's record).
+    """
     config = run.config
     if samples.ok == 0:
         raise ValueError(
@@ -251,7 +253,8 @@ def trained_model(
 
 def inspect_and_embed(run: RunContext, planned: Planned) -> Embedded:
     """Inspect every new shard; embed them with the datapool's model while they are
-    inspected, or train a model on them first."""
+    inspected, or train a model on them first.
+    """
     config, start = run.config, planned.start
     with run.engine.runners() as runners:
         inspect_futures = submit_shards(
@@ -346,7 +349,8 @@ def choose(run: RunContext, planned: Planned, embedded: Embedded) -> Chosen:
 
 def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen) -> RunRecord:
     """Build the datapool's next manifest and the run record, write the report, publish
-    every file, and commit the datapool last."""
+    every file, and commit the datapool last.
+    """
     config, start = run.config, planned.start
     manifest = next_manifest(
         planned.run_plan,

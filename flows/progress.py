@@ -1,5 +1,6 @@
 """Stage progress, shown in the Prefect UI (a progress artifact) and, when the CLI asks
-for it, as a bar in the terminal."""
+for it, as a bar in the terminal.
+"""
 
 from __future__ import annotations
 

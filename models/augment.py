@@ -20,7 +20,8 @@ LUMA = (0.299, 0.587, 0.114)
 @dataclass(frozen=True)
 class ViewAugmentation:
     """Parameters of one view; the defaults are SimCLR's, with the crop scale widened
-    down to 0.2 as is usual for small images."""
+    down to 0.2 as is usual for small images.
+    """
 
     crop_scale: tuple[float, float] = (0.2, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -110,7 +111,8 @@ def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
 
 def color_jitter(x: torch.Tensor, aug: ViewAugmentation, gen: torch.Generator) -> torch.Tensor:
     """Brightness, contrast, saturation and hue, each by a random factor, on a random
-    `jitter_probability` share of the batch. Shape: (B, 3, H, W) -> (B, 3, H, W)"""
+    `jitter_probability` share of the batch. Shape: (B, 3, H, W) -> (B, 3, H, W)
+    """
     b, device = x.shape[0], x.device
     apply = _chance(aug.jitter_probability, b, gen, device).view(b, 1, 1, 1)
     brightness = _uniform(1 - aug.brightness, 1 + aug.brightness, b, gen, device).view(b, 1, 1, 1)
@@ -134,7 +136,8 @@ def random_grayscale(x: torch.Tensor, aug: ViewAugmentation, gen: torch.Generato
 
 def gaussian_blur(x: torch.Tensor, aug: ViewAugmentation, gen: torch.Generator) -> torch.Tensor:
     """Separable Gaussian blur with a random sigma per sample (in pixels at 224 px scaled
-    to this size), on a random `blur_probability` share of the batch."""
+    to this size), on a random `blur_probability` share of the batch.
+    """
     b, c, h, w = x.shape
     device = x.device
     apply = _chance(aug.blur_probability, b, gen, device).view(b, 1, 1, 1)

@@ -96,7 +96,8 @@ class Embedder(nn.Module):
 
     def to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, S, S, 3) -> (B, 3, S, S) in [0, 1], in the model's own dtype, so a
-        `.half()` model takes the same uint8 images."""
+        `.half()` model takes the same uint8 images.
+        """
         return images.permute(0, 3, 1, 2).to(self.mean.dtype) / 255.0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

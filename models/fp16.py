@@ -1,5 +1,6 @@
 """The fp16 version of the exported embedder, for GPUs: half the weight bytes and tensor
-cores, with the same uint8 NHWC input and float32 output as the fp32 graph."""
+cores, with the same uint8 NHWC input and float32 output as the fp32 graph.
+"""
 
 from __future__ import annotations
 

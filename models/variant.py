@@ -1,6 +1,7 @@
 """What a lower-precision variant of the exported embedder (int8, fp16) must satisfy:
 embeddings close to the fp32 graph's on the caller's images, and a description that
-names its precision."""
+names its precision.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from models.export import INPUT_NAME, OUTPUT_NAME
+from models.export import INPUT_NAME, OUTPUT_NAME, onnx_metadata
 
 # The smallest cosine similarity between an image's fp32 and variant embeddings that is
 # accepted: selection compares distances between embeddings around 0.1-1, so an error of
@@ -45,10 +46,7 @@ def checked_agreement(
 
 def describe_variant(graph: onnx.ModelProto, fp32_path: Path, precision: str) -> None:
     """Give `graph` the fp32 graph's metadata_props, with `precision` set."""
-    fp32_metadata = {
-        p.key: p.value for p in onnx.load(str(fp32_path), load_external_data=False).metadata_props
-    }
     del graph.metadata_props[:]
-    for key, value in {**fp32_metadata, "precision": precision}.items():
+    for key, value in {**onnx_metadata(fp32_path), "precision": precision}.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value

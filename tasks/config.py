@@ -179,7 +179,8 @@ CATEGORICAL_METADATA_KEYS = frozenset({"folder"})
 class FieldError(ValueError):
     """A validation error about a field below the validator's own: `path` continues the
     location pydantic reports, so the message names the exact field
-    (`selection.strategies.0.input.key`), not only the model that checked it."""
+    (`selection.strategies.0.input.key`), not only the model that checked it.
+    """
 
     def __init__(self, path: tuple[str | int, ...], message: str) -> None:
         super().__init__(f"{'.'.join(str(part) for part in path)}: {message}")
@@ -344,7 +345,8 @@ class SelectionConfig(Section):
     @model_validator(mode="after")
     def _representative_stands_alone(self) -> SelectionConfig:
         """k-medoids optimises one objective over the whole candidate set: it takes the
-        candidates THRESHOLDs leave, and nothing else can weigh into it."""
+        candidates THRESHOLDs leave, and nothing else can weigh into it.
+        """
         kinds = [rule.strategy.type for rule in self.strategies]
         if "REPRESENTATIVE" in kinds:
             index = kinds.index("REPRESENTATIVE")
@@ -390,7 +392,8 @@ class SelectionConfig(Section):
     @model_validator(mode="after")
     def _metadata_keys_exist(self) -> SelectionConfig:
         """Keys are checked here as far as the configuration knows them; a key that may be a
-        column of metadata_file is checked when the file is read, before any image is."""
+        column of metadata_file is checked when the file is read, before any image is.
+        """
         known = BUILTIN_METADATA_KEYS | self.key_groups
         for index, rule in enumerate(self.strategies):
             key = rule.input.key

@@ -66,7 +66,8 @@ def stage_cache_key(stage: str, ignored: tuple[str, ...] = ()) -> Callable[[Any,
     """A Prefect `cache_key_fn` for a task whose parameters include `cache_dir`, or
     `shards` (a ShardStore) for the per-shard tasks, whose results live there; the
     `ignored` parameters say how to compute, never what (a thread count), so they are no
-    part of the key."""
+    part of the key.
+    """
 
     def key(_context: Any, parameters: dict[str, Any]) -> str:
         keyed = {name: value for name, value in parameters.items() if name not in ignored}

@@ -1,1 +1,1 @@
-"""x."""
+"""The datapool: the block, its versioned state and manifest, committed last."""

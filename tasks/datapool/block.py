@@ -18,7 +18,8 @@ from pydantic import Field
 
 class Datapool(Block):
     """What winnow's runs over one source have processed and selected, and the model that
-    embedded it. Written by the curate flow after a run has published everything."""
+    embedded it. Written by the curate flow after a run has published everything.
+    """
 
     _block_type_name = "winnow datapool"
     _block_type_slug = "winnow-datapool"

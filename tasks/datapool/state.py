@@ -36,7 +36,7 @@ from tasks.records.model import OnnxModel
 from tasks.records.plan import RunPlan
 from tasks.records.samples import STATUS_MISSING, SampleTable
 from tasks.records.shards import read_listing
-from tasks.storage.interface import Storage
+from tasks.storage.interface import Storage, download_once
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class ModelPointers(BaseModel, frozen=True):
 
 def model_pointers(start: PoolStart, model: OnnxModel, artifacts: dict[str, str]) -> ModelPointers:
     """The model the datapool names after this run: its own when it embedded with it,
-    else the one this run published."""
+    else the one this run published.
+    """
     if start.model is not None and start.state.model_onnx is not None:
         return ModelPointers(
             onnx=start.state.model_onnx,
@@ -139,11 +140,7 @@ def fetch_manifest(state: Datapool, storage: Storage, directory: Path) -> str | 
     if state.manifest is None:
         return None
     path = directory / f"manifest-{state.version:08d}-{digest(state.manifest)[:8]}.parquet"
-    if not path.exists():
-        partial = path.with_suffix(".partial")
-        storage.download_file(relative_key(storage, state.manifest), partial)
-        partial.replace(path)
-    return str(path)
+    return str(download_once(storage, relative_key(storage, state.manifest), path))
 
 
 def fetch_model(state: Datapool, storage: Storage, directory: Path) -> Path:
@@ -154,11 +151,9 @@ def fetch_model(state: Datapool, storage: Storage, directory: Path) -> Path:
     """
     if state.model_onnx is None or state.model_onnx_sha256 is None:
         raise ValueError(f"datapool at version {state.version} names no model")
-    path = directory / state.model_onnx_sha256 / "model.onnx"
-    if not path.exists():
-        partial = path.with_suffix(".partial")
-        storage.download_file(relative_key(storage, state.model_onnx), partial)
-        partial.replace(path)
+    path = download_once(
+        storage, relative_key(storage, state.model_onnx), directory / state.model_onnx_sha256 / "model.onnx"
+    )
     if (actual := file_sha256(path)) != state.model_onnx_sha256:
         path.unlink()
         raise ValueError(
@@ -178,7 +173,8 @@ def manifest_after_run(
     """The manifest after this run: kept rows, plus a row for each processed sample that
     was read (a missing one is left out, so the next run tries it again).
 
-    `processed` has the samples table's columns id, key, status, reason, content_hash."""
+    `processed` has the samples table's columns id, key, status, reason, content_hash.
+    """
     listed_by_key = {info.key: info for info in read_listing(run_plan.listing)}
     previously_selected = set(run_plan.previously_selected)
     columns = processed.select(["id", "key", "status", "reason", "content_hash"]).to_pylist()
@@ -206,7 +202,8 @@ def manifest_after_run(
 
 class NextManifest(BaseModel, frozen=True):
     """The datapool's manifest once this run commits, built once: run.json and the report
-    (written before the commit) take its counts, and the commit writes the file itself."""
+    (written before the commit) take its counts, and the commit writes the file itself.
+    """
 
     path: str
     samples: int
@@ -268,7 +265,8 @@ def commit_version(
 
 class PoolStart(BaseModel, frozen=True):
     """What a run starts from: the datapool's committed state, a local copy of its
-    manifest, and its model when the run embeds with it."""
+    manifest, and its model when the run embeds with it.
+    """
 
     name: str
     source: str

@@ -1,1 +1,1 @@
-"""x."""
+"""Media: decode images and video frames, measure metadata and flags, inspect shards."""

@@ -29,7 +29,8 @@ Image.MAX_IMAGE_PIXELS = None
 class Decoded:
     """An image decoded, maybe at reduced scale (`rgb` keeps at least the `min_side` and
     `min_long_side` the caller asked for, or the original size if smaller); width and
-    height are the original's, after EXIF orientation."""
+    height are the original's, after EXIF orientation.
+    """
 
     rgb: Image.Image
     width: int

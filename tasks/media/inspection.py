@@ -80,7 +80,8 @@ def measured(
     row: dict[str, object], rgb: Image.Image, width: int, height: int, input_size: int
 ) -> _Inspected:
     """`row` completed with a clean sample's size, metadata and flags, and its pixels at
-    model resolution. `width` and `height` are the original's (`rgb` may be reduced)."""
+    model resolution. `width` and `height` are the original's (`rgb` may be reduced).
+    """
     metadata = image_metadata(analysis_copy(rgb, ANALYSIS_SIZE))
     size = {"width": width, "height": height}
     row = row | {"status": STATUS_OK, **size, **metadata, "flags": sample_flags(metadata | size)}
@@ -96,7 +97,8 @@ def frame_hash(video_hash: str, index: int) -> str:
     """A frame's content hash: its video's bytes and its index, not its pixels. Two copies
     of one video then have the same frames (the second's are exact duplicates), while the
     identical frames of a static camera within one video stay distinct samples: telling
-    those apart is the near-duplicate check's job, on what the frames show."""
+    those apart is the near-duplicate check's job, on what the frames show.
+    """
     return hashlib.blake2b(f"{video_hash}#frame={index}".encode(), digest_size=16).hexdigest()
 
 
@@ -105,7 +107,8 @@ def inspect_video(
 ) -> Iterator[_Inspected]:
     """A row for each sampled frame as it is decoded, then a corrupt row for the video
     itself (id: its key) if it cannot be read or breaks midway. Never raises for a bad or
-    vanished file."""
+    vanished file.
+    """
     row: dict[str, object] = {"id": info.key, "key": info.key, "kind": KIND_VIDEO}
     try:
         with storage.local_file(info, scratch) as path:
@@ -143,7 +146,8 @@ def inspect_shard_files(
     directory: Path,
 ) -> tuple[int, int]:
     """Inspect every one of `objects` (shard `shard_index`) into the empty folder
-    `directory`: its samples table and uint8 cache. Returns (ok, corrupt) counts."""
+    `directory`: its samples table and uint8 cache. Returns (ok, corrupt) counts.
+    """
     rows: list[dict[str, object]] = []
     ok = 0
     videos = [o for o in objects if is_video_key(o.key)]
@@ -207,7 +211,8 @@ def inspect_shard_into(
 def mark_exact_duplicates(samples: pa.Table, known: dict[str, str] | None = None) -> pa.Table:
     """Mark every ok sample whose content hash an earlier ok sample (in id order), or a
     sample of the datapool (`known`: content hash -> id), already has as a duplicate of
-    that sample. Shape: rows in, same rows out."""
+    that sample. Shape: rows in, same rows out.
+    """
     first_with_hash: dict[str, str] = dict(known or {})
     duplicates: dict[str, tuple[str, str]] = {}
     for sample_id, content_hash, status in zip(
@@ -232,7 +237,8 @@ def collect_sample_rows(
     scratch: Path,
 ) -> SampleTable:
     """Concatenate the shards' rows in id order, mark duplicates (also of the datapool's
-    samples in `known_hashes`), write `path`. Remote shards' tables are fetched into `scratch`."""
+    samples in `known_hashes`), write `path`. Remote shards' tables are fetched into `scratch`.
+    """
     tables = [pq.read_table(i.samples_file(scratch)) for i in inspections]
     table = pa.concat_tables(tables).sort_by("id") if tables else SAMPLE_SCHEMA.empty_table()
     if checks.remove_exact_duplicates:

@@ -39,7 +39,8 @@ def calc_contrast(gray: np.ndarray) -> float:
 
 def calc_sharpness(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian of luma (Pech-Pacheco et al., 2000).
-    Blur removes high frequencies, so a blurred copy scores lower."""
+    Blur removes high frequencies, so a blurred copy scores lower.
+    """
     if min(gray.shape) < 3:
         return 0.0
     laplacian = gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:] - 4 * gray[1:-1, 1:-1]
@@ -48,13 +49,15 @@ def calc_sharpness(gray: np.ndarray) -> float:
 
 def calc_snr(gray: np.ndarray) -> float:
     """Mean over standard deviation of luma; the deviation is floored at one grey level so
-    a flat image has a large, finite value."""
+    a flat image has a large, finite value.
+    """
     return float(gray.mean() / max(float(gray.std()), 1.0))
 
 
 def calc_uniform_row_ratio(rgb: np.ndarray) -> float:
     """Share of rows whose pixels are all (nearly) the same colour: the grey or coloured
-    bars of a truncated download or a broken frame."""
+    bars of a truncated download or a broken frame.
+    """
     # Reduced along a contiguous axis: numpy reduces over the 3-long, strided channel axis
     # of (H, W, 3) about 50x slower than over rows of one channel.
     planes = np.ascontiguousarray(rgb.transpose(0, 2, 1))  # (H, 3, W)
@@ -64,7 +67,8 @@ def calc_uniform_row_ratio(rgb: np.ndarray) -> float:
 
 def calc_entropy(gray: np.ndarray) -> float:
     """Shannon entropy of the luma histogram (256 bins), in bits, 0 to 8: how much an image
-    can say; a flat or nearly blank image has little."""
+    can say; a flat or nearly blank image has little.
+    """
     counts = np.bincount(np.clip(gray, 0, 255).astype(np.uint8).ravel(), minlength=256)
     shares = counts[counts > 0] / counts.sum()
     return float(-(shares * np.log2(shares)).sum())

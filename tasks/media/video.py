@@ -61,7 +61,8 @@ def describe(error: Exception) -> str:
 
 def upright(frame: av.VideoFrame) -> np.ndarray:
     """The frame as RGB, turned by its display rotation (`frame.rotation`: degrees
-    counterclockwise, as FFmpeg's own players apply it). Shape: -> (H, W, 3) uint8"""
+    counterclockwise, as FFmpeg's own players apply it). Shape: -> (H, W, 3) uint8
+    """
     rgb = frame.to_ndarray(format="rgb24")
     turns = round(frame.rotation / 90) % 4
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
@@ -156,7 +157,8 @@ def stated_end(container: av.container.InputContainer, stream: av.video.stream.V
 
 def sample_frames(path: Path, config: VideoConfig) -> Iterator[SampledFrame | Corrupt]:
     """The sampled frames of the video at `path`, upright, one at a time; then a `Corrupt`
-    if the video cannot be opened, breaks midway, or ends before its stated duration."""
+    if the video cannot be opened, breaks midway, or ends before its stated duration.
+    """
     opened = open_video(path)
     if isinstance(opened, Corrupt):
         yield opened
@@ -204,7 +206,8 @@ def sample_frames(path: Path, config: VideoConfig) -> Iterator[SampledFrame | Co
 def frames_at(path: Path, wanted: list[tuple[int, float]]) -> Iterator[tuple[int, np.ndarray]]:
     """Seek to each (frame index, seconds) of `wanted` and decode it again at full
     resolution, upright. A frame that is not found (the video changed) is left out.
-    Shape: -> (index, (H, W, 3) uint8)"""
+    Shape: -> (index, (H, W, 3) uint8)
+    """
     opened = open_video(path)
     if isinstance(opened, Corrupt):
         return

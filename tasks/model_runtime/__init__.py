@@ -1,1 +1,1 @@
-"""x."""
+"""Model runtime: train, export to ONNX, quantize, and embed with ONNX Runtime."""

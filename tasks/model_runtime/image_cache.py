@@ -16,7 +16,8 @@ from tasks.records.samples import STATUS_OK, ShardInspection
 
 class ImageCache:
     """Rows of all shards' caches, addressed by a global index (shard order, then row).
-    Remote shards' caches are fetched into `scratch`."""
+    Remote shards' caches are fetched into `scratch`.
+    """
 
     def __init__(self, inspections: list[ShardInspection], scratch: Path) -> None:
         self._images = [inspection.open_images(scratch) for inspection in inspections]
@@ -40,7 +41,8 @@ class ImageCache:
 
 def unique_image_indices(cache: ImageCache, samples_path: str) -> np.ndarray:
     """Global cache indices of the samples whose status is ok (corrupt files and exact
-    duplicates left out), in id order."""
+    duplicates left out), in id order.
+    """
     table = pq.read_table(samples_path, columns=["status", "shard", "cache_row"]).to_pydict()
     return np.array(
         [

@@ -55,7 +55,8 @@ def quantize_model(
     scratch: Path,
 ) -> OnnxModel:
     """The `precision` (int8 or fp16) model, or `model` itself when it does not agree with
-    it closely enough. Remote shards' images are fetched into `scratch`."""
+    it closely enough. Remote shards' images are fetched into `scratch`.
+    """
     file_name, write_variant = VARIANTS[precision]
     path = directory / file_name
     try:

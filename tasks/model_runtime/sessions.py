@@ -39,7 +39,8 @@ TENSORRT_CACHE_DIR = "tensorrt"
 def tensorrt_installed() -> bool:
     """Whether TensorRT's runtime library can be loaded. onnxruntime-gpu lists its TensorRT
     provider as available whether or not TensorRT is installed, and asking for it without
-    TensorRT logs an error before falling back."""
+    TensorRT logs an error before falling back.
+    """
     return ctypes.util.find_library("nvinfer") is not None
 
 
@@ -56,7 +57,8 @@ def requested_providers(device: str) -> list[str]:
 def embedding_precision(config: EmbeddingConfig, gpu_workers: bool = False) -> str:
     """fp32, fp16 or int8. Under auto: int8 where the CPU provider runs (int8 is the CPU's
     speed-up), fp16 on a GPU (half the bytes, and tensor cores). `gpu_workers`: embedding
-    runs on other machines' GPUs (a cluster's GPU resource), whatever this one has."""
+    runs on other machines' GPUs (a cluster's GPU resource), whatever this one has.
+    """
     if config.precision != "auto":
         return config.precision
     on_gpu = (gpu_workers and config.device != "cpu") or requested_providers(config.device) != [CPU]
@@ -181,7 +183,8 @@ def _cached_session(
 
 def open_session(model_path: str, config: EmbeddingConfig, threads: int | None = None) -> BoundSession:
     """`threads`: the execution engine's share of cores for one session (None: every core);
-    `embedding.num_threads` overrides it."""
+    `embedding.num_threads` overrides it.
+    """
     threads = config.num_threads or threads or os.cpu_count() or 1
     fp16 = embedding_precision(config) == "fp16"
     with _session_lock:

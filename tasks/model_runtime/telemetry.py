@@ -27,14 +27,16 @@ IDLE_UTILISATION_PCT = 50.0
 
 def visible_gpu() -> int | str:
     """The GPU this process computes on, as NVML names it: CUDA_VISIBLE_DEVICES' first entry
-    (an index or a GPU-UUID; NVML itself ignores the variable and counts every GPU), else 0."""
+    (an index or a GPU-UUID; NVML itself ignores the variable and counts every GPU), else 0.
+    """
     first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
     return int(first) if first.isdigit() else first or 0
 
 
 class GpuSampler:
     """Samples GPU `device` (an NVML index or UUID; default: the one this process computes
-    on) from `start()` to `stop()`; `summary()` is None when no GPU could be read."""
+    on) from `start()` to `stop()`; `summary()` is None when no GPU could be read.
+    """
 
     def __init__(self, device: int | str | None = None, interval_s: float = SAMPLE_INTERVAL_S) -> None:
         self._device = visible_gpu() if device is None else device
@@ -110,7 +112,8 @@ def sampling() -> Iterator[GpuSampler]:
 
 def merged_summary(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """One summary of several samplings of one GPU (a worker's shards): the mean weighted by
-    samples, the maxima of the maxima."""
+    samples, the maxima of the maxima.
+    """
     samples = sum(s["samples"] for s in summaries)
     mean = sum(s["utilisation_mean_pct"] * s["samples"] for s in summaries) / samples
     return {
@@ -154,7 +157,8 @@ class StageTelemetry:
 
     def add_worker(self, stage: str, worker: str, summaries: list[dict[str, Any]]) -> None:
         """A cluster worker's samplings of its GPU during its tasks of `stage`, as the stage
-        `<stage> on <worker>` (host/gpuN)."""
+        `<stage> on <worker>` (host/gpuN).
+        """
         if summaries:
             self._stages[f"{stage} on {worker}"] = merged_summary(summaries)
 

@@ -123,7 +123,8 @@ def project_principal_components(
 ) -> None:
     """Fit the model's embedding map to the principal components of the representation
     (features and pooled pixels) of the run's images (a seeded sample of at most
-    PRINCIPAL_COMPONENT_ROWS)."""
+    PRINCIPAL_COMPONENT_ROWS).
+    """
     if len(indices) == 0:  # nothing clean to fit to: the map stays as it is
         return
     rng = np.random.default_rng(training.seed)
@@ -148,7 +149,8 @@ def train_or_load(
     scratch: Path,
 ) -> TrainedModel:
     """Train (or, with training off, take the configured or a seeded model) and save it in
-    `directory`. Remote shards' images are fetched into `scratch`."""
+    `directory`. Remote shards' images are fetched into `scratch`.
+    """
     checkpoint = directory / CHECKPOINT_FILE
     model = initial_model(training)
     device = training_device(training.device)

@@ -1,6 +1,7 @@
 """Publish: write the run's files (the contract in DESIGN.md) to `<output>/runs/<run-id>/`,
 run.json last. `<output>/latest.json` is written when the datapool commits (tasks/datapool/state.py),
-so it only ever names a complete, committed run."""
+so it only ever names a complete, committed run.
+"""
 
 from __future__ import annotations
 

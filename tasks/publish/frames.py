@@ -32,7 +32,8 @@ JPEG_QUALITY = 95
 
 def frame_file_name(key: str, index: int, frame_format: str) -> str:
     """`clips/a.mp4`, 120 -> `clips/a.mp4__frame=000120.png`: the video's key made safe as a
-    path (contained_key: never outside the folder), then the frame's index."""
+    path (contained_key: never outside the folder), then the frame's index.
+    """
     return f"{contained_key(key)}__frame={index:06d}.{SUFFIXES[frame_format]}"
 
 
@@ -57,7 +58,8 @@ def write_selected_frames(
 ) -> int:
     """Write each selected frame ((video key, frame index, seconds)) to
     `<prefix>/selected_frames/` in the output. A video that vanished or changed since it
-    was inspected is logged and skipped. Returns how many files were written."""
+    was inspected is logged and skipped. Returns how many files were written.
+    """
     by_video: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for key, index, seconds in frames:
         by_video[key].append((index, seconds))

@@ -24,7 +24,8 @@ MANIFEST_SCHEMA = pa.schema(
 
 def read_manifest_table(path: str) -> pa.Table:
     """A manifest in MANIFEST_SCHEMA. Manifests written before videos have no `key`: each
-    of their rows was an image, whose key is its id."""
+    of their rows was an image, whose key is its id.
+    """
     table = pq.read_table(path)
     if "key" not in table.column_names:
         table = table.add_column(1, "key", table["id"])

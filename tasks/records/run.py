@@ -94,7 +94,8 @@ class ReportOff(BaseModel, frozen=True):
 
 class RunRecord(BaseModel, frozen=True):
     """One run, as run.json holds it. `artifacts` and `finished_at` come with publishing,
-    the datapool's new version with the commit."""
+    the datapool's new version with the commit.
+    """
 
     run_id: str
     status: str

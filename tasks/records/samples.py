@@ -90,7 +90,8 @@ class ShardInspection(BaseModel, frozen=True):
 
     def open_images(self, scratch: Path) -> np.ndarray:
         """The shard's uint8 cache as a read-only memmap (fetched into `scratch` if
-        remote). Shape: (ok, S, S, 3)"""
+        remote). Shape: (ok, S, S, 3)
+        """
         if self.ok == 0:
             return np.zeros((0, self.input_size, self.input_size, 3), dtype=np.uint8)
         shape = (self.ok, self.input_size, self.input_size, 3)
@@ -99,14 +100,16 @@ class ShardInspection(BaseModel, frozen=True):
 
     def image(self, row: int) -> np.ndarray:
         """One cached image, read alone (a ranged read from a remote store), for readers
-        that show a few images of many shards. Shape: (S, S, 3)"""
+        that show a few images of many shards. Shape: (S, S, 3)
+        """
         data = self.store.read_range(f"{self.folder}/{IMAGES_FILE}", row * self._row_bytes, self._row_bytes)
         return np.frombuffer(data, dtype=np.uint8).reshape(self.input_size, self.input_size, 3)
 
 
 def mark_duplicates(samples: pa.Table, duplicates: dict[str, tuple[str, str]]) -> pa.Table:
     """Mark the ok samples in `duplicates` ({id: (the id it duplicates, reason)}) as
-    duplicates. Shape: rows in, same rows out."""
+    duplicates. Shape: rows in, same rows out.
+    """
     status = samples["status"].to_pylist()
     reason = samples["reason"].to_pylist()
     duplicate_of = samples["duplicate_of"].to_pylist()

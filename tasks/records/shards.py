@@ -36,7 +36,8 @@ class Listing(BaseModel, frozen=True):
 
 def write_manifests(objects: list[ObjectInfo], shard_size: int, store: ShardStore) -> list[Shard]:
     """Cut `objects` into shards of at most `shard_size` and write one manifest each into
-    `store`, where the workers that inspect the shards read them."""
+    `store`, where the workers that inspect the shards read them.
+    """
     shards = []
     for index, start in enumerate(range(0, len(objects), shard_size)):
         rows = [[o.key, o.size, o.version] for o in objects[start : start + shard_size]]

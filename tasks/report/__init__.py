@@ -1,1 +1,1 @@
-"""x."""
+"""The run report: its numbers, plots, HTML and PDF."""

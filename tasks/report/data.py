@@ -34,7 +34,8 @@ PLOTTED_METADATA = ("luminance", "sharpness", "megapixels")
 
 def embedded_per_second(record: RunRecord) -> float | None:
     """Images embedded per second of the embed stage; where embedding overlapped inspection
-    (`overlapped_stages`), per second of the two together, as decoding set the pace."""
+    (`overlapped_stages`), per second of the two together, as decoding set the pace.
+    """
     stages = record.overlapped_stages or ["embed"]
     seconds = sum(record.timings.get(stage, 0.0) for stage in stages)
     return round(record.counts.embedded / seconds, 2) if seconds else None
@@ -64,7 +65,8 @@ def headline_numbers(record: RunRecord) -> dict[str, Any]:
 
 def reason_kind(reason: str) -> str:
     """The kind of a corrupt or duplicate reason: its text before the first ':' or ' of '
-    ('truncated file: ...' -> 'truncated file', 'near duplicate of x (...)' -> 'near duplicate')."""
+    ('truncated file: ...' -> 'truncated file', 'near duplicate of x (...)' -> 'near duplicate').
+    """
     return reason.split(":", 1)[0].split(" of ", 1)[0].strip()
 
 
@@ -90,7 +92,8 @@ def sample_breakdown(samples: pa.Table) -> dict[str, dict[str, int]]:
 
 def subsample(count: int, keep: np.ndarray, limit: int, seed: int) -> np.ndarray:
     """Sorted row indices of a seeded subsample of at most `limit` of `count` rows: every
-    row of `keep` first (as many as fit), then random others. Shape: keep (k,) -> (<= limit,)"""
+    row of `keep` first (as many as fit), then random others. Shape: keep (k,) -> (<= limit,)
+    """
     if count <= limit:
         return np.arange(count)
     rng = np.random.default_rng(seed)
@@ -105,7 +108,8 @@ def subsample(count: int, keep: np.ndarray, limit: int, seed: int) -> np.ndarray
 class NeighbourDistances:
     """Each sample's distance to its nearest other sample within three sets, for the
     histograms: the pool (a subsample when large), the selection, and a seeded random
-    subset of the selection's size. `pool_rows` are the pool subsample's row indices."""
+    subset of the selection's size. `pool_rows` are the pool subsample's row indices.
+    """
 
     pool: np.ndarray
     pool_rows: np.ndarray
@@ -138,7 +142,8 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
 
 def embedding_map(x: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
     """A 2-D map of the rows: UMAP when the `umap` package is installed, PCA otherwise.
-    Shape: (N, D) -> (N, 2), the method's name"""
+    Shape: (N, D) -> (N, 2), the method's name
+    """
     if len(x) < 3 or x.shape[1] < 2:
         return np.zeros((len(x), 2), dtype=np.float32), "none"
     if importlib.util.find_spec("umap") is not None and len(x) > 15:
@@ -176,7 +181,8 @@ class VideoTimeline:
 
 def video_timelines(samples: pa.Table, selected_ids: set[str], limit: int) -> tuple[list[VideoTimeline], int]:
     """Per video (at most `limit`, most selected frames first), which of its clean frames
-    were selected. Returns the timelines and how many videos there are in all."""
+    were selected. Returns the timelines and how many videos there are in all.
+    """
     frames: dict[str, list[tuple[float, bool]]] = {}
     for sample_id, kind, status, video, timestamp in zip(
         samples["id"].to_pylist(),
@@ -202,7 +208,8 @@ def video_timelines(samples: pa.Table, selected_ids: set[str], limit: int) -> tu
 
 def quality_rows(quality: dict[str, Any]) -> list[tuple[str, float, float, float]]:
     """(figure, the selection's value, the random baseline's mean, its std) for every figure
-    both sides have."""
+    both sides have.
+    """
     chosen, random = quality["selected"], quality["random"]
     pairs = [(name, chosen[name], random[name]) for name in FIGURES]
     balances = chosen.get("balance", {}).items()

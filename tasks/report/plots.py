@@ -51,7 +51,8 @@ def neighbour_histogram(distances: NeighbourDistances) -> bytes:
 
 def embedding_scatter(coordinates: np.ndarray, selected: np.ndarray, method: str) -> bytes:
     """The 2-D map, every plotted sample in grey and the selected ones on top in red.
-    Shape: coordinates (N, 2), selected (N,) bool"""
+    Shape: coordinates (N, 2), selected (N,) bool
+    """
     figure = Figure(figsize=(6.5, 5.0))
     axes = figure.add_subplot()
     rest = ~selected
@@ -81,7 +82,8 @@ def embedding_scatter(coordinates: np.ndarray, selected: np.ndarray, method: str
 def metadata_histograms(everything: dict[str, np.ndarray], selected: dict[str, np.ndarray]) -> bytes:
     """One panel a metadata column: its distribution over all clean samples and over the
     selected ones (densities, so the two sizes compare). Sharpness on a log scale: it spans
-    decades (blurred images score 4-16, photographs hundreds)."""
+    decades (blurred images score 4-16, photographs hundreds).
+    """
     figure = Figure(figsize=(10.0, 2.9))
     panels = figure.subplots(1, len(everything))
     for axes, name in zip(np.atleast_1d(panels), everything, strict=True):

@@ -1,1 +1,1 @@
-"""x."""
+"""Selection: k-center, REPRESENTATIVE, strategies, sequences, near duplicates, quality."""

@@ -54,7 +54,8 @@ logger = logging.getLogger(__name__)
 def earlier_picks(run_plan: RunPlan, ids: list[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of the samples earlier runs selected (from the datapool's manifest, or
     from this run's table where this run reprocessed them), and a mask of this run's rows
-    that are such samples. Shape: ids (N,), embeddings (N, D) -> (M, D), (N,)"""
+    that are such samples. Shape: ids (N,), embeddings (N, D) -> (M, D), (N,)
+    """
     earlier = set(run_plan.previously_selected)
     reprocessed = np.array([i in earlier for i in ids], dtype=bool)
     _, kept = manifest_vectors(pq.read_table(run_plan.kept_manifest), earlier)
@@ -63,7 +64,8 @@ def earlier_picks(run_plan: RunPlan, ids: list[str], embeddings: np.ndarray) -> 
 
 class SampleMetadata:
     """The METADATA values of the candidates, a key at a time: built-in columns, `folder`,
-    metadata_from_key's groups and metadata_file's columns."""
+    metadata_from_key's groups and metadata_file's columns.
+    """
 
     def __init__(
         self, samples: SampleTable, ids: list[str], config: SelectionConfig, inputs: SelectionInputs
@@ -93,7 +95,8 @@ class SampleMetadata:
 
 def similarity_to(query: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
     """Each sample's largest cosine similarity to the query embeddings.
-    Shape: query (Q, D), embeddings (N, D) -> (N,)"""
+    Shape: query (Q, D), embeddings (N, D) -> (N,)
+    """
     return np.asarray((embeddings @ query.T).max(axis=1))
 
 
@@ -195,7 +198,8 @@ def alone_picks(
     embeddings: np.ndarray, n: int, config: SelectionConfig, chosen: np.ndarray
 ) -> tuple[np.ndarray, list[str], str]:
     """REPRESENTATIVE or DIVERSITY on its own (or over windows): picks, a reason each, and
-    the device that computed them."""
+    the device that computed them.
+    """
     if config.representative:
         result = representative_picks(embeddings, n, config.seed, chosen)
         return result.picks, representative_reasons(result), "cpu"
@@ -222,7 +226,8 @@ def select_sequences(
     """REPRESENTATIVE or DIVERSITY over windows of `length` consecutive frames: `requested`
     counts frames, so requested // length windows (at least one) are picked, every frame of
     each. Returns (picked rows of `ids`, a reason each, how many frames were candidates, the
-    device)."""
+    device).
+    """
     windows = frame_windows(ids, frames, length)
     wanted = max(1, requested // length)
     picked, window_reasons, device = alone_picks(
@@ -247,7 +252,8 @@ def select_from_pool(
     path: Path,
 ) -> Selection:
     """Select from this run's clean samples (or windows of `sequence_length` frames),
-    diverse also against what earlier runs selected; write (id, rank, reason) to `path`."""
+    diverse also against what earlier runs selected; write (id, rank, reason) to `path`.
+    """
     ids, embeddings = read_embeddings(table)
     chosen, reprocessed = earlier_picks(run_plan, ids, embeddings)
     ids, embeddings = [i for i, r in zip(ids, reprocessed, strict=True) if not r], embeddings[~reprocessed]

@@ -20,7 +20,8 @@ IVF_PROBES = 16
 
 def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """Each row's squared Euclidean distance to its nearest row of `chosen`.
-    Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)"""
+    Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)
+    """
     nearest = np.full(len(x), np.inf, dtype=np.float32)
     for start in range(0, len(chosen), BLOCK):
         block = np.ascontiguousarray(chosen[start : start + BLOCK], dtype=np.float32)
@@ -32,7 +33,8 @@ def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np
 
 def nearest_other_distances(x: np.ndarray) -> np.ndarray:
     """Each row's Euclidean distance to its nearest other row (inf for a single row).
-    Shape: (N, D) -> (N,)"""
+    Shape: (N, D) -> (N,)
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
     squared_norms = np.einsum("ij,ij->i", x, x)
     nearest = np.full(len(x), np.inf, dtype=np.float32)
@@ -49,7 +51,8 @@ def mean_knn_distance(x: np.ndarray, k: int, exact_rows: int = EXACT_KNN_ROWS, s
     """Each row's mean Euclidean distance to its k nearest other rows (fewer when there are
     not k others): exact in blocks up to `exact_rows` rows, through an inverted-file index
     beyond (approximate_mean_knn_distance), so the cost grows as N sqrt(N), not N^2.
-    Shape: (N, D) -> (N,)"""
+    Shape: (N, D) -> (N,)
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
     count = len(x)
     k = min(k, count - 1)
@@ -73,7 +76,8 @@ def approximate_mean_knn_distance(x: np.ndarray, k: int, seed: int) -> np.ndarra
     """mean_knn_distance through faiss's IVF-Flat index: k-means cells (4 sqrt(N), seeded),
     each row's neighbours searched exactly in the IVF_PROBES cells nearest to it. Unlike a
     graph index its answer does not depend on the order of parallel inserts, so a run is
-    reproducible. Shape: (N, D) float32 -> (N,)"""
+    reproducible. Shape: (N, D) float32 -> (N,)
+    """
     # Imported here: only pools past EXACT_KNN_ROWS need faiss and its OpenMP runtime.
     import faiss
 

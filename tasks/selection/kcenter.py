@@ -61,7 +61,8 @@ def squared_distance_to_set_torch(
     x: torch.Tensor, squared_norms: torch.Tensor, chosen: torch.Tensor
 ) -> torch.Tensor:
     """Each row's squared distance to its nearest row of `chosen`, in blocks of `chosen`.
-    Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)"""
+    Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)
+    """
     nearest = torch.full_like(squared_norms, float("inf"))
     for start in range(0, len(chosen), BLOCK):
         block = chosen[start : start + BLOCK]
@@ -78,7 +79,7 @@ def kcenter_greedy_torch(
     min_distance: float | None = None,
     chosen: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """tasks.select.kcenter_greedy on `device` (e.g. 'cuda'); same arguments and results."""
+    """kcenter_greedy on `device` (e.g. 'cuda'); same arguments and results."""
     count = len(embeddings)
     n = min(n, count)
     if n <= 0:

@@ -19,7 +19,8 @@ from tasks.selection.distances import BLOCK
 
 def earlier_neighbours(x: np.ndarray, threshold: float) -> list[list[tuple[int, float]]]:
     """For each row, the earlier rows within cosine distance `threshold`, nearest first.
-    Shape: x (N, D) unit rows -> N lists of (row, distance)"""
+    Shape: x (N, D) unit rows -> N lists of (row, distance)
+    """
     found: list[list[tuple[int, float]]] = [[] for _ in range(len(x))]
     x = np.ascontiguousarray(x, dtype=np.float32)
     for start in range(0, len(x), BLOCK):
@@ -38,7 +39,8 @@ def find_near_duplicates(
 ) -> dict[str, tuple[str, float]]:
     """{removed id: (the kept id it duplicates, cosine distance)}. Samples of `earlier`
     (the datapool's, kept already) are representatives; then, in order, a sample is kept
-    unless an earlier kept sample is within `threshold`. Shape: x (N, D), earlier (M, D)"""
+    unless an earlier kept sample is within `threshold`. Shape: x (N, D), earlier (M, D)
+    """
     everything = np.concatenate([earlier.reshape(-1, x.shape[1]), x]) if len(earlier) else x
     names = earlier_ids + ids
     kept = [True] * len(earlier_ids) + [False] * len(ids)

@@ -41,7 +41,8 @@ def nearest_distances(x: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 
 def diversity(selected: np.ndarray, earlier: np.ndarray | None = None) -> float | None:
     """Shape: selected (k, D), earlier (M, D) -> mean distance from each selected row to its
-    nearest other selected or earlier row; None without two rows to compare."""
+    nearest other selected or earlier row; None without two rows to compare.
+    """
     earlier_count = 0 if earlier is None else len(earlier)
     if len(selected) == 0 or len(selected) + earlier_count < 2:
         return None
@@ -60,7 +61,8 @@ def mean_distance_to_nearest_pick(pool: np.ndarray, selected: np.ndarray) -> flo
 
 def balance(categories: np.ndarray, picks: np.ndarray) -> float | None:
     """Normalised entropy of the picks' categories; None when the pool has one category
-    or nothing is picked. Shape: categories (N,), picks (k,)"""
+    or nothing is picked. Shape: categories (N,), picks (k,)
+    """
     present = len(np.unique(categories))
     if present < 2 or len(picks) == 0:
         return None
@@ -77,7 +79,8 @@ def measure(
     categories: dict[str, np.ndarray],
 ) -> dict[str, object]:
     """The figures of one subset. Shape: pool (N, D), evaluated (E,) rows the pool-wide
-    figures average over, picks (k,), earlier (M, D)."""
+    figures average over, picks (k,), earlier (M, D).
+    """
     chosen = pool[picks]
     everything = np.concatenate([chosen, earlier.reshape(-1, pool.shape[1])])
     mean = mean_distance_to_nearest_pick(pool[evaluated], everything)
@@ -120,7 +123,8 @@ def selection_quality(
     """The selection's figures beside the mean and std of RANDOM_SEEDS random subsets of the
     same size drawn from the `allowed` candidates, both measured with the `earlier` picks.
     Shape: pool (N, D), picks (k,) indices into pool, categories {BALANCE key: (N,)},
-    allowed (N,) bool (default all), earlier (M, D)."""
+    allowed (N,) bool (default all), earlier (M, D).
+    """
     categories = categories or {}
     earlier = np.empty((0, pool.shape[1]), np.float32) if earlier is None else earlier
     candidates = np.flatnonzero(np.ones(len(pool), bool) if allowed is None else allowed)

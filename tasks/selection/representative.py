@@ -84,7 +84,8 @@ def representative_picks(
 
 def split(x: np.ndarray, rows: np.ndarray, limit: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Cut `rows` at the median of their projection on their principal direction, again
-    and again, until every part has at most `limit` rows. Shape: rows (R,) -> parts."""
+    and again, until every part has at most `limit` rows. Shape: rows (R,) -> parts.
+    """
     if len(rows) <= limit:
         return [rows]
     part = x[rows]
@@ -101,7 +102,8 @@ def split(x: np.ndarray, rows: np.ndarray, limit: int, rng: np.random.Generator)
 def share_budget(n: int, parts: list[np.ndarray], earlier: np.ndarray) -> list[int]:
     """Split `n` picks over the parts in proportion to their uncovered mass (the sum of
     their rows' squared distances to the nearest earlier pick, capped at the unit diameter;
-    the row count when there are no earlier picks), by largest remainder, none above its size."""
+    the row count when there are no earlier picks), by largest remainder, none above its size.
+    """
     sizes = np.array([len(p) for p in parts])
     capped = np.minimum(earlier, UNIT_DIAMETER) ** 2
     mass = np.array([float(capped[p].sum()) for p in parts], dtype=np.float64)

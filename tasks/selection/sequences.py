@@ -17,7 +17,8 @@ import numpy as np
 def frame_windows(ids: list[str], videos: dict[str, tuple[str, int]], length: int) -> np.ndarray:
     """Rows of `ids` grouped into windows. `videos` maps a frame's id to (its video key,
     its frame index); ids not in it (images) are in no window.
-    Shape: -> (W, length) int64, each row in frame order, windows in (video key, index) order"""
+    Shape: -> (W, length) int64, each row in frame order, windows in (video key, index) order
+    """
     rows_of: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for row, sample_id in enumerate(ids):
         if sample_id in videos:

@@ -107,7 +107,7 @@ def normalised(values: np.ndarray) -> np.ndarray:
 
 
 def log_objective(objective: Weights | Score) -> np.ndarray:
-    """strength * log of the fixed objective. Shape: -> (N,) float64"""
+    """Strength * log of the fixed objective. Shape: -> (N,) float64"""
     values = normalised(objective.values.astype(np.float64))
     if isinstance(objective, Weights):
         return objective.strength * (values - 1.0)  # log(exp(w - 1))
@@ -191,7 +191,8 @@ def balance_target(balance: Balance, allowed: np.ndarray) -> dict[str, float]:
 
 class BalanceState:
     """A BALANCE objective during the greedy pass: categories as integer codes, so each
-    pick costs O(N) in numpy and nothing in Python."""
+    pick costs O(N) in numpy and nothing in Python.
+    """
 
     def __init__(self, balance: Balance, allowed: np.ndarray) -> None:
         target = balance_target(balance, allowed)
@@ -204,8 +205,9 @@ class BalanceState:
         self.strength = balance.strength
 
     def log_objective(self, picked: int) -> np.ndarray:
-        """strength * log of how much each candidate's category lags its target share after
-        the next pick, scaled to (FLOOR, 1]; categories outside the target get FLOOR."""
+        """Strength * log of how much each candidate's category lags its target share after
+        the next pick, scaled to (FLOOR, 1]; categories outside the target get FLOOR.
+        """
         deficit = self.shares * (picked + 1) - self.seen
         deficit[-1] = 0.0
         lag = np.maximum(deficit / max(float(deficit.max()), FLOOR), FLOOR)

@@ -1,1 +1,1 @@
-"""x."""
+"""Ground floor: the Storage interface (local folders, S3), the shard store, retries."""

@@ -7,6 +7,7 @@ opens files by a key's name or talks to boto3 (tasks/s3.py implements S3). Keys 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from typing import Protocol
 
 class StorageError(Exception):
     """A storage problem that retrying will not fix: a missing bucket, denied access,
-    rejected credentials. The message names the location and the cause, never a secret."""
+    rejected credentials. The message names the location and the cause, never a secret.
+    """
 
 
 class MissingObjectError(FileNotFoundError):
@@ -26,7 +28,8 @@ class MissingObjectError(FileNotFoundError):
 @dataclass(frozen=True)
 class ObjectInfo:
     """One object in a store: its key, its size, and a version token that changes when
-    its content does (the ETag on S3, mtime in nanoseconds on a local disk)."""
+    its content does (the ETag on S3, mtime in nanoseconds on a local disk).
+    """
 
     key: str
     size: int
@@ -77,6 +80,19 @@ class Storage(Protocol):
         """Copy `key` of `source` to `target_key` here; returns the copy's URI."""
 
 
+def download_once(storage: Storage, key: str, path: Path) -> Path:
+    """`key` as the local file `path`, downloaded unless it is there already. The download
+    goes to a file of its own and is renamed into place, so `path` is never half written,
+    even with two downloads racing.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+        storage.download_file(key, partial)
+        partial.replace(path)
+    return path
+
+
 def safe_key(key: str) -> PurePosixPath:
     """The key as a relative path, refusing anything that would leave the root.
 
@@ -92,7 +108,8 @@ def safe_key(key: str) -> PurePosixPath:
 def contained_key(key: str) -> str:
     """A key that names the same object but is safe as a relative file path: segments that
     are empty, '.' or '..' (legal in S3 keys) and backslashes are percent-encoded, so
-    `a/../b.jpg` becomes `a/%2E%2E/b.jpg` instead of escaping to `b.jpg`."""
+    `a/../b.jpg` becomes `a/%2E%2E/b.jpg` instead of escaping to `b.jpg`.
+    """
     escaped = key.replace("%", "%25").replace("\\", "%5C")
     segments = [
         s if s not in ("", ".", "..") else ("%2F" if s == "" else s.replace(".", "%2E"))

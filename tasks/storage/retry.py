@@ -17,7 +17,8 @@ PERMANENT_OS_ERRORS = (
 
 def is_transient_failure(_task: Any, _task_run: Any, state: Any) -> bool:
     """Prefect `retry_condition_fn`: retry I/O faults (timeouts, resets, throttling),
-    never a bad configuration or a missing file, which would fail the same way again."""
+    never a bad configuration or a missing file, which would fail the same way again.
+    """
     try:
         state.result()
     except PERMANENT_OS_ERRORS:

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from tasks.fingerprint import CACHE_ID_FILE, cache_instance, digest
 from tasks.storage.factory import open_storage
-from tasks.storage.interface import MissingObjectError, Storage
+from tasks.storage.interface import MissingObjectError, Storage, download_once
 from tasks.storage.uri import is_s3_uri
 
 SHARDS_FOLDER = "shards"
@@ -59,7 +59,8 @@ class ShardStore(BaseModel, frozen=True):
 
     def instance(self) -> str:
         """The store's random id, made when it is first used. Prefect's cached results of
-        the shard tasks are tied to it, so deleting the store invalidates all of them."""
+        the shard tasks are tied to it, so deleting the store invalidates all of them.
+        """
         if self.is_local:
             return cache_instance(Path(self.root))
         storage = self._storage()
@@ -92,7 +93,8 @@ class ShardStore(BaseModel, frozen=True):
         """A local folder to write the result `folder` into. When the block ends, its files
         are in the store with `last` written last, so that `last` existing means the
         result is complete. Where another writer completed the same result first, that
-        one is kept (both hold the same content)."""
+        one is kept (both hold the same content).
+        """
         if self.is_local:
             target = self._path(folder)
             partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
@@ -115,15 +117,11 @@ class ShardStore(BaseModel, frozen=True):
 
     def fetch(self, key: str, scratch: Path) -> Path:
         """A local path to `key`: the file itself in a local store; otherwise a copy
-        downloaded into `scratch` once and kept there (a key's content never changes)."""
+        downloaded into `scratch` once and kept there (a key's content never changes).
+        """
         if self.is_local:
             path = self._path(key)
             if not path.is_file():
                 raise MissingObjectError(f"{path} does not exist: was the shard store deleted mid-run?")
             return path
-        copy = scratch / digest(self.root)[:16] / key
-        if not copy.exists():
-            partial = copy.with_name(f"{copy.name}.{uuid.uuid4().hex}.partial")
-            self._storage().download_file(key, partial)
-            partial.replace(copy)
-        return copy
+        return download_once(self._storage(), key, scratch / digest(self.root)[:16] / key)
