@@ -1,3 +1,5 @@
+"""`python -m flows`: runs the winnow command line."""
+
 from flows.cli import main
 
 main()

@@ -44,6 +44,7 @@ def merge_options(file_fields: dict[str, Any], flags: dict[str, Any]) -> dict[st
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
+    """The fields of the YAML config file at `path`; a bad parameter if unreadable or not a mapping."""
     try:
         fields = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
@@ -137,4 +138,5 @@ def run_curate(config: RunConfig, show_progress: bool) -> RunRecord:
 
 
 def main() -> None:
+    """Run the winnow command line."""
     app()

@@ -40,9 +40,10 @@ def build_config(**fields: Any) -> RunConfig:
 
 
 def run_field(name: str) -> FieldInfo:
-    """RunConfig's field `name` (constraints, description) without its default, for the
-    flow's signature: the deployment's parameter schema then refuses what RunConfig would
-    refuse (n_samples=0, a datapool name that is not a slug) before a run is created.
+    """RunConfig's field `name` (constraints, description) without its default.
+
+    For the flow's signature: the deployment's parameter schema then refuses what RunConfig
+    would refuse (n_samples=0, a datapool name that is not a slug) before a run is created.
     """
     info = copy.copy(RunConfig.model_fields[name])
     info.default = PydanticUndefined

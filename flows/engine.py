@@ -1,5 +1,7 @@
-"""Where the per-shard stages run: bounded thread pools in the flow's process (engine
-local), or the workers of a Dask cluster through prefect-dask's DaskTaskRunner (engine dask).
+"""Where the per-shard stages run: local thread pools, or the workers of a Dask cluster.
+
+Bounded thread pools in the flow's process (engine local), or the workers of a Dask cluster
+through prefect-dask's DaskTaskRunner (engine dask).
 
 The flow's own task runner is fixed when `curate` is defined, while the engine is a run
 parameter; so the shard stages submit to a runner opened here for the stage. Their task
@@ -51,9 +53,10 @@ class ShardRunners:
 
 
 class ShardEngine:
-    """Opens the task runners of the per-shard stages: local thread pools, or a Dask
-    scheduler at `address`. `start_seconds`: how long a cluster started for the run took
-    to come up (None when none was started).
+    """Opens the task runners of the per-shard stages.
+
+    Local thread pools, or a Dask scheduler at `address`. `start_seconds`: how long a
+    cluster started for the run took to come up (None when none was started).
     """
 
     def __init__(
@@ -65,7 +68,9 @@ class ShardEngine:
 
     @contextmanager
     def runners(self) -> Iterator[ShardRunners]:
-        """Locally, inspection in a bounded pool and embedding one shard at a time (one ONNX
+        """The task runners of the per-shard stages, open while the context lasts.
+
+        Locally, inspection in a bounded pool and embedding one shard at a time (one ONNX
         Runtime session already uses every core). On a cluster, one DaskTaskRunner for
         both: an embed task then takes an inspect task's future as its input, as Dask
         accepts only futures of the client it submits to.
@@ -80,15 +85,18 @@ class ShardEngine:
             yield ShardRunners(inspect=inspect, embed=embed)
 
     def embed_placement(self) -> AbstractContextManager[Any]:
-        """Around the submission of embed tasks: with `gpu_resource`, each needs one unit of
-        it, so only workers that have it take them.
+        """The context to submit embed tasks in.
+
+        With `gpu_resource`, each needs one unit of it, so only workers that have it take them.
         """
         return dask.annotate(resources={self.gpu_resource: 1}) if self.gpu_resource else nullcontext()
 
     def embed_threads(self, runner: TaskRunner[Any]) -> int | None:
-        """ONNX Runtime threads for each embed task: None (every core) locally; on a cluster
-        the fewest cores a worker thread has to itself among the workers that embed, so
-        parallel sessions on one machine do not fight over its cores.
+        """ONNX Runtime threads for each embed task.
+
+        None (every core) locally; on a cluster the fewest cores a worker thread has to itself
+        among the workers that embed, so parallel sessions on one machine do not fight over
+        its cores.
         """
         if not isinstance(runner, DaskTaskRunner):
             return None
@@ -108,9 +116,11 @@ class ShardEngine:
 
 @contextmanager
 def shard_engine(execution: ExecutionConfig) -> Iterator[ShardEngine]:
-    """The run's engine; for dask without an address, a LocalCluster for this run alone
-    (one single-threaded worker process a core, the shard tasks' modules imported as each
-    starts), closed when the run ends.
+    """The run's engine.
+
+    For dask without an address, a LocalCluster for this run alone (one single-threaded
+    worker process a core, the shard tasks' modules imported as each starts), closed when
+    the run ends.
     """
     if execution.engine == "local":
         yield ShardEngine(None, None)
@@ -135,8 +145,10 @@ def shard_engine(execution: ExecutionConfig) -> Iterator[ShardEngine]:
 def submit_shards(
     runner: TaskRunner[Any], task: Task[..., R], mapped: dict[str, list[Any]], fixed: dict[str, Any]
 ) -> list[PrefectFuture[R]]:
-    """Submit `task` once a shard to `runner`. A mapped value may be another shard task's
-    future: the task then starts once that one has finished.
+    """Submit `task` once a shard to `runner`.
+
+    A mapped value may be another shard task's future: the task then starts once that one
+    has finished.
     """
     parameters: dict[str, Any] = mapped | {name: unmapped(value) for name, value in fixed.items()}
     return list(runner.map(task, parameters))  # type: ignore[arg-type]
@@ -145,8 +157,9 @@ def submit_shards(
 def gather_shards(
     futures: list[PrefectFuture[R]], on_done: Callable[[int, int], None]
 ) -> tuple[list[R], list[State[Any]]]:
-    """The shard tasks' results and final states, in shard order. The first failed shard
-    raises here. `on_done(done, total)` follows progress.
+    """The shard tasks' results and final states, in shard order.
+
+    The first failed shard raises here. `on_done(done, total)` follows progress.
 
     Each Dask future is released once its result is here: Dask would otherwise keep the
     result on its worker and, if that worker died later in the run, compute the finished

@@ -1,5 +1,6 @@
-"""The curate flow's phases. Each runs its stages' tasks and returns a typed record of
-what the next phase needs:
+"""The curate flow's phases.
+
+Each runs its stages' tasks and returns a typed record of what the next phase needs:
 
     prepare -> Planned -> inspect_and_embed -> Embedded -> choose -> Chosen -> finish -> RunRecord
 
@@ -205,8 +206,9 @@ def submit_embeddings(
     inspections: Sequence[ShardInspection | PrefectFuture[ShardInspection]],
     model: OnnxModel,
 ) -> list[PrefectFuture[ShardEmbeddings]]:
-    """An embed task a shard, each starting once its shard's inspection (a result, or a
-    future of one) is there.
+    """An embed task a shard, each starting once its shard's inspection is there.
+
+    The inspection may be a result, or a future of one.
     """
     share_model(model, run.shards)
     with run.engine.embed_placement():
@@ -226,8 +228,9 @@ def submit_embeddings(
 def trained_model(
     run: RunContext, inspections: list[ShardInspection], samples: SampleTable
 ) -> tuple[OnnxModel, OnnxModel, TrainedModel]:
-    """Train, export and (when asked) quantize: (the model to embed with, its fp32 graph,
-    the training's record).
+    """Train, export and (when asked) quantize.
+
+    Returns (the model to embed with, its fp32 graph, the training's record).
     """
     config = run.config
     if samples.ok == 0:
@@ -252,8 +255,9 @@ def trained_model(
 
 
 def inspect_and_embed(run: RunContext, planned: Planned) -> Embedded:
-    """Inspect every new shard; embed them with the datapool's model while they are
-    inspected, or train a model on them first.
+    """Inspect every new shard, and embed them.
+
+    Embed them with the datapool's model while they are inspected, or train a model on them first.
     """
     config, start = run.config, planned.start
     with run.engine.runners() as runners:
@@ -348,8 +352,10 @@ def choose(run: RunContext, planned: Planned, embedded: Embedded) -> Chosen:
 
 
 def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen) -> RunRecord:
-    """Build the datapool's next manifest and the run record, write the report, publish
-    every file, and commit the datapool last.
+    """Build the next manifest and the run record, write the report, publish, commit.
+
+    Build the datapool's next manifest and the run record, write the report, publish every
+    file, and commit the datapool last.
     """
     config, start = run.config, planned.start
     manifest = next_manifest(

@@ -1,5 +1,6 @@
-"""Stage progress, shown in the Prefect UI (a progress artifact) and, when the CLI asks
-for it, as a bar in the terminal.
+"""Stage progress, shown in the Prefect UI and, when the CLI asks for it, in the terminal.
+
+In the Prefect UI as a progress artifact; in the terminal as a bar.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class RunProgress:
         )  # synchronous here: the flow is sync
 
     def update(self, stage: str, done: int, total: int) -> None:
+        """Record `done` of `total` for `stage`, update the progress artifact and tell every sink."""
         self._fraction[stage] = done / total if total else 1.0
         overall = sum(STAGE_WEIGHTS[s] * f for s, f in self._fraction.items())
         update_progress_artifact(self._artifact, 100.0 * overall / sum(STAGE_WEIGHTS.values()))

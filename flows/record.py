@@ -1,5 +1,6 @@
-"""The run record's sections, built from what the phases return, and the markdown summary
-a flow run shows.
+"""The run record's sections, and the markdown summary a flow run shows.
+
+The sections are built from what the phases return.
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def summary_markdown(record: RunRecord) -> str:
 
 
 def report_link(uri: str) -> str:
-    """Where the report opens: its s3:// URI (a presigned https URL would expire and carry a
-    signature into the artifact), or a file:// URL for a local output.
+    """Where the report opens: its s3:// URI, or a file:// URL for a local output.
+
+    Not a presigned https URL: it would expire and carry a signature into the artifact.
     """
     return uri if is_s3_uri(uri) else Path(uri).resolve().as_uri()
 

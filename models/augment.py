@@ -19,8 +19,9 @@ LUMA = (0.299, 0.587, 0.114)
 
 @dataclass(frozen=True)
 class ViewAugmentation:
-    """Parameters of one view; the defaults are SimCLR's, with the crop scale widened
-    down to 0.2 as is usual for small images.
+    """Parameters of one view.
+
+    The defaults are SimCLR's, with the crop scale widened down to 0.2 as is usual for small images.
     """
 
     crop_scale: tuple[float, float] = (0.2, 1.0)
@@ -110,8 +111,11 @@ def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
 
 
 def color_jitter(x: torch.Tensor, aug: ViewAugmentation, gen: torch.Generator) -> torch.Tensor:
-    """Brightness, contrast, saturation and hue, each by a random factor, on a random
-    `jitter_probability` share of the batch. Shape: (B, 3, H, W) -> (B, 3, H, W)
+    """Colour jitter: brightness, contrast, saturation and hue, each by a random factor.
+
+    Applied on a random `jitter_probability` share of the batch.
+
+    Shape: (B, 3, H, W) -> (B, 3, H, W)
     """
     b, device = x.shape[0], x.device
     apply = _chance(aug.jitter_probability, b, gen, device).view(b, 1, 1, 1)
@@ -129,14 +133,16 @@ def color_jitter(x: torch.Tensor, aug: ViewAugmentation, gen: torch.Generator) -
 
 
 def random_grayscale(x: torch.Tensor, aug: ViewAugmentation, gen: torch.Generator) -> torch.Tensor:
+    """Turn a random `grayscale_probability` share of the batch to grayscale (luma in all 3 channels)."""
     b = x.shape[0]
     apply = _chance(aug.grayscale_probability, b, gen, x.device).view(b, 1, 1, 1)
     return torch.where(apply, _luma(x).expand_as(x), x)
 
 
 def gaussian_blur(x: torch.Tensor, aug: ViewAugmentation, gen: torch.Generator) -> torch.Tensor:
-    """Separable Gaussian blur with a random sigma per sample (in pixels at 224 px scaled
-    to this size), on a random `blur_probability` share of the batch.
+    """Separable Gaussian blur on a random `blur_probability` share of the batch.
+
+    The sigma is random per sample (in pixels at 224 px scaled to this size).
     """
     b, c, h, w = x.shape
     device = x.device

@@ -43,6 +43,7 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block: (B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)."""
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return torch.relu(out + self.shortcut(x))
@@ -85,5 +86,6 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features of a batch: (B, 3, H, W) float -> (B, out_features)."""
         features = self.stages(self.stem(x))  # (B, C, h, w)
         return features.mean(dim=(2, 3))  # (B, C)

@@ -41,6 +41,7 @@ class ModelConfig:
             )
 
     def to_dict(self) -> dict[str, object]:
+        """The config as a plain dict, field name to value."""
         return asdict(self)
 
 
@@ -79,6 +80,7 @@ class Embedder(nn.Module):
         self.register_buffer("block_scale", torch.ones(2 if config.pixel_grid else 1))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's features of images in [0, 1], normalised by the channel statistics first."""
         return self.backbone((x - self.mean) / self.std)
 
     def blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -91,21 +93,26 @@ class Embedder(nn.Module):
         return parts
 
     def represent(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding before L2 normalisation: the scaled blocks, mapped linearly."""
         scaled = [block * self.block_scale[i] for i, block in enumerate(self.blocks(x))]
         return self.embedding(torch.cat(scaled, dim=1))
 
     def to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, S, S, 3) -> (B, 3, S, S) in [0, 1], in the model's own dtype, so a
-        `.half()` model takes the same uint8 images.
+        """uint8 (B, S, S, 3) -> (B, 3, S, S) in [0, 1], in the model's own dtype.
+
+        So a `.half()` model takes the same uint8 images.
         """
         return images.permute(0, 3, 1, 2).to(self.mean.dtype) / 255.0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Embed uint8 images: (B, S, S, 3) -> float32 (B, embedding_dim), unit L2 norm."""
         return F.normalize(self.represent(self.to_unit_range(images)), dim=1)
 
     @torch.no_grad()
     def fit_principal_components(self, blocks: list[torch.Tensor]) -> None:
-        """Scale each block to unit total variance, then set the linear map to project the
+        """Set the linear map to the top principal components of the scaled representation.
+
+        Scale each block to unit total variance, then set the linear map to project the
         centred representation onto its top principal components (fewer rows than
         embedding_dim leave the remaining outputs at zero).
 

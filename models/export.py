@@ -64,6 +64,7 @@ def export_onnx(model: Embedder, path: Path, metadata: dict[str, str]) -> None:
 
 
 def onnx_metadata(path: Path) -> dict[str, str]:
+    """The metadata_props of the ONNX model at `path`, as a dict (external data not loaded)."""
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 

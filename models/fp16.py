@@ -1,5 +1,7 @@
-"""The fp16 version of the exported embedder, for GPUs: half the weight bytes and tensor
-cores, with the same uint8 NHWC input and float32 output as the fp32 graph.
+"""The fp16 version of the exported embedder, for GPUs.
+
+Half the weight bytes and tensor cores, with the same uint8 NHWC input and float32 output
+as the fp32 graph.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ FP32_OPERATORS = [*float16.DEFAULT_OP_BLOCK_LIST, "Cast"]
 def convert_fp16(
     fp32_path: Path, fp16_path: Path, check_images: np.ndarray, min_cosine: float = MIN_COSINE_AGREEMENT
 ) -> float:
-    """Write the fp16 version of the ONNX model at `fp32_path` to `fp16_path`: weights and
-    activations in fp16, input (uint8) and output (float32) unchanged, metadata carried
-    over with `precision` fp16.
+    """Write the fp16 version of the ONNX model at `fp32_path` to `fp16_path`.
+
+    Weights and activations in fp16, input (uint8) and output (float32) unchanged, metadata
+    carried over with `precision` fp16.
 
     Returns the smallest cosine similarity between fp32 and fp16 embeddings of
     `check_images` (uint8 NHWC), computed on ONNX Runtime's CPU provider.

@@ -26,4 +26,5 @@ class SimCLRProjectionHead(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Project representations: (B, in_features) -> (B, out_features)."""
         return self.layers(x)

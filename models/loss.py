@@ -26,6 +26,7 @@ class NTXentLoss(nn.Module):
         self.temperature = temperature
 
     def forward(self, z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+        """The mean loss over both views' projections: z0, z1 (B, D) -> scalar."""
         if z0.shape != z1.shape or z0.ndim != 2:
             raise ValueError(f"views must both be (B, D), got {tuple(z0.shape)} and {tuple(z1.shape)}")
         batch = z0.shape[0]

@@ -1,5 +1,6 @@
-"""What a lower-precision variant of the exported embedder (int8, fp16) must satisfy:
-embeddings close to the fp32 graph's on the caller's images, and a description that
+"""What a lower-precision variant of the exported embedder (int8, fp16) must satisfy.
+
+Embeddings close to the fp32 graph's on the caller's images, and a description that
 names its precision.
 """
 
@@ -20,7 +21,10 @@ MIN_COSINE_AGREEMENT = 0.99
 
 
 def cpu_embeddings(path: Path, images: np.ndarray) -> np.ndarray:
-    """The model at `path` on ONNX Runtime's CPU provider. Shape: (N, S, S, 3) -> (N, D)"""
+    """Embeddings of `images` by the model at `path` on ONNX Runtime's CPU provider.
+
+    Shape: (N, S, S, 3) -> (N, D)
+    """
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: images})[0])
 

@@ -1,1 +1,5 @@
-"""The rooms of winnow's stages (see the README's "Where things live"): each room's stage.py holds its Prefect @tasks; the rest is plain Python."""
+"""The rooms of winnow's stages, on shared ground floors.
+
+Each room's stage.py holds its Prefect @tasks; the rest is plain Python (see the README's
+"Where things live").
+"""

@@ -25,11 +25,15 @@ DEFAULT_OUTPUT_ROOT = Path("winnow-output")
 
 
 class Section(BaseModel):
+    """The base of every configuration section: frozen, and unknown fields are errors."""
+
     # A misspelt field is an error, never silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class InputsConfig(Section):
+    """Which files of the source are used, and how many samples make a shard."""
+
     relevant_filenames: str | None = Field(
         None,
         description="File of gitignore-style patterns ('*', '**', '!' negation) that narrows "
@@ -41,6 +45,8 @@ class InputsConfig(Section):
 
 
 class ChecksConfig(Section):
+    """Checks on the samples: decompression bombs, exact duplicates and near duplicates."""
+
     max_image_pixels: int = Field(
         178_956_970,
         ge=1,
@@ -61,6 +67,8 @@ class ChecksConfig(Section):
 
 
 class TrainingConfig(Section):
+    """The SimCLR model: whether and how it is trained, and the network it trains."""
+
     enabled: bool = Field(
         True,
         description="Train a SimCLR model when the datapool has none yet. Off: use `checkpoint`, "
@@ -104,6 +112,8 @@ class TrainingConfig(Section):
 
 
 class EmbeddingConfig(Section):
+    """How ONNX Runtime embeds the samples with the model."""
+
     batch_size: int = Field(
         64, ge=1, le=8192, description="Fixed batch shape; the last batch is padded to it."
     )
@@ -124,6 +134,8 @@ class EmbeddingConfig(Section):
 
 
 class VideoConfig(Section):
+    """How videos are sampled into frames, and how the selected frames are written."""
+
     every_n_frames: int | None = Field(
         None,
         ge=1,
@@ -177,8 +189,9 @@ CATEGORICAL_METADATA_KEYS = frozenset({"folder"})
 
 
 class FieldError(ValueError):
-    """A validation error about a field below the validator's own: `path` continues the
-    location pydantic reports, so the message names the exact field
+    """A validation error about a field below the validator's own.
+
+    `path` continues the location pydantic reports, so the message names the exact field
     (`selection.strategies.0.input.key`), not only the model that checked it.
     """
 
@@ -189,6 +202,8 @@ class FieldError(ValueError):
 
 
 class StrategyInput(Section):
+    """What a selection strategy looks at: embeddings, metadata, scores or random values."""
+
     type: Literal["EMBEDDINGS", "METADATA", "SCORES", "RANDOM"] = Field(
         "EMBEDDINGS", description="What the strategy looks at."
     )
@@ -215,6 +230,8 @@ class StrategyInput(Section):
 
 
 class StrategyRule(Section):
+    """How a selection strategy uses its input, and the settings of that use."""
+
     type: Literal[
         "REPRESENTATIVE", "DIVERSITY", "TYPICALITY", "SIMILARITY", "WEIGHTS", "BALANCE", "THRESHOLD"
     ] = Field(
@@ -261,6 +278,8 @@ EMBEDDING_STRATEGIES = ("REPRESENTATIVE", "DIVERSITY", "TYPICALITY", "SIMILARITY
 
 
 class SelectionStrategy(Section):
+    """One selection strategy: an input and the rule applied to it."""
+
     input: StrategyInput = StrategyInput()
     strategy: StrategyRule = StrategyRule()
 
@@ -285,6 +304,8 @@ REPRESENTATIVE_ONLY = (SelectionStrategy(strategy=StrategyRule(type="REPRESENTAT
 
 
 class SelectionConfig(Section):
+    """What to select for: the strategies, custom metadata and where selection runs."""
+
     min_distance: float | None = Field(
         None,
         ge=0,
@@ -344,8 +365,9 @@ class SelectionConfig(Section):
 
     @model_validator(mode="after")
     def _representative_stands_alone(self) -> SelectionConfig:
-        """k-medoids optimises one objective over the whole candidate set: it takes the
-        candidates THRESHOLDs leave, and nothing else can weigh into it.
+        """k-medoids optimises one objective over the whole candidate set.
+
+        It takes the candidates THRESHOLDs leave, and nothing else can weigh into it.
         """
         kinds = [rule.strategy.type for rule in self.strategies]
         if "REPRESENTATIVE" in kinds:
@@ -370,6 +392,7 @@ class SelectionConfig(Section):
 
     @property
     def diversity_only(self) -> bool:
+        """DIVERSITY on its own, with the default input and settings."""
         return self.strategies == DIVERSITY_ONLY
 
     @property
@@ -391,8 +414,10 @@ class SelectionConfig(Section):
 
     @model_validator(mode="after")
     def _metadata_keys_exist(self) -> SelectionConfig:
-        """Keys are checked here as far as the configuration knows them; a key that may be a
-        column of metadata_file is checked when the file is read, before any image is.
+        """Keys are checked here as far as the configuration knows them.
+
+        A key that may be a column of metadata_file is checked when the file is read, before any
+        image is.
         """
         known = BUILTIN_METADATA_KEYS | self.key_groups
         for index, rule in enumerate(self.strategies):
@@ -415,6 +440,8 @@ class SelectionConfig(Section):
 
 
 class ReportConfig(Section):
+    """The run report: whether it is written, its PDF, and how much its plots and galleries show."""
+
     enabled: bool = Field(
         True,
         description="Write the run report (report.html, report.pdf, report.json) into the run's folder.",
@@ -441,6 +468,8 @@ class ReportConfig(Section):
 
 
 class ExecutionConfig(Section):
+    """Where the per-shard stages run and keep their results: locally or on a Dask cluster."""
+
     engine: Literal["local", "dask"] = Field(
         "local",
         description="Where the per-shard stages (inspect, embed) run: local, a bounded thread pool "
@@ -476,6 +505,7 @@ class ExecutionConfig(Section):
 
     @property
     def shards_in_output(self) -> bool:
+        """Whether the per-shard results are kept under <output>/shards rather than the cache_dir."""
         return self.shard_store == "output" or (self.shard_store is None and self.address is not None)
 
     @model_validator(mode="after")
@@ -500,6 +530,8 @@ class ExecutionConfig(Section):
 
 
 class RunConfig(Section):
+    """A run's whole configuration: the source, the output, what to select and every section."""
+
     source: str = Field(..., description="Folder or s3://bucket/prefix of images to curate.")
     output: str | None = Field(
         None,
@@ -587,6 +619,7 @@ class RunConfig(Section):
 
     @property
     def output_uri(self) -> str:
+        """The output folder or S3 URI: `output`, or winnow-output/<source name> by default."""
         if self.output is not None:
             return self.output
         name = self.source.rstrip("/").rsplit("/", 1)[-1]
@@ -594,10 +627,12 @@ class RunConfig(Section):
 
     @property
     def datapool_name(self) -> str:
+        """The datapool block's name: `datapool`, or by default one named after the output."""
         return self.datapool or default_datapool_name(self.output_uri)
 
     @property
     def cache_path(self) -> Path:
+        """The local cache folder: `cache_dir`, else <output>/cache, or under winnow-output/.cache for S3."""
         if self.cache_dir:
             return Path(self.cache_dir).expanduser().resolve()
         if is_s3_uri(self.output_uri):

@@ -32,6 +32,7 @@ def digest(*parts: str | bytes) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    """The SHA-256 hex digest of the file's content."""
     h = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -63,8 +64,9 @@ def cache_instance(cache_dir: Path) -> str:
 
 
 def stage_cache_key(stage: str, ignored: tuple[str, ...] = ()) -> Callable[[Any, dict[str, Any]], str]:
-    """A Prefect `cache_key_fn` for a task whose parameters include `cache_dir`, or
-    `shards` (a ShardStore) for the per-shard tasks, whose results live there; the
+    """A Prefect `cache_key_fn` for a task whose parameters include `cache_dir` or `shards`.
+
+    `shards` (a ShardStore) is for the per-shard tasks, whose results live there; the
     `ignored` parameters say how to compute, never what (a thread count), so they are no
     part of the key.
     """

@@ -17,8 +17,10 @@ from pydantic import Field
 
 
 class Datapool(Block):
-    """What winnow's runs over one source have processed and selected, and the model that
-    embedded it. Written by the curate flow after a run has published everything.
+    """What winnow's runs over one source have processed and selected, and the embedding model.
+
+    The model is the one that embedded it. Written by the curate flow after a run has
+    published everything.
     """
 
     _block_type_name = "winnow datapool"

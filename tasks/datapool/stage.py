@@ -31,6 +31,7 @@ def next_manifest(
     run_id: str,
     work_dir: Path,
 ) -> NextManifest:
+    """Write the datapool's manifest after this run to work_dir/manifest.parquet (write_next_manifest)."""
     return write_next_manifest(
         run_plan, processed, embeddings, selected, run_id, work_dir / "manifest.parquet"
     )
@@ -46,6 +47,7 @@ def open_datapool(
     reuse_model: bool,
     cache_dir: Path,
 ) -> PoolStart:
+    """Check access to the output and read what the run starts from (start_from)."""
     storage = open_storage(output, aws_credentials)
     storage.check_access()
     return start_from(name, source, storage, process_all, reuse_model, cache_dir / "datapool")
@@ -61,5 +63,6 @@ def commit_state(
     run_id: str,
     run_json: str,
 ) -> Datapool:
+    """Commit the run's datapool version and point latest.json at the run (commit_run)."""
     storage = open_storage(output, aws_credentials)
     return commit_run(start, storage, manifest, model, run_id, run_json)

@@ -56,8 +56,9 @@ class ModelPointers(BaseModel, frozen=True):
 
 
 def model_pointers(start: PoolStart, model: OnnxModel, artifacts: dict[str, str]) -> ModelPointers:
-    """The model the datapool names after this run: its own when it embedded with it,
-    else the one this run published.
+    """The model the datapool names after this run.
+
+    Its own when it embedded with it, else the one this run published.
     """
     if start.model is not None and start.state.model_onnx is not None:
         return ModelPointers(
@@ -77,14 +78,17 @@ def model_pointers(start: PoolStart, model: OnnxModel, artifacts: dict[str, str]
 
 
 def utc_now() -> str:
+    """The current UTC time in ISO 8601."""
     return datetime.now(UTC).isoformat()
 
 
 def versions_prefix(name: str) -> str:
+    """The prefix of datapool `name`'s commit log."""
     return f"datapool/{name}/versions"
 
 
 def version_key(name: str, version: int) -> str:
+    """The key of the commit log entry of datapool `name`'s `version`."""
     return f"{versions_prefix(name)}/{version:08d}.json"
 
 
@@ -100,6 +104,7 @@ def relative_key(storage: Storage, uri: str) -> str:
 
 
 def load_block(name: str) -> Datapool | None:
+    """The Datapool block named `name`, or None if there is none."""
     try:
         return cast(Datapool, Datapool.load(name))
     except ValueError:  # Prefect's answer for "no block document with that name"
@@ -170,8 +175,9 @@ def manifest_after_run(
     selected: set[str],
     run_id: str,
 ) -> pa.Table:
-    """The manifest after this run: kept rows, plus a row for each processed sample that
-    was read (a missing one is left out, so the next run tries it again).
+    """The manifest after this run: kept rows, plus a row for each processed sample that was read.
+
+    A missing one is left out, so the next run tries it again.
 
     `processed` has the samples table's columns id, key, status, reason, content_hash.
     """
@@ -201,8 +207,10 @@ def manifest_after_run(
 
 
 class NextManifest(BaseModel, frozen=True):
-    """The datapool's manifest once this run commits, built once: run.json and the report
-    (written before the commit) take its counts, and the commit writes the file itself.
+    """The datapool's manifest once this run commits, built once.
+
+    run.json and the report (written before the commit) take its counts, and the commit
+    writes the file itself.
     """
 
     path: str
@@ -218,6 +226,7 @@ def write_next_manifest(
     run_id: str,
     path: Path,
 ) -> NextManifest:
+    """Write the manifest after this run to `path`, with its counts of samples and selected."""
     ids, vectors = read_embeddings(embeddings)
     manifest = manifest_after_run(
         run_plan, pq.read_table(processed.path), dict(zip(ids, vectors, strict=True)), set(selected), run_id
@@ -264,8 +273,9 @@ def commit_version(
 
 
 class PoolStart(BaseModel, frozen=True):
-    """What a run starts from: the datapool's committed state, a local copy of its
-    manifest, and its model when the run embeds with it.
+    """What a run starts from: the datapool's state, a local copy of its manifest, and its model.
+
+    The state is the datapool's committed one; the model is there when the run embeds with it.
     """
 
     name: str
@@ -276,7 +286,9 @@ class PoolStart(BaseModel, frozen=True):
 
 
 def check_source(name: str, state: Datapool, source: str, process_all: bool) -> None:
-    """A datapool remembers one source's samples and picks: a run over another source would
+    """Refuse a run over another source than the one the datapool holds.
+
+    A datapool remembers one source's samples and picks: a run over another source would
     treat them as gone (and re-select them when that source comes back).
 
     Raises:
@@ -295,6 +307,7 @@ def check_source(name: str, state: Datapool, source: str, process_all: bool) -> 
 def start_from(
     name: str, source: str, storage: Storage, process_all: bool, reuse_model: bool, directory: Path
 ) -> PoolStart:
+    """What a run starts from: the checked state and, unless process_all, its manifest and reused model."""
     state = read_state(name, storage)
     check_source(name, state, source, process_all)
     manifest = None if process_all else fetch_manifest(state, storage, directory)
@@ -320,6 +333,7 @@ def start_from(
 
 
 def write_latest(storage: Storage, run_id: str, run_json: str) -> None:
+    """Point latest.json at run `run_id` and its run.json."""
     latest = {"run_id": run_id, "run": f"runs/{run_id}", "run_json": run_json, "finished_at": utc_now()}
     storage.write_bytes("latest.json", json.dumps(latest, indent=2).encode())
 

@@ -16,8 +16,10 @@ logger = logging.getLogger(__name__)
 
 
 def parse_relevant_filenames(text: str) -> pathspec.PathSpec:
-    """gitignore-style patterns; a key is relevant when the last pattern it matches is not
-    negated ('!'). Blank lines and '#' comments are ignored.
+    """Parse gitignore-style patterns.
+
+    A key is relevant when the last pattern it matches is not negated ('!'). Blank lines and
+    '#' comments are ignored.
     """
     return pathspec.PathSpec.from_lines("gitwildmatch", text.splitlines())
 

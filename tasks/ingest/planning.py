@@ -54,6 +54,7 @@ def plan_shards(
     shards: ShardStore,
     directory: Path,
 ) -> RunPlan:
+    """Plan the run: write the new or changed samples' shard manifests, and the kept rows into `directory`."""
     previous = read_manifest_table(manifest) if manifest else MANIFEST_SCHEMA.empty_table()
     to_process, kept, previously_selected = plan_run(read_listing(listing), previous, reprocess_all)
     planned = write_manifests(to_process, shard_size, shards)

@@ -22,6 +22,7 @@ from tasks.storage.shard_store import ShardStore
 def discover(
     source: str, aws_credentials: str | None, relevant_filenames: str | None, cache_dir: Path
 ) -> Listing:
+    """List the source's images and videos into a listing file under the cache folder."""
     return discover_source(source, aws_credentials, relevant_filenames, cache_dir / "listings")
 
 
@@ -34,4 +35,5 @@ def plan(
     shards: ShardStore,
     cache_dir: Path,
 ) -> RunPlan:
+    """Plan the run: cut the new or changed samples into shards; keep the datapool's unchanged rows."""
     return plan_shards(listing, manifest, reprocess_all, shard_size, shards, cache_dir)

@@ -16,9 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # EXIF orientations that rotate by 90 degrees and so swap width and height.
 TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
-
 EXIF_ORIENTATION = 0x0112
-
 
 # Pillow enforces its own bomb limit at twice MAX_IMAGE_PIXELS; winnow checks the
 # configured limit itself, so Pillow's must never be the lower one.
@@ -27,9 +25,10 @@ Image.MAX_IMAGE_PIXELS = None
 
 @dataclass(frozen=True)
 class Decoded:
-    """An image decoded, maybe at reduced scale (`rgb` keeps at least the `min_side` and
-    `min_long_side` the caller asked for, or the original size if smaller); width and
-    height are the original's, after EXIF orientation.
+    """An image decoded, maybe at reduced scale.
+
+    `rgb` keeps at least the `min_side` and `min_long_side` the caller asked for, or the
+    original size if smaller; width and height are the original's, after EXIF orientation.
     """
 
     rgb: Image.Image
@@ -39,6 +38,8 @@ class Decoded:
 
 @dataclass(frozen=True)
 class Corrupt:
+    """A file (or video) that cannot be decoded or is rejected, and the reason why."""
+
     reason: str
 
 
@@ -62,8 +63,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def draft_size(size: tuple[int, int], min_side: int, min_long_side: int) -> tuple[int, int]:
-    """The smallest (width, height) a reduced decode of an image of `size` may have:
-    `min_side` on its short side and `min_long_side` on its long side.
+    """The smallest (width, height) a reduced decode of an image of `size` may have.
+
+    That is `min_side` on its short side and `min_long_side` on its long side.
 
     Pillow's draft keeps both sides at or above the size it is given, so a square request
     would hold a 640x480 photograph at full scale for a 256-pixel analysis copy that only
@@ -74,8 +76,9 @@ def draft_size(size: tuple[int, int], min_side: int, min_long_side: int) -> tupl
 
 
 def decode_image(data: bytes, max_pixels: int, min_side: int, min_long_side: int = 0) -> Decoded | Corrupt:
-    """Decode `data`, reducing JPEGs in the DCT (Pillow's draft mode) as far as the sides
-    the caller needs allow.
+    """Decode `data`, reducing JPEGs in the DCT (Pillow's draft mode).
+
+    JPEGs are reduced as far as the sides the caller needs allow.
 
     Args:
         data: the file's bytes.

@@ -1,6 +1,7 @@
-"""Inspect: decode every image and every sampled video frame of a shard once; record
-metadata, corruption and content hashes; write the uint8 cache at model resolution that
-training and embedding read.
+"""Inspect a shard: decode every image and every sampled video frame of it once.
+
+Record metadata, corruption and content hashes; write the uint8 cache at model resolution
+that training and embedding read.
 
 Per shard, in `inspect/<key>/` of the run's shard store (tasks/storage/shard_store.py):
     samples.parquet  one row a file (SAMPLE_SCHEMA)
@@ -79,8 +80,9 @@ def inspect_sample(info: ObjectInfo, storage: Storage, input_size: int, checks: 
 def measured(
     row: dict[str, object], rgb: Image.Image, width: int, height: int, input_size: int
 ) -> _Inspected:
-    """`row` completed with a clean sample's size, metadata and flags, and its pixels at
-    model resolution. `width` and `height` are the original's (`rgb` may be reduced).
+    """`row` completed with a clean sample's size, metadata and flags, and its pixels at model resolution.
+
+    `width` and `height` are the original's (`rgb` may be reduced).
     """
     metadata = image_metadata(analysis_copy(rgb, ANALYSIS_SIZE))
     size = {"width": width, "height": height}
@@ -89,15 +91,17 @@ def measured(
 
 
 def file_hash(path: Path) -> str:
+    """The 16-byte BLAKE2b hex digest of the file's content."""
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 def frame_hash(video_hash: str, index: int) -> str:
-    """A frame's content hash: its video's bytes and its index, not its pixels. Two copies
-    of one video then have the same frames (the second's are exact duplicates), while the
-    identical frames of a static camera within one video stay distinct samples: telling
-    those apart is the near-duplicate check's job, on what the frames show.
+    """A frame's content hash: its video's bytes and its index, not its pixels.
+
+    Two copies of one video then have the same frames (the second's are exact duplicates),
+    while the identical frames of a static camera within one video stay distinct samples:
+    telling those apart is the near-duplicate check's job, on what the frames show.
     """
     return hashlib.blake2b(f"{video_hash}#frame={index}".encode(), digest_size=16).hexdigest()
 
@@ -105,9 +109,10 @@ def frame_hash(video_hash: str, index: int) -> str:
 def inspect_video(
     info: ObjectInfo, storage: Storage, input_size: int, video: VideoConfig, scratch: Path
 ) -> Iterator[_Inspected]:
-    """A row for each sampled frame as it is decoded, then a corrupt row for the video
-    itself (id: its key) if it cannot be read or breaks midway. Never raises for a bad or
-    vanished file.
+    """A row for each sampled frame as it is decoded, then maybe a corrupt row for the video.
+
+    The corrupt row is the video's own (id: its key), if it cannot be read or breaks midway.
+    Never raises for a bad or vanished file.
     """
     row: dict[str, object] = {"id": info.key, "key": info.key, "kind": KIND_VIDEO}
     try:
@@ -145,8 +150,9 @@ def inspect_shard_files(
     video: VideoConfig,
     directory: Path,
 ) -> tuple[int, int]:
-    """Inspect every one of `objects` (shard `shard_index`) into the empty folder
-    `directory`: its samples table and uint8 cache. Returns (ok, corrupt) counts.
+    """Inspect every one of `objects` (shard `shard_index`) into the empty folder `directory`.
+
+    The folder gets its samples table and uint8 cache. Returns (ok, corrupt) counts.
     """
     rows: list[dict[str, object]] = []
     ok = 0
@@ -209,9 +215,11 @@ def inspect_shard_into(
 
 
 def mark_exact_duplicates(samples: pa.Table, known: dict[str, str] | None = None) -> pa.Table:
-    """Mark every ok sample whose content hash an earlier ok sample (in id order), or a
-    sample of the datapool (`known`: content hash -> id), already has as a duplicate of
-    that sample. Shape: rows in, same rows out.
+    """Mark every ok sample whose content hash an earlier sample already has as its duplicate.
+
+    The earlier sample is an earlier ok sample (in id order), or a sample of the datapool
+    (`known`: content hash -> id); the sample is marked a duplicate of that sample.
+    Shape: rows in, same rows out.
     """
     first_with_hash: dict[str, str] = dict(known or {})
     duplicates: dict[str, tuple[str, str]] = {}
@@ -236,8 +244,10 @@ def collect_sample_rows(
     path: Path,
     scratch: Path,
 ) -> SampleTable:
-    """Concatenate the shards' rows in id order, mark duplicates (also of the datapool's
-    samples in `known_hashes`), write `path`. Remote shards' tables are fetched into `scratch`.
+    """Concatenate the shards' rows in id order, mark duplicates, write `path`.
+
+    Duplicates are marked also of the datapool's samples in `known_hashes`. Remote shards'
+    tables are fetched into `scratch`.
     """
     tables = [pq.read_table(i.samples_file(scratch)) for i in inspections]
     table = pa.concat_tables(tables).sort_by("id") if tables else SAMPLE_SCHEMA.empty_table()

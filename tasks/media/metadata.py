@@ -10,20 +10,20 @@ import numpy as np
 
 ANALYSIS_SIZE = 256
 
-
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
 
 # A row counts as uniform when no channel varies by more than this (of 255) along it.
 UNIFORM_ROW_TOLERANCE = 2
-
 
 # Pixels whose channels differ by at most this (of 255) count as grey (JPEG chroma noise).
 GRAY_TOLERANCE = 6
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
-    """Rec. 601 luma in [0, 255]. Shape: (H, W, 3) uint8 -> (H, W) float32"""
+    """Rec. 601 luma in [0, 255].
+
+    Shape: (H, W, 3) uint8 -> (H, W) float32
+    """
     return rgb.astype(np.float32) @ LUMA_WEIGHTS
 
 
@@ -39,6 +39,7 @@ def calc_contrast(gray: np.ndarray) -> float:
 
 def calc_sharpness(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian of luma (Pech-Pacheco et al., 2000).
+
     Blur removes high frequencies, so a blurred copy scores lower.
     """
     if min(gray.shape) < 3:
@@ -48,15 +49,17 @@ def calc_sharpness(gray: np.ndarray) -> float:
 
 
 def calc_snr(gray: np.ndarray) -> float:
-    """Mean over standard deviation of luma; the deviation is floored at one grey level so
-    a flat image has a large, finite value.
+    """Mean over standard deviation of luma.
+
+    The deviation is floored at one grey level so a flat image has a large, finite value.
     """
     return float(gray.mean() / max(float(gray.std()), 1.0))
 
 
 def calc_uniform_row_ratio(rgb: np.ndarray) -> float:
-    """Share of rows whose pixels are all (nearly) the same colour: the grey or coloured
-    bars of a truncated download or a broken frame.
+    """Share of rows whose pixels are all (nearly) the same colour.
+
+    Such rows are the grey or coloured bars of a truncated download or a broken frame.
     """
     # Reduced along a contiguous axis: numpy reduces over the 3-long, strided channel axis
     # of (H, W, 3) about 50x slower than over rows of one channel.
@@ -66,8 +69,9 @@ def calc_uniform_row_ratio(rgb: np.ndarray) -> float:
 
 
 def calc_entropy(gray: np.ndarray) -> float:
-    """Shannon entropy of the luma histogram (256 bins), in bits, 0 to 8: how much an image
-    can say; a flat or nearly blank image has little.
+    """Shannon entropy of the luma histogram (256 bins), in bits, 0 to 8.
+
+    It says how much an image can say; a flat or nearly blank image has little.
     """
     counts = np.bincount(np.clip(gray, 0, 255).astype(np.uint8).ravel(), minlength=256)
     shares = counts[counts > 0] / counts.sum()
@@ -85,6 +89,7 @@ def calc_grayscale(rgb: np.ndarray) -> float:
 
 
 def image_metadata(rgb: np.ndarray) -> dict[str, float]:
+    """Every metadata value of the image, by name (luminance, contrast, sharpness, ...)."""
     gray = luma(rgb)
     return {
         "luminance": calc_luminance(gray),

@@ -31,6 +31,7 @@ def inspect_shard(
     video: VideoConfig,
     shards: ShardStore,
 ) -> ShardInspection:
+    """Inspect one shard into the shard store, in a folder keyed on its content, settings and code."""
     settings = (checks.model_dump_json(), video.model_dump_json())
     key = digest(shard.fingerprint, str(input_size), *settings, code_version())
     storage = open_storage(source, aws_credentials)
@@ -41,6 +42,7 @@ def inspect_shard(
 def collect_samples(
     inspections: list[ShardInspection], checks: ChecksConfig, known_hashes: dict[str, str], cache_dir: Path
 ) -> SampleTable:
+    """The run's samples table: every shard's rows with duplicates marked, under cache_dir/samples."""
     # Named by content so that tasks downstream, keyed on this record, stay cached.
     known = "".join(f"{h}{i}" for h, i in sorted(known_hashes.items()))
     key = digest(*(i.location for i in inspections), checks.model_dump_json(), known, code_version())

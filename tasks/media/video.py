@@ -28,17 +28,18 @@ from tasks.media.decode import Corrupt
 # PyAV raises FFmpeg's errors as av.FFmpegError (a ValueError, OSError, ... subclass each).
 DECODE_ERRORS = (av.FFmpegError, ValueError, OSError, EOFError)
 
-
 # A video whose packets end this much earlier than its container says is cut short.
 TRUNCATION_TOLERANCE_FRAMES = 2
-
 
 FALLBACK_FRAME_SECONDS = 0.25  # when the stream states no frame rate
 
 
 @dataclass(frozen=True)
 class SampledFrame:
-    """One frame, upright (the stream's display rotation applied). Shape: rgb (H, W, 3) uint8"""
+    """One frame, upright (the stream's display rotation applied).
+
+    Shape: rgb (H, W, 3) uint8
+    """
 
     index: int
     seconds: float
@@ -60,8 +61,10 @@ def describe(error: Exception) -> str:
 
 
 def upright(frame: av.VideoFrame) -> np.ndarray:
-    """The frame as RGB, turned by its display rotation (`frame.rotation`: degrees
-    counterclockwise, as FFmpeg's own players apply it). Shape: -> (H, W, 3) uint8
+    """The frame as RGB, turned by its display rotation.
+
+    `frame.rotation`: degrees counterclockwise, as FFmpeg's own players apply it.
+    Shape: -> (H, W, 3) uint8
     """
     rgb = frame.to_ndarray(format="rgb24")
     turns = round(frame.rotation / 90) % 4
@@ -156,8 +159,10 @@ def stated_end(container: av.container.InputContainer, stream: av.video.stream.V
 
 
 def sample_frames(path: Path, config: VideoConfig) -> Iterator[SampledFrame | Corrupt]:
-    """The sampled frames of the video at `path`, upright, one at a time; then a `Corrupt`
-    if the video cannot be opened, breaks midway, or ends before its stated duration.
+    """The sampled frames of the video at `path`, upright, one at a time; then maybe a `Corrupt`.
+
+    The `Corrupt` comes if the video cannot be opened, breaks midway, or ends before its
+    stated duration.
     """
     opened = open_video(path)
     if isinstance(opened, Corrupt):
@@ -204,8 +209,9 @@ def sample_frames(path: Path, config: VideoConfig) -> Iterator[SampledFrame | Co
 
 
 def frames_at(path: Path, wanted: list[tuple[int, float]]) -> Iterator[tuple[int, np.ndarray]]:
-    """Seek to each (frame index, seconds) of `wanted` and decode it again at full
-    resolution, upright. A frame that is not found (the video changed) is left out.
+    """Seek to each (frame index, seconds) of `wanted` and decode it again at full resolution, upright.
+
+    A frame that is not found (the video changed) is left out.
     Shape: -> (index, (H, W, 3) uint8)
     """
     opened = open_video(path)

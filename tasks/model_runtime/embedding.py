@@ -31,6 +31,7 @@ EMBEDDINGS_FOLDER, MODELS_FOLDER = "embeddings", "models"
 
 
 def model_key(model: OnnxModel) -> str:
+    """The model's key in a shard store: `models/<sha256>.onnx`."""
     return f"{MODELS_FOLDER}/{model.sha256}.onnx"
 
 
@@ -41,8 +42,10 @@ def share_model(model: OnnxModel, shards: ShardStore) -> None:
 
 
 def model_file(model: OnnxModel, shards: ShardStore) -> str:
-    """The model as a file this process can open: where the flow wrote it when the store is
-    a folder every machine shares, else fetched once into this worker's scratch.
+    """The model as a file this process can open.
+
+    Where the flow wrote it when the store is a folder every machine shares, else fetched once
+    into this worker's scratch.
     """
     return model.path if shards.is_local else str(shards.fetch(model_key(model), WORKER_SCRATCH))
 
@@ -55,8 +58,9 @@ def embed_shard_images(
     folder: str,
     threads: int | None = None,
 ) -> ShardEmbeddings:
-    """Embed one shard's cached images into `folder/embeddings.npy` of `shards`. A remote
-    shard's images are fetched into a scratch folder removed right after.
+    """Embed one shard's cached images into `folder/embeddings.npy` of `shards`.
+
+    A remote shard's images are fetched into a scratch folder removed right after.
     """
     session = open_session(model_file(model, shards), config, threads)
     with (
@@ -96,8 +100,9 @@ def embed_query_images(
 def gather_embeddings(
     samples: SampleTable, shards: list[ShardEmbeddings], dim: int, path: Path, scratch: Path
 ) -> EmbeddingTable:
-    """Join each ok sample to its row in its shard's embeddings and write `path`. Remote
-    shards' embeddings are fetched into `scratch`.
+    """Join each ok sample to its row in its shard's embeddings and write `path`.
+
+    Remote shards' embeddings are fetched into `scratch`.
     """
     rows = pq.read_table(samples.path, columns=["id", "status", "shard", "cache_row"]).to_pydict()
     by_shard = {shard.shard_index: shard.load(scratch) for shard in shards}

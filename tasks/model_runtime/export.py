@@ -14,12 +14,12 @@ from tasks.records.model import MODEL_FILE, OnnxModel, TrainedModel
 
 logger = logging.getLogger(__name__)
 
-
 # Images in the parity check: random uint8 batches exercise every input value range.
 PARITY_BATCH = 8
 
 
 def export_checkpoint(trained: TrainedModel, directory: Path, seed: int = 0) -> OnnxModel:
+    """Export the checkpoint to ONNX in `directory`, checked against PyTorch on seeded random images."""
     model = load_checkpoint(Path(trained.checkpoint))
     path = directory / MODEL_FILE
     export_onnx(model, path, {"code_version": code_version(), "checkpoint": trained.checkpoint})

@@ -9,8 +9,10 @@ import pynvml
 
 @lru_cache(maxsize=1)
 def nvidia_gpu_count() -> int:
-    """GPUs the driver reports; 0 without a driver. onnxruntime-gpu lists its CUDA provider
-    as available even on machines without one, and asking for it there logs an error.
+    """GPUs the driver reports; 0 without a driver.
+
+    onnxruntime-gpu lists its CUDA provider as available even on machines without one, and
+    asking for it there logs an error.
     """
     try:
         pynvml.nvmlInit()

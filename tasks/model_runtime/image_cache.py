@@ -16,6 +16,7 @@ from tasks.records.samples import STATUS_OK, ShardInspection
 
 class ImageCache:
     """Rows of all shards' caches, addressed by a global index (shard order, then row).
+
     Remote shards' caches are fetched into `scratch`.
     """
 
@@ -26,10 +27,14 @@ class ImageCache:
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
     def global_index(self, shard_index: int, cache_row: int) -> int:
+        """The global index of row `cache_row` of shard `shard_index`'s cache."""
         return int(self._offsets[self._shard_position[shard_index]] + cache_row)
 
     def gather(self, indices: np.ndarray) -> np.ndarray:
-        """Images at `indices`, in that order. Shape: (n,) -> uint8 (n, S, S, 3)"""
+        """Images at `indices`, in that order.
+
+        Shape: (n,) -> uint8 (n, S, S, 3)
+        """
         shard = np.searchsorted(self._offsets, indices, side="right") - 1
         out = np.empty((len(indices), *self._images[0].shape[1:]), dtype=np.uint8)
         for position in np.unique(shard):
@@ -40,8 +45,9 @@ class ImageCache:
 
 
 def unique_image_indices(cache: ImageCache, samples_path: str) -> np.ndarray:
-    """Global cache indices of the samples whose status is ok (corrupt files and exact
-    duplicates left out), in id order.
+    """Global cache indices of the samples whose status is ok, in id order.
+
+    Corrupt files and exact duplicates are left out.
     """
     table = pq.read_table(samples_path, columns=["status", "shard", "cache_row"]).to_pydict()
     return np.array(

@@ -1,5 +1,6 @@
-"""Quantize: the lower-precision version of the exported model that the embedding device
-runs fastest: int8 on the CPU, fp16 on a GPU.
+"""Quantize: the lower-precision version of the exported model the embedding device runs fastest.
+
+int8 on the CPU, fp16 on a GPU.
 
 Calibrated and checked on the run's own cached images; if the variant would move
 embeddings too far from fp32 (models/variant.py's agreement check), the run embeds with
@@ -23,7 +24,6 @@ from tasks.records.samples import SampleTable, ShardInspection
 
 logger = logging.getLogger(__name__)
 
-
 # The variant of each precision, and the function that writes it and returns its smallest
 # cosine similarity to fp32 on the images it is given.
 VARIANTS: dict[str, tuple[str, Callable[[Path, Path, np.ndarray], float]]] = {
@@ -31,14 +31,16 @@ VARIANTS: dict[str, tuple[str, Callable[[Path, Path, np.ndarray], float]]] = {
     "fp16": ("model.fp16.onnx", convert_fp16),
 }
 
-
 # Calibration images, spread evenly over the clean pool: enough for stable activation
 # ranges, few enough to calibrate in seconds on 2 cores.
 CALIBRATION_IMAGES = 256
 
 
 def calibration_images(inspections: list[ShardInspection], samples: SampleTable, scratch: Path) -> np.ndarray:
-    """Up to CALIBRATION_IMAGES clean images, evenly spaced in id order. Shape: (n, S, S, 3)"""
+    """Up to CALIBRATION_IMAGES clean images, evenly spaced in id order.
+
+    Shape: (n, S, S, 3)
+    """
     cache = ImageCache(inspections, scratch)
     indices = unique_image_indices(cache, samples.path)
     if len(indices) > CALIBRATION_IMAGES:
@@ -54,8 +56,9 @@ def quantize_model(
     directory: Path,
     scratch: Path,
 ) -> OnnxModel:
-    """The `precision` (int8 or fp16) model, or `model` itself when it does not agree with
-    it closely enough. Remote shards' images are fetched into `scratch`.
+    """The `precision` (int8 or fp16) model, or `model` itself when they do not agree closely enough.
+
+    Remote shards' images are fetched into `scratch`.
     """
     file_name, write_variant = VARIANTS[precision]
     path = directory / file_name

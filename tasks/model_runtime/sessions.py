@@ -1,5 +1,6 @@
-"""ONNX Runtime sessions for embedding: which provider, with which options, and a fixed
-batch whose input and output live on the provider's device (IO binding).
+"""ONNX Runtime sessions for embedding: which provider, with which options, and a fixed batch.
+
+The batch's input and output live on the provider's device (IO binding).
 
 TensorRT, then CUDA, when a GPU is asked for (or `auto`) and usable; the CPU otherwise.
 The provider that actually runs is read back from the session, never assumed, and a GPU
@@ -25,26 +26,25 @@ from tasks.model_runtime.gpu import nvidia_gpu_count
 
 logger = logging.getLogger(__name__)
 
-
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
-
 GPU_PROVIDERS = (TENSORRT, CUDA)
-
 
 # Beside the model: engines are built for one model, so a new model never finds a stale one.
 TENSORRT_CACHE_DIR = "tensorrt"
 
 
 def tensorrt_installed() -> bool:
-    """Whether TensorRT's runtime library can be loaded. onnxruntime-gpu lists its TensorRT
-    provider as available whether or not TensorRT is installed, and asking for it without
-    TensorRT logs an error before falling back.
+    """Whether TensorRT's runtime library can be loaded.
+
+    onnxruntime-gpu lists its TensorRT provider as available whether or not TensorRT is
+    installed, and asking for it without TensorRT logs an error before falling back.
     """
     return ctypes.util.find_library("nvinfer") is not None
 
 
 def requested_providers(device: str) -> list[str]:
+    """The providers to ask for on `device` (auto, cpu or cuda), best first, the CPU last."""
     available = ort.get_available_providers()
     usable = CUDA in available and nvidia_gpu_count() > 0
     if device == "cuda" and not usable:
@@ -55,9 +55,11 @@ def requested_providers(device: str) -> list[str]:
 
 
 def embedding_precision(config: EmbeddingConfig, gpu_workers: bool = False) -> str:
-    """fp32, fp16 or int8. Under auto: int8 where the CPU provider runs (int8 is the CPU's
-    speed-up), fp16 on a GPU (half the bytes, and tensor cores). `gpu_workers`: embedding
-    runs on other machines' GPUs (a cluster's GPU resource), whatever this one has.
+    """The precision to embed with: fp32, fp16 or int8.
+
+    Under auto: int8 where the CPU provider runs (int8 is the CPU's speed-up), fp16 on a GPU
+    (half the bytes, and tensor cores). `gpu_workers`: embedding runs on other machines' GPUs
+    (a cluster's GPU resource), whatever this one has.
     """
     if config.precision != "auto":
         return config.precision
@@ -95,7 +97,10 @@ def provider_options(
 
 
 def image_shape(model_path: str) -> tuple[int, ...]:
-    """The model's input shape without its batch axis, read from the graph. -> (S, S, 3)"""
+    """The model's input shape without its batch axis, read from the graph.
+
+    Shape: (S, S, 3)
+    """
     graph = onnx.load(model_path, load_external_data=False).graph
     return tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
 
@@ -124,10 +129,14 @@ class BoundSession:
 
     @property
     def batch_size(self) -> int:
+        """Images in the fixed batch every run processes."""
         return len(self._host_batch)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        """Embed uint8 images in fixed batches. Shape: (N, S, S, 3) -> float32 (N, D)"""
+        """Embed uint8 images in fixed batches.
+
+        Shape: (N, S, S, 3) -> float32 (N, D)
+        """
         count, batch_size = len(images), self.batch_size
         out = np.empty((count, self._output.shape()[1]), dtype=np.float32)
         with self._lock:
@@ -140,9 +149,10 @@ class BoundSession:
         return out
 
     def run_bound(self) -> ort.OrtValue:
-        """Run the model once on the batch already in the bound input (the last one `embed`
-        copied there), copying nothing in or out: the model's own time, as a benchmark
-        measures it.
+        """Run the model once on the batch already in the bound input, copying nothing in or out.
+
+        The batch is the last one `embed` copied there; the run takes the model's own time, as a
+        benchmark measures it.
 
         Returns the bound output, on the provider's device. Shape: (batch_size, D)
         """
@@ -182,7 +192,9 @@ def _cached_session(
 
 
 def open_session(model_path: str, config: EmbeddingConfig, threads: int | None = None) -> BoundSession:
-    """`threads`: the execution engine's share of cores for one session (None: every core);
+    """A session that embeds with the model at `model_path` as `config` says, reused across shards.
+
+    `threads`: the execution engine's share of cores for one session (None: every core);
     `embedding.num_threads` overrides it.
     """
     threads = config.num_threads or threads or os.cpu_count() or 1

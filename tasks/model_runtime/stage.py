@@ -28,6 +28,7 @@ from tasks.storage.shard_store import FETCHED_FOLDER, ShardStore
 def train(
     inspections: list[ShardInspection], samples: SampleTable, training: TrainingConfig, cache_dir: Path
 ) -> TrainedModel:
+    """Train the model (or take the configured or a seeded one), saved under a key of its inputs."""
     # The samples table's path is per run; its content is fixed by the shards it came from.
     key = digest(*(i.location for i in inspections), training.model_dump_json(), code_version())
     return train_or_load(
@@ -37,6 +38,7 @@ def train(
 
 @task(name="export", cache_key_fn=stage_cache_key("export"), persist_result=True)
 def export(trained: TrainedModel, cache_dir: Path) -> OnnxModel:
+    """The trained checkpoint as ONNX, saved under a key of the checkpoint and the code version."""
     key = digest(file_sha256(Path(trained.checkpoint)), code_version())
     return export_checkpoint(trained, cache_dir / "onnx" / key)
 
@@ -49,6 +51,7 @@ def quantize(
     precision: str,
     cache_dir: Path,
 ) -> OnnxModel:
+    """The `precision` version of `model`, or `model` itself when they do not agree closely enough."""
     key = digest(model.sha256, samples.path, precision, code_version())
     return quantize_model(
         model, inspections, samples, precision, cache_dir / "onnx" / key, cache_dir / FETCHED_FOLDER
@@ -59,6 +62,7 @@ def quantize(
 def embed_queries(
     inputs: SelectionInputs, model: OnnxModel, config: EmbeddingConfig, work_dir: Path
 ) -> SelectionInputs:
+    """`inputs` with the SIMILARITY query images embedded by the run's model."""
     return embed_query_images(inputs, model, config, work_dir)
 
 
@@ -70,6 +74,7 @@ def embed_shard(
     shards: ShardStore,
     threads: int | None = None,
 ) -> ShardEmbeddings:
+    """Embed one shard's cached images, saved under a key of the shard, the model and the code version."""
     key = digest(inspection.location, model.sha256, code_version())
     return embed_shard_images(inspection, model, config, shards, f"{EMBEDDINGS_FOLDER}/{key}", threads)
 
@@ -78,4 +83,5 @@ def embed_shard(
 def collect_embeddings(
     samples: SampleTable, shards: list[ShardEmbeddings], dim: int, work_dir: Path, scratch: Path
 ) -> EmbeddingTable:
+    """The run's embedding table: each ok sample's embedding, written in `work_dir`."""
     return gather_embeddings(samples, shards, dim, work_dir / EMBEDDINGS_FILE, scratch)

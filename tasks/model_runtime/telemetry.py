@@ -20,22 +20,25 @@ import pynvml
 # twice a second sees every busy or idle spell that matters for a stage of seconds.
 SAMPLE_INTERVAL_S = 0.5
 
-
 # Below this mean utilisation the GPU waited more than it worked.
 IDLE_UTILISATION_PCT = 50.0
 
 
 def visible_gpu() -> int | str:
-    """The GPU this process computes on, as NVML names it: CUDA_VISIBLE_DEVICES' first entry
-    (an index or a GPU-UUID; NVML itself ignores the variable and counts every GPU), else 0.
+    """The GPU this process computes on, as NVML names it.
+
+    CUDA_VISIBLE_DEVICES' first entry (an index or a GPU-UUID; NVML itself ignores the variable
+    and counts every GPU), else 0.
     """
     first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
     return int(first) if first.isdigit() else first or 0
 
 
 class GpuSampler:
-    """Samples GPU `device` (an NVML index or UUID; default: the one this process computes
-    on) from `start()` to `stop()`; `summary()` is None when no GPU could be read.
+    """Samples GPU `device` from `start()` to `stop()`.
+
+    `device` is an NVML index or UUID (default: the one this process computes on);
+    `summary()` is None when no GPU could be read.
     """
 
     def __init__(self, device: int | str | None = None, interval_s: float = SAMPLE_INTERVAL_S) -> None:
@@ -48,6 +51,7 @@ class GpuSampler:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start sampling on a background thread; without a driver or a readable GPU, do nothing."""
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError:
@@ -78,6 +82,7 @@ class GpuSampler:
             return  # the device went away (reset, fallen off the bus): keep what was sampled
 
     def stop(self) -> None:
+        """Stop sampling and wait for the thread; nothing to do if sampling never started."""
         if self._thread is None:
             return
         self._stop.set()
@@ -86,6 +91,7 @@ class GpuSampler:
         pynvml.nvmlShutdown()
 
     def summary(self) -> dict[str, Any] | None:
+        """The GPU's name, utilisation and memory over the samples taken; None without samples."""
         if not self._utilisation:
             return None
         mib = 1024 * 1024
@@ -111,8 +117,9 @@ def sampling() -> Iterator[GpuSampler]:
 
 
 def merged_summary(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """One summary of several samplings of one GPU (a worker's shards): the mean weighted by
-    samples, the maxima of the maxima.
+    """One summary of several samplings of one GPU (a worker's shards).
+
+    The mean weighted by samples, the maxima of the maxima.
     """
     samples = sum(s["samples"] for s in summaries)
     mean = sum(s["utilisation_mean_pct"] * s["samples"] for s in summaries) / samples
@@ -149,6 +156,7 @@ class StageTelemetry:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        """Sample the GPU while the block runs, kept as stage `name` when a GPU could be read."""
         with sampling() as sampler:
             yield
         summary = sampler.summary()
@@ -156,13 +164,15 @@ class StageTelemetry:
             self._stages[name] = summary
 
     def add_worker(self, stage: str, worker: str, summaries: list[dict[str, Any]]) -> None:
-        """A cluster worker's samplings of its GPU during its tasks of `stage`, as the stage
-        `<stage> on <worker>` (host/gpuN).
+        """Add a cluster worker's samplings of its GPU during its tasks of `stage`.
+
+        They are kept as the stage `<stage> on <worker>` (host/gpuN).
         """
         if summaries:
             self._stages[f"{stage} on {worker}"] = merged_summary(summaries)
 
     def record(self) -> dict[str, Any]:
+        """The telemetry for run.json: each stage's summary and the idle note, or a no-GPU note."""
         if not self._stages:
             return {"note": "no GPU: nothing sampled"}
         return {"stages": self._stages, "note": idle_note(self._stages)}

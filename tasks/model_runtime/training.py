@@ -23,10 +23,8 @@ from tasks.records.samples import SampleTable, ShardInspection
 
 logger = logging.getLogger(__name__)
 
-
 # The projection head's output size; SimCLR found 128 enough.
 PROJECTION_DIM = 128
-
 
 # Images whose representation (features and pooled pixels) fits the embedding's principal
 # components: 4,096 pin down 128 components of a 704-d representation well (ResNet-18's 512
@@ -35,6 +33,7 @@ PRINCIPAL_COMPONENT_ROWS = 4096
 
 
 def model_config(training: TrainingConfig) -> ModelConfig:
+    """The network shape `training` configures."""
     return ModelConfig(
         backbone=training.backbone,
         width=training.width,
@@ -45,6 +44,7 @@ def model_config(training: TrainingConfig) -> ModelConfig:
 
 
 def training_device(requested: str) -> torch.device:
+    """The device to train on: CUDA when asked for (or auto) and available, else the CPU."""
     if requested == "cuda" and not torch.cuda.is_available():
         logger.warning("training.device is cuda but no CUDA device is usable: training on the CPU")
     if requested in ("cuda", "auto") and torch.cuda.is_available():
@@ -121,9 +121,10 @@ def train_simclr(
 def project_principal_components(
     model: Embedder, cache: ImageCache, indices: np.ndarray, training: TrainingConfig, device: torch.device
 ) -> None:
-    """Fit the model's embedding map to the principal components of the representation
-    (features and pooled pixels) of the run's images (a seeded sample of at most
-    PRINCIPAL_COMPONENT_ROWS).
+    """Fit the model's embedding map to the principal components of the representation.
+
+    The representation (features and pooled pixels) of the run's images (a seeded sample of at
+    most PRINCIPAL_COMPONENT_ROWS).
     """
     if len(indices) == 0:  # nothing clean to fit to: the map stays as it is
         return
@@ -148,8 +149,9 @@ def train_or_load(
     directory: Path,
     scratch: Path,
 ) -> TrainedModel:
-    """Train (or, with training off, take the configured or a seeded model) and save it in
-    `directory`. Remote shards' images are fetched into `scratch`.
+    """Train (or, with training off, take the configured or a seeded model) and save it in `directory`.
+
+    Remote shards' images are fetched into `scratch`.
     """
     checkpoint = directory / CHECKPOINT_FILE
     model = initial_model(training)

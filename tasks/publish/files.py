@@ -1,6 +1,7 @@
-"""Publish: write the run's files (the contract in DESIGN.md) to `<output>/runs/<run-id>/`,
-run.json last. `<output>/latest.json` is written when the datapool commits (tasks/datapool/state.py),
-so it only ever names a complete, committed run.
+"""Publish: write the run's files (the contract in DESIGN.md) to `<output>/runs/<run-id>/`.
+
+run.json is written last. `<output>/latest.json` is written when the datapool commits
+(tasks/datapool/state.py), so it only ever names a complete, committed run.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from tasks.storage.interface import Storage, contained_key
 
 logger = logging.getLogger(__name__)
 
-
 SELECTED_FOLDER = "selected"
 
 
@@ -49,6 +49,7 @@ class RunFiles(BaseModel, frozen=True):
 
 
 def samples_parquet(samples: SampleTable) -> bytes:
+    """samples.parquet: the samples table without its internal columns."""
     table = pq.read_table(samples.path)
     buffer = io.BytesIO()
     pq.write_table(table.drop_columns(list(INTERNAL_COLUMNS)), buffer)
@@ -56,13 +57,17 @@ def samples_parquet(samples: SampleTable) -> bytes:
 
 
 def corrupt_json(samples: SampleTable) -> bytes:
+    """corrupt.json: {sample id: the reason it is corrupt}."""
     rows = pq.read_table(samples.path, columns=["id", "status", "reason"]).to_pylist()
     corrupt = {r["id"]: r["reason"] for r in rows if r["status"] == STATUS_CORRUPT}
     return json.dumps(corrupt, indent=2, sort_keys=True).encode()
 
 
 def duplicates_json(samples: SampleTable) -> bytes:
-    """{sample id: {"of": the kept sample it duplicates, "reason": exact or near, and how}}"""
+    """duplicates.json: each duplicate sample and the kept sample it duplicates.
+
+    {sample id: {"of": the kept sample it duplicates, "reason": exact or near, and how}}
+    """
     rows = pq.read_table(samples.path, columns=["id", "status", "reason", "duplicate_of"]).to_pylist()
     duplicates = {
         r["id"]: {"of": r["duplicate_of"], "reason": r["reason"]}
@@ -84,6 +89,7 @@ def lightly_csv(embeddings: EmbeddingTable) -> bytes:
 
 
 def selected_filenames(selection: Selection) -> bytes:
+    """selected_filenames.txt: the selected samples' ids, one a line."""
     ids = pq.read_table(selection.path, columns=["id"])["id"].to_pylist()
     return "".join(f"{i}\n" for i in ids).encode()
 
@@ -112,8 +118,10 @@ def publish_run_files(
     video: VideoConfig,
     scratch: Path,
 ) -> dict[str, str]:
-    """Write every file of the run, the selected frames as images, the selected images
-    when asked, then run.json (with the artifact URIs).
+    """Write every file of the run, the selected frames and images, then run.json.
+
+    Every file of the run, the selected frames as images, the selected images when asked,
+    then run.json (with the artifact URIs).
 
     Returns the artifacts' URIs by name, run.json included.
     """

@@ -20,25 +20,27 @@ from tasks.storage.interface import MissingObjectError, ObjectInfo, Storage, con
 
 logger = logging.getLogger(__name__)
 
-
 FRAMES_FOLDER = "selected_frames"
 
-
 SUFFIXES = {"png": "png", "jpeg": "jpg"}
-
 
 JPEG_QUALITY = 95
 
 
 def frame_file_name(key: str, index: int, frame_format: str) -> str:
-    """`clips/a.mp4`, 120 -> `clips/a.mp4__frame=000120.png`: the video's key made safe as a
-    path (contained_key: never outside the folder), then the frame's index.
+    """A selected frame's file name: the video's key made safe as a path, then the frame's index.
+
+    `clips/a.mp4`, 120 -> `clips/a.mp4__frame=000120.png`; the key is made safe by
+    contained_key: never outside the folder.
     """
     return f"{contained_key(key)}__frame={index:06d}.{SUFFIXES[frame_format]}"
 
 
 def encode_frame(rgb: np.ndarray, frame_format: str) -> bytes:
-    """Shape: (H, W, 3) uint8 -> PNG (lossless) or JPEG bytes"""
+    """Encode a frame as PNG or JPEG.
+
+    Shape: (H, W, 3) uint8 -> PNG (lossless) or JPEG bytes
+    """
     buffer = io.BytesIO()
     if frame_format == "png":
         Image.fromarray(rgb).save(buffer, "PNG")
@@ -56,8 +58,9 @@ def write_selected_frames(
     frame_format: str,
     scratch: Path,
 ) -> int:
-    """Write each selected frame ((video key, frame index, seconds)) to
-    `<prefix>/selected_frames/` in the output. A video that vanished or changed since it
+    """Write each selected frame to `<prefix>/selected_frames/` in the output.
+
+    A frame is (video key, frame index, seconds). A video that vanished or changed since it
     was inspected is logged and skipped. Returns how many files were written.
     """
     by_video: dict[str, list[tuple[int, float]]] = defaultdict(list)

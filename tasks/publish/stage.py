@@ -25,6 +25,7 @@ def publish(
     video: VideoConfig,
     cache_dir: Path,
 ) -> dict[str, str]:
+    """Write the run's files to the output and return their URIs by name (publish_run_files)."""
     return publish_run_files(
         open_storage(source, aws_credentials),
         open_storage(output, aws_credentials),

@@ -27,7 +27,10 @@ class ShardEmbeddings(BaseModel, frozen=True):
     gpu: dict[str, Any] | None  # that GPU, sampled while embedding (tasks/model_runtime/telemetry.py)
 
     def load(self, scratch: Path) -> np.ndarray:
-        """The embeddings, memory-mapped (fetched into `scratch` if remote). Shape: (count, D)"""
+        """The embeddings, memory-mapped (fetched into `scratch` if remote).
+
+        Shape: (count, D)
+        """
         return np.load(self.store.fetch(self.key, scratch), mmap_mode="r")
 
 
@@ -35,13 +38,18 @@ EMBEDDINGS_FILE = "embeddings.parquet"
 
 
 class EmbeddingTable(BaseModel, frozen=True):
+    """The run's embeddings as a Parquet table (id + vector) at `path`: `count` vectors of `dim`."""
+
     path: str
     count: int
     dim: int
 
 
 def write_embedding_table(ids: list[str], vectors: np.ndarray, path: Path) -> EmbeddingTable:
-    """Shape: ids (N,), vectors (N, D)"""
+    """Write `ids` and their `vectors` as the embedding table at `path`.
+
+    Shape: ids (N,), vectors (N, D)
+    """
     dim = vectors.shape[1]
     flat = pa.array(vectors.astype(np.float32, copy=False).reshape(-1), pa.float32())
     table = pa.table(
@@ -53,7 +61,10 @@ def write_embedding_table(ids: list[str], vectors: np.ndarray, path: Path) -> Em
 
 
 def read_embeddings(table: EmbeddingTable) -> tuple[list[str], np.ndarray]:
-    """Shape: -> ids (N,), float32 (N, D)"""
+    """Read an embedding table's ids and vectors.
+
+    Shape: -> ids (N,), float32 (N, D)
+    """
     data = pq.read_table(table.path)
     values = data["embedding"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
     return data["id"].to_pylist(), values.reshape(data.num_rows, table.dim).astype(np.float32)

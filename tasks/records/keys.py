@@ -18,6 +18,7 @@ FRAME_SEPARATOR = "#frame="
 
 
 def is_video_key(key: str) -> bool:
+    """A video, by its extension in any letter case."""
     return PurePosixPath(key).suffix.lower() in VIDEO_EXTENSIONS
 
 

@@ -23,8 +23,9 @@ MANIFEST_SCHEMA = pa.schema(
 
 
 def read_manifest_table(path: str) -> pa.Table:
-    """A manifest in MANIFEST_SCHEMA. Manifests written before videos have no `key`: each
-    of their rows was an image, whose key is its id.
+    """A manifest in MANIFEST_SCHEMA.
+
+    Manifests written before videos have no `key`: each of their rows was an image, whose key is its id.
     """
     table = pq.read_table(path)
     if "key" not in table.column_names:
@@ -33,12 +34,16 @@ def read_manifest_table(path: str) -> pa.Table:
 
 
 def embedding_column(vectors: list[np.ndarray | None]) -> pa.Array:
+    """The manifest's embedding column: float32 lists, null where a vector is None."""
     values = [None if v is None else v.astype(np.float32).tolist() for v in vectors]
     return pa.array(values, pa.list_(pa.float32()))
 
 
 def manifest_vectors(manifest: pa.Table, ids: set[str]) -> tuple[list[str], np.ndarray]:
-    """Embeddings of the manifest rows in `ids` that have one. Shape: -> (n,), (n, D)"""
+    """Embeddings of the manifest rows in `ids` that have one.
+
+    Shape: -> (n,), (n, D)
+    """
     rows = manifest.filter(pa.array([i in ids for i in manifest["id"].to_pylist()], pa.bool_()))
     rows = rows.filter(rows["embedding"].is_valid())
     if rows.num_rows == 0:

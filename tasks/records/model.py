@@ -8,6 +8,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 
 class TrainedModel(BaseModel, frozen=True):
+    """The trained checkpoint, and how its training went."""
+
     checkpoint: str
     trained: bool
     images: int
@@ -21,6 +23,8 @@ MODEL_FILE = "model.onnx"
 
 
 class OnnxModel(BaseModel, frozen=True):
+    """The model's ONNX export: where it is, its digest, shapes, precision and parity with the checkpoint."""
+
     path: str
     sha256: str
     embedding_dim: int

@@ -21,8 +21,9 @@ class RunPlan(BaseModel, frozen=True):
 
 
 def known_content_hashes(run_plan: RunPlan) -> dict[str, str]:
-    """Content hash -> id of the clean samples the datapool keeps: a new file with the
-    same content is a duplicate of one of them.
+    """Content hash -> id of the clean samples the datapool keeps.
+
+    A new file with the same content is a duplicate of one of them.
     """
     kept = pq.read_table(run_plan.kept_manifest, columns=["id", "status", "content_hash"]).to_pydict()
     return {

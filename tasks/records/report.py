@@ -6,6 +6,8 @@ from pydantic import BaseModel
 
 
 class ReportFiles(BaseModel, frozen=True):
+    """Where the run report's HTML, JSON and PDF (if any) were written."""
+
     html: str
     json_path: str
     pdf: str | None

@@ -93,8 +93,9 @@ class ReportOff(BaseModel, frozen=True):
 
 
 class RunRecord(BaseModel, frozen=True):
-    """One run, as run.json holds it. `artifacts` and `finished_at` come with publishing,
-    the datapool's new version with the commit.
+    """One run, as run.json holds it.
+
+    `artifacts` and `finished_at` come with publishing, the datapool's new version with the commit.
     """
 
     run_id: str

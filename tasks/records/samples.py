@@ -25,10 +25,8 @@ METADATA_COLUMNS = (
 
 STATUS_OK, STATUS_CORRUPT, STATUS_DUPLICATE = "ok", "corrupt", "duplicate"
 
-
 # Listed, then deleted or changed before it could be read: tried again next run.
 STATUS_MISSING = "missing"
-
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -52,15 +50,11 @@ SAMPLE_SCHEMA = pa.schema(
     ]
 )
 
-
 INTERNAL_COLUMNS = ("shard", "cache_row")
-
 
 SAMPLES_FILE, IMAGES_FILE = "samples.parquet", "images.u8"
 
-
 INSPECT_FOLDER = "inspect"
-
 
 KIND_IMAGE, KIND_FRAME, KIND_VIDEO = "image", "frame", "video"
 
@@ -89,8 +83,9 @@ class ShardInspection(BaseModel, frozen=True):
         return self.store.fetch(f"{self.folder}/{SAMPLES_FILE}", scratch)
 
     def open_images(self, scratch: Path) -> np.ndarray:
-        """The shard's uint8 cache as a read-only memmap (fetched into `scratch` if
-        remote). Shape: (ok, S, S, 3)
+        """The shard's uint8 cache as a read-only memmap (fetched into `scratch` if remote).
+
+        Shape: (ok, S, S, 3)
         """
         if self.ok == 0:
             return np.zeros((0, self.input_size, self.input_size, 3), dtype=np.uint8)
@@ -99,16 +94,18 @@ class ShardInspection(BaseModel, frozen=True):
         return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
 
     def image(self, row: int) -> np.ndarray:
-        """One cached image, read alone (a ranged read from a remote store), for readers
-        that show a few images of many shards. Shape: (S, S, 3)
+        """One cached image, read alone (a ranged read from a remote store).
+
+        For readers that show a few images of many shards. Shape: (S, S, 3)
         """
         data = self.store.read_range(f"{self.folder}/{IMAGES_FILE}", row * self._row_bytes, self._row_bytes)
         return np.frombuffer(data, dtype=np.uint8).reshape(self.input_size, self.input_size, 3)
 
 
 def mark_duplicates(samples: pa.Table, duplicates: dict[str, tuple[str, str]]) -> pa.Table:
-    """Mark the ok samples in `duplicates` ({id: (the id it duplicates, reason)}) as
-    duplicates. Shape: rows in, same rows out.
+    """Mark the ok samples in `duplicates` ({id: (the id it duplicates, reason)}) as duplicates.
+
+    Shape: rows in, same rows out.
     """
     status = samples["status"].to_pylist()
     reason = samples["reason"].to_pylist()

@@ -31,6 +31,8 @@ SELECTION_FILE = "selection.parquet"
 
 
 class Selection(BaseModel, frozen=True):
+    """What selection picked (a Parquet file of ids at `path`), from how many, and how good the picks are."""
+
     path: str
     requested: int
     selected: int

@@ -35,8 +35,9 @@ class Listing(BaseModel, frozen=True):
 
 
 def write_manifests(objects: list[ObjectInfo], shard_size: int, store: ShardStore) -> list[Shard]:
-    """Cut `objects` into shards of at most `shard_size` and write one manifest each into
-    `store`, where the workers that inspect the shards read them.
+    """Cut `objects` into shards of at most `shard_size` and write one manifest each into `store`.
+
+    The workers that inspect the shards read them there.
     """
     shards = []
     for index, start in enumerate(range(0, len(objects), shard_size)):
@@ -51,6 +52,7 @@ def write_manifests(objects: list[ObjectInfo], shard_size: int, store: ShardStor
 
 
 def read_shard_manifest(shard: Shard, store: ShardStore) -> list[ObjectInfo]:
+    """The objects a shard's manifest in `store` lists."""
     rows = json.loads(store.read_bytes(shard.manifest))
     return [ObjectInfo(key=key, size=size, version=version) for key, size, version in rows]
 
@@ -59,6 +61,7 @@ LISTING_SCHEMA = pa.schema([("key", pa.string()), ("size", pa.int64()), ("versio
 
 
 def write_listing(source: str, objects: list[ObjectInfo], directory: Path) -> Listing:
+    """Write `objects` as the source's listing, a Parquet file in `directory` named by its content."""
     table = pa.table(
         {
             "key": [o.key for o in objects],
@@ -78,6 +81,7 @@ def write_listing(source: str, objects: list[ObjectInfo], directory: Path) -> Li
 
 
 def read_listing(listing: Listing) -> list[ObjectInfo]:
+    """The objects a listing holds."""
     rows = pq.read_table(listing.path).to_pydict()
     return [
         ObjectInfo(key=k, size=s, version=v)

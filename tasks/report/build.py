@@ -1,5 +1,7 @@
-"""The run report: report.html (self-contained), report.pdf (the same page, printed) and
-report.json (its numbers), written into the run's work folder for publish to upload.
+"""The run report: report.html, report.pdf and report.json, written for publish to upload.
+
+report.html (self-contained), report.pdf (the same page, printed) and report.json (its
+numbers), written into the run's work folder for publish to upload.
 
 It reads what the run already has: the run record, the samples, embeddings and selection
 tables, and the uint8 image cache at model resolution (thumbnails, never a re-decode).
@@ -45,14 +47,11 @@ from tasks.report.plots import (
 
 logger = logging.getLogger(__name__)
 
-
 # More rows than this make the timeline plot unreadable; the rest are counted in a note.
 MAX_TIMELINES = 40
 
-
 # The outliers worth a look; past a couple of rows they are no longer outliers.
 MAX_ATYPICAL = 16
-
 
 # A shard's cached image by its row. Shape: row -> (S, S, 3) uint8
 ImageReader = Callable[[int], np.ndarray]
@@ -98,6 +97,7 @@ def build_content(
     images: Mapping[int, ImageReader],
     config: ReportConfig,
 ) -> ReportContent:
+    """Everything the report shows: its numbers, plots, galleries and notes on what was left out."""
     rows = pq.read_table(samples.path)
     numbers = headline_numbers(record) | sample_breakdown(rows)
     ids, embeddings = read_embeddings(table)

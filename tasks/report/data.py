@@ -1,5 +1,6 @@
-"""The run report's data: the numbers (report.json) taken from the run record, and the
-seeded subsamples the plots and galleries draw. Pure: no Prefect, no plotting.
+"""The run report's data: its numbers and the seeded subsamples the plots and galleries draw.
+
+The numbers (report.json) are taken from the run record. Pure: no Prefect, no plotting.
 
 Every number the run record holds (counts, timings, model, datapool, selection quality)
 is copied from it, never recomputed, so report.json and run.json cannot disagree. What the
@@ -27,14 +28,15 @@ from tasks.selection.quality import FIGURES
 # seeded subsample of at most this many (25 GFLOP at 128-d, under a second on 2 cores).
 MAX_NEIGHBOUR_ROWS = 10_000
 
-
 # Metadata the report plots for all samples versus the selected ones.
 PLOTTED_METADATA = ("luminance", "sharpness", "megapixels")
 
 
 def embedded_per_second(record: RunRecord) -> float | None:
-    """Images embedded per second of the embed stage; where embedding overlapped inspection
-    (`overlapped_stages`), per second of the two together, as decoding set the pace.
+    """Images embedded per second of the embed stage.
+
+    Where embedding overlapped inspection (`overlapped_stages`), per second of the two
+    together, as decoding set the pace.
     """
     stages = record.overlapped_stages or ["embed"]
     seconds = sum(record.timings.get(stage, 0.0) for stage in stages)
@@ -64,8 +66,9 @@ def headline_numbers(record: RunRecord) -> dict[str, Any]:
 
 
 def reason_kind(reason: str) -> str:
-    """The kind of a corrupt or duplicate reason: its text before the first ':' or ' of '
-    ('truncated file: ...' -> 'truncated file', 'near duplicate of x (...)' -> 'near duplicate').
+    """The kind of a corrupt or duplicate reason: its text before the first ':' or ' of '.
+
+    'truncated file: ...' -> 'truncated file', 'near duplicate of x (...)' -> 'near duplicate'.
     """
     return reason.split(":", 1)[0].split(" of ", 1)[0].strip()
 
@@ -91,8 +94,9 @@ def sample_breakdown(samples: pa.Table) -> dict[str, dict[str, int]]:
 
 
 def subsample(count: int, keep: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """Sorted row indices of a seeded subsample of at most `limit` of `count` rows: every
-    row of `keep` first (as many as fit), then random others. Shape: keep (k,) -> (<= limit,)
+    """Sorted row indices of a seeded subsample of at most `limit` of `count` rows.
+
+    Every row of `keep` first (as many as fit), then random others. Shape: keep (k,) -> (<= limit,)
     """
     if count <= limit:
         return np.arange(count)
@@ -106,9 +110,10 @@ def subsample(count: int, keep: np.ndarray, limit: int, seed: int) -> np.ndarray
 
 @dataclass(frozen=True)
 class NeighbourDistances:
-    """Each sample's distance to its nearest other sample within three sets, for the
-    histograms: the pool (a subsample when large), the selection, and a seeded random
-    subset of the selection's size. `pool_rows` are the pool subsample's row indices.
+    """Each sample's distance to its nearest other sample within three sets, for the histograms.
+
+    The sets: the pool (a subsample when large), the selection, and a seeded random subset of
+    the selection's size. `pool_rows` are the pool subsample's row indices.
     """
 
     pool: np.ndarray
@@ -133,7 +138,10 @@ def neighbour_distances(embeddings: np.ndarray, picks: np.ndarray, seed: int) ->
 
 
 def pca_2d(x: np.ndarray) -> np.ndarray:
-    """The first two principal components. Shape: (N, D) -> (N, 2)"""
+    """The first two principal components.
+
+    Shape: (N, D) -> (N, 2)
+    """
     centred = x.astype(np.float64) - x.mean(axis=0)
     # Eigenvectors of the D x D covariance: cheaper than an SVD of the N x D matrix.
     _, vectors = np.linalg.eigh(centred.T @ centred)
@@ -142,6 +150,7 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
 
 def embedding_map(x: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
     """A 2-D map of the rows: UMAP when the `umap` package is installed, PCA otherwise.
+
     Shape: (N, D) -> (N, 2), the method's name
     """
     if len(x) < 3 or x.shape[1] < 2:
@@ -169,19 +178,23 @@ def metadata_values(samples: pa.Table) -> dict[str, np.ndarray]:
 
 
 def has_video_frames(samples: pa.Table) -> bool:
+    """Whether any of the samples is a video frame."""
     return bool(pc.any(pc.equal(samples["kind"], KIND_FRAME)).as_py())
 
 
 @dataclass(frozen=True)
 class VideoTimeline:
+    """One video's clean frames and selected frames, by timestamp, for the timeline plot."""
+
     video: str
     timestamps: np.ndarray  # every clean frame's timestamp, seconds
     selected: np.ndarray  # the selected frames' timestamps
 
 
 def video_timelines(samples: pa.Table, selected_ids: set[str], limit: int) -> tuple[list[VideoTimeline], int]:
-    """Per video (at most `limit`, most selected frames first), which of its clean frames
-    were selected. Returns the timelines and how many videos there are in all.
+    """Per video (at most `limit`, most selected frames first), which of its clean frames were selected.
+
+    Returns the timelines and how many videos there are in all.
     """
     frames: dict[str, list[tuple[float, bool]]] = {}
     for sample_id, kind, status, video, timestamp in zip(
@@ -207,8 +220,9 @@ def video_timelines(samples: pa.Table, selected_ids: set[str], limit: int) -> tu
 
 
 def quality_rows(quality: dict[str, Any]) -> list[tuple[str, float, float, float]]:
-    """(figure, the selection's value, the random baseline's mean, its std) for every figure
-    both sides have.
+    """(figure, the selection's value, the random baseline's mean, its std) for every figure.
+
+    Only the figures both sides have.
     """
     chosen, random = quality["selected"], quality["random"]
     pairs = [(name, chosen[name], random[name]) for name in FIGURES]

@@ -1,6 +1,7 @@
-"""The run report as one self-contained HTML page: inline CSS, plots and thumbnails as
-data URIs, no script and no network, so it opens the same in any browser, offline, from
-an S3 download, and prints to the PDF unchanged.
+"""The run report as one self-contained HTML page.
+
+Inline CSS, plots and thumbnails as data URIs, no script and no network, so it opens the
+same in any browser, offline, from an S3 download, and prints to the PDF unchanged.
 
 Every string from the run (ids, paths, reasons) is escaped: a key named `<script>` is
 shown, never run.
@@ -21,7 +22,6 @@ from PIL import Image
 from tasks.report.data import quality_rows
 
 THUMBNAIL_QUALITY = 85
-
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #222; max-width: 1100px; margin: 2em auto;
@@ -44,11 +44,15 @@ figure img { width: 96px; height: 96px; border: 1px solid #ddd; }
 
 
 def data_uri(mime: str, data: bytes) -> str:
+    """`data` as a base64 data URI of type `mime`."""
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def jpeg(pixels: np.ndarray) -> bytes:
-    """A thumbnail from the uint8 cache, at the model's resolution. Shape: (S, S, 3) uint8"""
+    """A thumbnail from the uint8 cache, at the model's resolution, as JPEG bytes.
+
+    Shape: (S, S, 3) uint8
+    """
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
     return buffer.getvalue()
@@ -56,6 +60,8 @@ def jpeg(pixels: np.ndarray) -> bytes:
 
 @dataclass(frozen=True)
 class Thumbnail:
+    """A sample's thumbnail in a gallery: its id, its JPEG (when cached) and its caption."""
+
     sample_id: str
     jpeg: bytes | None  # None: its pixels are not in this run's cache (an earlier run's sample)
     caption: str = ""
@@ -63,6 +69,8 @@ class Thumbnail:
 
 @dataclass(frozen=True)
 class DuplicatePair:
+    """A removed duplicate's thumbnail and that of the sample it duplicates, which was kept."""
+
     removed: Thumbnail
     kept: Thumbnail
 
@@ -80,12 +88,14 @@ class ReportContent:
 
 
 def table(rows: Iterable[tuple[str, object]], header: tuple[str, ...] = ()) -> str:
+    """An HTML table of (name, value) rows, a value tuple giving several cells, under `header`."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(f"<tr><th>{escape(name)}</th>{cells(value)}</tr>" for name, value in rows)
     return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
 
 
 def cells(value: object) -> str:
+    """The table cells of a value (one a tuple item), numbers right-aligned."""
     values = value if isinstance(value, tuple) else (value,)
     return "".join(
         f'<td class="n">{formatted(v)}</td>' if isinstance(v, int | float) else f"<td>{formatted(v)}</td>"
@@ -94,6 +104,7 @@ def cells(value: object) -> str:
 
 
 def formatted(value: object) -> str:
+    """A value as escaped text for a table cell: '-' for None, yes or no for a bool, numbers formatted."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -107,6 +118,7 @@ def formatted(value: object) -> str:
 
 
 def thumbnail(item: Thumbnail) -> str:
+    """A thumbnail as an HTML figure with its id and caption (a note when it has no image)."""
     image = (
         f'<img src="{data_uri("image/jpeg", item.jpeg)}" alt="{escape(item.sample_id)}">'
         if item.jpeg is not None
@@ -117,15 +129,18 @@ def thumbnail(item: Thumbnail) -> str:
 
 
 def plot(content: ReportContent, name: str, alt: str) -> str:
+    """The plot `name` as an HTML image with alternative text `alt`."""
     return f'<img class="plot" src="{data_uri("image/png", content.plots[name])}" alt="{escape(alt)}">'
 
 
 def section(anchor: str, title: str, body: str, note: str | None = None) -> str:
+    """An HTML section with id `anchor`, a `title` heading, `body` and an optional note."""
     aside = f'<p class="note">{escape(note)}</p>' if note else ""
     return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}{aside}</section>'
 
 
 def run_section(numbers: dict[str, Any]) -> str:
+    """The section on the run: source, output, model, throughputs, GPU telemetry, stage times."""
     model, throughput = numbers["model"], numbers["throughput"]
     rows: list[tuple[str, object]] = [
         ("source", numbers["source"]),
@@ -162,6 +177,7 @@ def run_section(numbers: dict[str, Any]) -> str:
 
 
 def counts_section(numbers: dict[str, Any]) -> str:
+    """The section on counts: what became of the samples, corrupt reasons, the datapool before and after."""
     counts, pool = numbers["counts"], numbers["datapool"]
     duplicates = numbers["duplicate_kinds"]
     rows = [
@@ -188,6 +204,7 @@ def counts_section(numbers: dict[str, Any]) -> str:
 
 
 def quality_section(content: ReportContent) -> str:
+    """The section on selection quality: the selection versus random subsets, and the histograms."""
     quality = content.numbers["selection"]["quality"]
     rows = [
         (name, (mine, f"{formatted(mean)} ± {formatted(std)}"))
@@ -209,10 +226,12 @@ def quality_section(content: ReportContent) -> str:
 
 
 def gallery(items: list[Thumbnail]) -> str:
+    """A grid of thumbnails."""
     return f'<div class="grid">{"".join(thumbnail(item) for item in items)}</div>'
 
 
 def render_html(content: ReportContent) -> str:
+    """The report page: a headline, then every section of `content` that has something to show."""
     numbers = content.numbers
     parts = [
         run_section(numbers),

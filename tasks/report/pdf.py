@@ -17,11 +17,11 @@ from pathlib import Path
 # Names Chromium goes by on Debian, Ubuntu (non-snap builds) and Google's packages.
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
-
 PRINT_TIMEOUT_SECONDS = 180
 
 
 def find_chromium() -> str | None:
+    """The path of the first Chromium on PATH, or None."""
     return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
 
 

@@ -16,11 +16,11 @@ from tasks.report.data import NeighbourDistances, VideoTimeline
 
 DPI = 110
 
-
 SELECTED_COLOUR, POOL_COLOUR, RANDOM_COLOUR = "#d62728", "#7f7f7f", "#1f77b4"
 
 
 def png(figure: Figure) -> bytes:
+    """`figure` as PNG bytes."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     return buffer.getvalue()
@@ -51,6 +51,7 @@ def neighbour_histogram(distances: NeighbourDistances) -> bytes:
 
 def embedding_scatter(coordinates: np.ndarray, selected: np.ndarray, method: str) -> bytes:
     """The 2-D map, every plotted sample in grey and the selected ones on top in red.
+
     Shape: coordinates (N, 2), selected (N,) bool
     """
     figure = Figure(figsize=(6.5, 5.0))
@@ -80,9 +81,10 @@ def embedding_scatter(coordinates: np.ndarray, selected: np.ndarray, method: str
 
 
 def metadata_histograms(everything: dict[str, np.ndarray], selected: dict[str, np.ndarray]) -> bytes:
-    """One panel a metadata column: its distribution over all clean samples and over the
-    selected ones (densities, so the two sizes compare). Sharpness on a log scale: it spans
-    decades (blurred images score 4-16, photographs hundreds).
+    """One panel a metadata column: its distribution over all clean samples and the selected ones.
+
+    Densities, so the two sizes compare. Sharpness on a log scale: it spans decades (blurred
+    images score 4-16, photographs hundreds).
     """
     figure = Figure(figsize=(10.0, 2.9))
     panels = figure.subplots(1, len(everything))

@@ -25,6 +25,7 @@ def render_report(
     config: ReportConfig,
     work_dir: Path,
 ) -> ReportFiles:
+    """Write the run report into work_dir/report from the shards' image caches (write_report)."""
     # One image at a time: a few of each shard are shown, and a remote shard's cache is not fetched whole.
     images = {inspection.shard.index: inspection.image for inspection in inspections}
     return write_report(record, samples, table, selection, images, config, work_dir / "report")

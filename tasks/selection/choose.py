@@ -1,5 +1,6 @@
-"""Select: the configured strategies over this run's clean samples, measured against
-random subsets.
+"""Select: the configured strategies over this run's clean samples.
+
+The picks are measured against random subsets.
 
 The default, REPRESENTATIVE, is k-medoids (tasks/selection/representative.py). DIVERSITY alone is
 greedy k-center (Gonzalez, 1985), the Lightly Worker's behaviour: each pick is the sample
@@ -52,9 +53,10 @@ logger = logging.getLogger(__name__)
 
 
 def earlier_picks(run_plan: RunPlan, ids: list[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of the samples earlier runs selected (from the datapool's manifest, or
-    from this run's table where this run reprocessed them), and a mask of this run's rows
-    that are such samples. Shape: ids (N,), embeddings (N, D) -> (M, D), (N,)
+    """Embeddings of the samples earlier runs selected, and a mask of this run's rows that are such samples.
+
+    The embeddings come from the datapool's manifest, or from this run's table where this run
+    reprocessed them. Shape: ids (N,), embeddings (N, D) -> (M, D), (N,)
     """
     earlier = set(run_plan.previously_selected)
     reprocessed = np.array([i in earlier for i in ids], dtype=bool)
@@ -63,8 +65,9 @@ def earlier_picks(run_plan: RunPlan, ids: list[str], embeddings: np.ndarray) -> 
 
 
 class SampleMetadata:
-    """The METADATA values of the candidates, a key at a time: built-in columns, `folder`,
-    metadata_from_key's groups and metadata_file's columns.
+    """The METADATA values of the candidates, a key at a time.
+
+    Keys are built-in columns, `folder`, metadata_from_key's groups and metadata_file's columns.
     """
 
     def __init__(
@@ -78,7 +81,10 @@ class SampleMetadata:
         self.keys: list[str] = table["key"].take(self.rows).to_pylist()
 
     def values(self, key: str) -> np.ndarray:
-        """Shape: -> (N,) float64 (NaN: no value) or str ('': no value)"""
+        """The candidates' values of METADATA `key`.
+
+        Shape: -> (N,) float64 (NaN: no value) or str ('': no value)
+        """
         if key == "folder":
             return np.array([k.split("/")[0] if "/" in k else "" for k in self.keys])
         if key in self.config.key_groups and self.config.metadata_from_key is not None:
@@ -95,6 +101,7 @@ class SampleMetadata:
 
 def similarity_to(query: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
     """Each sample's largest cosine similarity to the query embeddings.
+
     Shape: query (Q, D), embeddings (N, D) -> (N,)
     """
     return np.asarray((embeddings @ query.T).max(axis=1))
@@ -104,6 +111,7 @@ def query_embeddings(
     rule: SelectionStrategy, index: int, ids: list[str], embeddings: np.ndarray, inputs: SelectionInputs
 ) -> np.ndarray:
     """The SIMILARITY query: the embeddings of its sample ids and of its image files.
+
     Shape: -> (Q, D)
 
     Raises:
@@ -170,6 +178,7 @@ def kcenter_device(config: SelectionConfig) -> str:
 
 
 def diversity_reasons(distances: np.ndarray) -> list[str]:
+    """A reason for each diversity pick: seeded first pick, or its distance to the nearest pick before it."""
     return [
         "diversity: first pick (seeded)"
         if np.isinf(d)
@@ -179,6 +188,7 @@ def diversity_reasons(distances: np.ndarray) -> list[str]:
 
 
 def representative_reasons(result: RepresentativePicks) -> list[str]:
+    """A reason for each representative pick: how many samples it is nearest to, at what mean distance."""
     return [
         f"representative: nearest pick of {count} samples (mean distance {distance:.4f})"
         for count, distance in zip(result.represented, result.mean_distance, strict=True)
@@ -197,8 +207,9 @@ def diverse_picks(
 def alone_picks(
     embeddings: np.ndarray, n: int, config: SelectionConfig, chosen: np.ndarray
 ) -> tuple[np.ndarray, list[str], str]:
-    """REPRESENTATIVE or DIVERSITY on its own (or over windows): picks, a reason each, and
-    the device that computed them.
+    """REPRESENTATIVE or DIVERSITY on its own (or over windows).
+
+    Returns the picks, a reason each, and the device that computed them.
     """
     if config.representative:
         result = representative_picks(embeddings, n, config.seed, chosen)
@@ -223,10 +234,11 @@ def select_sequences(
     config: SelectionConfig,
     chosen: np.ndarray,
 ) -> tuple[np.ndarray, list[str], int, str]:
-    """REPRESENTATIVE or DIVERSITY over windows of `length` consecutive frames: `requested`
-    counts frames, so requested // length windows (at least one) are picked, every frame of
-    each. Returns (picked rows of `ids`, a reason each, how many frames were candidates, the
-    device).
+    """REPRESENTATIVE or DIVERSITY over windows of `length` consecutive frames.
+
+    `requested` counts frames, so requested // length windows (at least one) are picked, every
+    frame of each. Returns (picked rows of `ids`, a reason each, how many frames were candidates,
+    the device).
     """
     windows = frame_windows(ids, frames, length)
     wanted = max(1, requested // length)
@@ -251,8 +263,9 @@ def select_from_pool(
     inputs: SelectionInputs,
     path: Path,
 ) -> Selection:
-    """Select from this run's clean samples (or windows of `sequence_length` frames),
-    diverse also against what earlier runs selected; write (id, rank, reason) to `path`.
+    """Select from this run's clean samples (or windows of `sequence_length` frames).
+
+    The picks are diverse also against what earlier runs selected; write (id, rank, reason) to `path`.
     """
     ids, embeddings = read_embeddings(table)
     chosen, reprocessed = earlier_picks(run_plan, ids, embeddings)

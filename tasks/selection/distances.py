@@ -7,10 +7,8 @@ import numpy as np
 # Rows compared at once: bounds the (N, BLOCK) distance matrix (N x 1024 x 4 bytes).
 BLOCK = 1024
 
-
 # Rows up to which density (TYPICALITY) is exact: 20,000^2 distances take seconds.
 EXACT_KNN_ROWS = 20_000
-
 
 # Cells of the inverted-file index each row's neighbours are searched in beyond that: on
 # 100,000 clustered 128-d rows (benchmarks/typicality.py) 16 cells gave the exact search's
@@ -20,6 +18,7 @@ IVF_PROBES = 16
 
 def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """Each row's squared Euclidean distance to its nearest row of `chosen`.
+
     Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)
     """
     nearest = np.full(len(x), np.inf, dtype=np.float32)
@@ -33,6 +32,7 @@ def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np
 
 def nearest_other_distances(x: np.ndarray) -> np.ndarray:
     """Each row's Euclidean distance to its nearest other row (inf for a single row).
+
     Shape: (N, D) -> (N,)
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -48,9 +48,10 @@ def nearest_other_distances(x: np.ndarray) -> np.ndarray:
 
 
 def mean_knn_distance(x: np.ndarray, k: int, exact_rows: int = EXACT_KNN_ROWS, seed: int = 0) -> np.ndarray:
-    """Each row's mean Euclidean distance to its k nearest other rows (fewer when there are
-    not k others): exact in blocks up to `exact_rows` rows, through an inverted-file index
-    beyond (approximate_mean_knn_distance), so the cost grows as N sqrt(N), not N^2.
+    """Each row's mean Euclidean distance to its k nearest other rows (fewer when there are not k others).
+
+    Exact in blocks up to `exact_rows` rows, through an inverted-file index beyond
+    (approximate_mean_knn_distance), so the cost grows as N sqrt(N), not N^2.
     Shape: (N, D) -> (N,)
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -73,10 +74,11 @@ def mean_knn_distance(x: np.ndarray, k: int, exact_rows: int = EXACT_KNN_ROWS, s
 
 
 def approximate_mean_knn_distance(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """mean_knn_distance through faiss's IVF-Flat index: k-means cells (4 sqrt(N), seeded),
-    each row's neighbours searched exactly in the IVF_PROBES cells nearest to it. Unlike a
-    graph index its answer does not depend on the order of parallel inserts, so a run is
-    reproducible. Shape: (N, D) float32 -> (N,)
+    """mean_knn_distance through faiss's IVF-Flat index.
+
+    K-means cells (4 sqrt(N), seeded), each row's neighbours searched exactly in the IVF_PROBES
+    cells nearest to it. Unlike a graph index its answer does not depend on the order of parallel
+    inserts, so a run is reproducible. Shape: (N, D) float32 -> (N,)
     """
     # Imported here: only pools past EXACT_KNN_ROWS need faiss and its OpenMP runtime.
     import faiss

@@ -1,7 +1,8 @@
-"""What the user gives selection besides the configuration: the custom metadata file,
-SCORES files and SIMILARITY query images. All are read and checked right after discovery,
-so a wrong column, an unknown id or a query image that does not decode is a configuration
-error before any image is decoded or embedded.
+"""What the user gives selection besides the configuration.
+
+That is the custom metadata file, SCORES files and SIMILARITY query images. All are read and
+checked right after discovery, so a wrong column, an unknown id or a query image that does not
+decode is a configuration error before any image is decoded or embedded.
 
 A value file is CSV or Parquet with an `id` column (sample ids) or a `key` column (file
 keys: a video's key covers its frames); every other column is a value. It is copied
@@ -30,7 +31,6 @@ from tasks.storage.factory import open_storage
 from tasks.storage.interface import Storage, read_file_or_key
 
 JOIN_COLUMNS = ("id", "key")
-
 
 # Unknown ids named in an error message; the rest are counted.
 SHOWN = 5
@@ -86,6 +86,7 @@ def check_value_table(table: pa.Table, location: str, field: str, known_keys: se
 
 
 def is_numeric(column_type: pa.DataType) -> bool:
+    """Whether a column of this type holds numbers: integers, floats or booleans."""
     return bool(
         pa.types.is_integer(column_type)
         or pa.types.is_floating(column_type)
@@ -120,8 +121,9 @@ def read_value_file(
 
 
 def check_metadata_keys(config: SelectionConfig, metadata: ValueFile | None) -> None:
-    """Every METADATA key is built in, a metadata_from_key group or a metadata_file column,
-    and numeric where the strategy needs a number.
+    """Check every METADATA key is built in, a metadata_from_key group or a metadata_file column.
+
+    It must also be numeric where the strategy needs a number.
 
     Raises:
         ValueError: naming the strategy's key field and the key.

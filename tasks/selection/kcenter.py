@@ -61,6 +61,7 @@ def squared_distance_to_set_torch(
     x: torch.Tensor, squared_norms: torch.Tensor, chosen: torch.Tensor
 ) -> torch.Tensor:
     """Each row's squared distance to its nearest row of `chosen`, in blocks of `chosen`.
+
     Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)
     """
     nearest = torch.full_like(squared_norms, float("inf"))

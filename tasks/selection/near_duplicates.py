@@ -1,5 +1,6 @@
-"""Near duplicates: samples whose embeddings are closer than a cosine distance to an
-earlier sample's. One representative of each group is kept (the datapool's samples come
+"""Near duplicates: samples whose embeddings are closer than a cosine distance to an earlier sample's.
+
+One representative of each group is kept (the datapool's samples come
 first, then this run's in id order); each removed sample records which one it duplicates.
 
 Pairs are found in blocks of rows against the rows before them, never all pairs at once.
@@ -19,6 +20,7 @@ from tasks.selection.distances import BLOCK
 
 def earlier_neighbours(x: np.ndarray, threshold: float) -> list[list[tuple[int, float]]]:
     """For each row, the earlier rows within cosine distance `threshold`, nearest first.
+
     Shape: x (N, D) unit rows -> N lists of (row, distance)
     """
     found: list[list[tuple[int, float]]] = [[] for _ in range(len(x))]
@@ -37,9 +39,10 @@ def earlier_neighbours(x: np.ndarray, threshold: float) -> list[list[tuple[int, 
 def find_near_duplicates(
     ids: list[str], x: np.ndarray, threshold: float, earlier_ids: list[str], earlier: np.ndarray
 ) -> dict[str, tuple[str, float]]:
-    """{removed id: (the kept id it duplicates, cosine distance)}. Samples of `earlier`
-    (the datapool's, kept already) are representatives; then, in order, a sample is kept
-    unless an earlier kept sample is within `threshold`. Shape: x (N, D), earlier (M, D)
+    """{removed id: (the kept id it duplicates, cosine distance)}.
+
+    Samples of `earlier` (the datapool's, kept already) are representatives; then, in order, a
+    sample is kept unless an earlier kept sample is within `threshold`. Shape: x (N, D), earlier (M, D)
     """
     everything = np.concatenate([earlier.reshape(-1, x.shape[1]), x]) if len(earlier) else x
     names = earlier_ids + ids

@@ -1,6 +1,7 @@
-"""How good a selection is, measured against random subsets of the same size drawn from the
-same candidates (those that passed the thresholds), in every run (run.json's
-selection.quality):
+"""How good a selection is, measured against random subsets of the same size.
+
+The subsets are drawn from the same candidates (those that passed the thresholds), in every
+run (run.json's selection.quality):
 
 - diversity: mean distance from each pick to its nearest other pick, earlier runs' picks
   included (higher: the selection repeats itself less);
@@ -26,22 +27,24 @@ from tasks.selection.distances import nearest_other_distances, squared_distance_
 
 RANDOM_SEEDS = 10
 
-
 EVALUATION_ROWS = 20_000
-
 
 FIGURES = ("diversity", "mean_distance_to_nearest_pick", "coverage")
 
 
 def nearest_distances(x: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """Each row's distance to its nearest row of `chosen`. Shape: (N, D), (M, D) -> (N,)"""
+    """Each row's distance to its nearest row of `chosen`.
+
+    Shape: (N, D), (M, D) -> (N,)
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)
     return np.sqrt(np.maximum(squared_distance_to_set(x, np.einsum("ij,ij->i", x, x), chosen), 0.0))
 
 
 def diversity(selected: np.ndarray, earlier: np.ndarray | None = None) -> float | None:
-    """Shape: selected (k, D), earlier (M, D) -> mean distance from each selected row to its
-    nearest other selected or earlier row; None without two rows to compare.
+    """Mean distance from each selected row to its nearest other selected or earlier row.
+
+    Shape: selected (k, D), earlier (M, D) -> that mean; None without two rows to compare.
     """
     earlier_count = 0 if earlier is None else len(earlier)
     if len(selected) == 0 or len(selected) + earlier_count < 2:
@@ -60,8 +63,9 @@ def mean_distance_to_nearest_pick(pool: np.ndarray, selected: np.ndarray) -> flo
 
 
 def balance(categories: np.ndarray, picks: np.ndarray) -> float | None:
-    """Normalised entropy of the picks' categories; None when the pool has one category
-    or nothing is picked. Shape: categories (N,), picks (k,)
+    """Normalised entropy of the picks' categories.
+
+    None when the pool has one category or nothing is picked. Shape: categories (N,), picks (k,)
     """
     present = len(np.unique(categories))
     if present < 2 or len(picks) == 0:
@@ -78,8 +82,10 @@ def measure(
     earlier: np.ndarray,
     categories: dict[str, np.ndarray],
 ) -> dict[str, object]:
-    """The figures of one subset. Shape: pool (N, D), evaluated (E,) rows the pool-wide
-    figures average over, picks (k,), earlier (M, D).
+    """The figures of one subset.
+
+    Shape: pool (N, D), evaluated (E,) rows the pool-wide figures average over, picks (k,),
+    earlier (M, D).
     """
     chosen = pool[picks]
     everything = np.concatenate([chosen, earlier.reshape(-1, pool.shape[1])])
@@ -103,6 +109,7 @@ def spread(values: list[object]) -> dict[str, float] | None:
 
 
 def summarise(draws: list[dict[str, object]], categories: dict[str, np.ndarray]) -> dict[str, object]:
+    """Mean and standard deviation of each figure (and each BALANCE key's balance) over the draws."""
     summary: dict[str, object] = {name: spread([d[name] for d in draws]) for name in FIGURES}
     if categories:
         balances = [d["balance"] for d in draws]
@@ -120,8 +127,9 @@ def selection_quality(
     allowed: np.ndarray | None = None,
     earlier: np.ndarray | None = None,
 ) -> dict[str, object]:
-    """The selection's figures beside the mean and std of RANDOM_SEEDS random subsets of the
-    same size drawn from the `allowed` candidates, both measured with the `earlier` picks.
+    """The selection's figures beside the mean and std of RANDOM_SEEDS random subsets of the same size.
+
+    The subsets are drawn from the `allowed` candidates; both are measured with the `earlier` picks.
     Shape: pool (N, D), picks (k,) indices into pool, categories {BALANCE key: (N,)},
     allowed (N,) bool (default all), earlier (M, D).
     """

@@ -36,10 +36,8 @@ from tasks.selection.distances import squared_distance_to_set
 # while the earlier picks' cap is applied), and FasterPAM on it takes seconds.
 EXACT_ROWS = 8192
 
-
 # The largest distance between unit vectors: caps an uncovered candidate's cost.
 UNIT_DIAMETER = 2.0
-
 
 # Power-iteration steps for a part's principal direction: a split needs its sign, not
 # digits of precision.
@@ -48,6 +46,8 @@ POWER_STEPS = 12
 
 @dataclass(frozen=True)
 class RepresentativePicks:
+    """The k-medoids picks, with how many candidates each represents and at what mean distance."""
+
     picks: np.ndarray  # (k,) int64 candidate rows, the pick representing the most first
     represented: np.ndarray  # (k,) int64: candidates whose nearest pick (earlier ones too) it is
     mean_distance: np.ndarray  # (k,) float32: their mean distance to it
@@ -56,8 +56,9 @@ class RepresentativePicks:
 def representative_picks(
     embeddings: np.ndarray, n: int, seed: int, chosen: np.ndarray | None = None, exact_rows: int = EXACT_ROWS
 ) -> RepresentativePicks:
-    """Pick up to `n` rows of `embeddings` (unit vectors) by k-medoids, with `chosen`
-    (earlier picks) counted as medoids already in place.
+    """Pick up to `n` rows of `embeddings` (unit vectors) by k-medoids.
+
+    `chosen` (earlier picks) are counted as medoids already in place.
 
     Shape: embeddings (N, D) float32, chosen (M, D) -> RepresentativePicks of k = min(n, N).
     """
@@ -83,8 +84,10 @@ def representative_picks(
 
 
 def split(x: np.ndarray, rows: np.ndarray, limit: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Cut `rows` at the median of their projection on their principal direction, again
-    and again, until every part has at most `limit` rows. Shape: rows (R,) -> parts.
+    """Cut `rows` in two, again and again, until every part has at most `limit` rows.
+
+    Each cut is at the median of their projection on their principal direction.
+    Shape: rows (R,) -> parts.
     """
     if len(rows) <= limit:
         return [rows]
@@ -100,9 +103,11 @@ def split(x: np.ndarray, rows: np.ndarray, limit: int, rng: np.random.Generator)
 
 
 def share_budget(n: int, parts: list[np.ndarray], earlier: np.ndarray) -> list[int]:
-    """Split `n` picks over the parts in proportion to their uncovered mass (the sum of
-    their rows' squared distances to the nearest earlier pick, capped at the unit diameter;
-    the row count when there are no earlier picks), by largest remainder, none above its size.
+    """Split `n` picks over the parts in proportion to their uncovered mass, by largest remainder.
+
+    The uncovered mass is the sum of their rows' squared distances to the nearest earlier pick,
+    capped at the unit diameter (the row count when there are no earlier picks); no part gets
+    more than its size.
     """
     sizes = np.array([len(p) for p in parts])
     capped = np.minimum(earlier, UNIT_DIAMETER) ** 2

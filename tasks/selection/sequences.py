@@ -1,5 +1,6 @@
-"""Sequence selection: windows of consecutive frames as the unit of selection, as the
-Lightly Worker's `selected_sequence_length` does.
+"""Sequence selection: windows of consecutive frames as the unit of selection.
+
+The Lightly Worker's `selected_sequence_length` does the same.
 
 A candidate is a window of `length` consecutive sampled clean frames of one video (windows
 do not overlap; a video's last frames that do not fill a window are left out). Its
@@ -15,8 +16,10 @@ import numpy as np
 
 
 def frame_windows(ids: list[str], videos: dict[str, tuple[str, int]], length: int) -> np.ndarray:
-    """Rows of `ids` grouped into windows. `videos` maps a frame's id to (its video key,
-    its frame index); ids not in it (images) are in no window.
+    """Rows of `ids` grouped into windows.
+
+    `videos` maps a frame's id to (its video key, its frame index); ids not in it (images) are
+    in no window.
     Shape: -> (W, length) int64, each row in frame order, windows in (video key, index) order
     """
     rows_of: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -32,7 +35,10 @@ def frame_windows(ids: list[str], videos: dict[str, tuple[str, int]], length: in
 
 
 def window_embeddings(embeddings: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    """The unit-length mean embedding of each window. Shape: (N, D), (W, k) -> (W, D) float32"""
+    """The unit-length mean embedding of each window.
+
+    Shape: (N, D), (W, k) -> (W, D) float32
+    """
     means = embeddings[windows].mean(axis=1)
     norms = np.linalg.norm(means, axis=1, keepdims=True)
     return (means / np.maximum(norms, 1e-12)).astype(np.float32)

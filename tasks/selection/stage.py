@@ -36,6 +36,7 @@ def selection_inputs(
     checks: ChecksConfig,
     cache_dir: Path,
 ) -> SelectionInputs:
+    """Task: read and check the user's selection inputs, cached under `cache_dir`."""
     return prepare_selection_inputs(
         config, source, aws_credentials, listing, input_size, checks, cache_dir / "selection-inputs"
     )
@@ -45,6 +46,10 @@ def selection_inputs(
 def remove_near_duplicates(
     samples: SampleTable, table: EmbeddingTable, threshold: float, run_plan: RunPlan, work_dir: Path
 ) -> tuple[SampleTable, EmbeddingTable]:
+    """Task: remove this run's near duplicates of the datapool's clean samples or of each other.
+
+    The samples come back with them marked duplicates, the embeddings without them.
+    """
     ids, vectors = read_embeddings(table)
     kept = pq.read_table(run_plan.kept_manifest)
     # Only the datapool's clean samples have embeddings: they are the earlier representatives.
@@ -64,6 +69,7 @@ def select(
     inputs: SelectionInputs,
     work_dir: Path,
 ) -> Selection:
+    """Task: select from this run's clean samples, writing the selection into `work_dir`."""
     return select_from_pool(
         table, requested, config, sequence_length, run_plan, samples, inputs, work_dir / SELECTION_FILE
     )

@@ -38,7 +38,6 @@ from tasks.selection.distances import squared_distance_to_set
 # the last choice, not an impossible one.
 FLOOR = 1e-6
 
-
 COMPARISONS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "<": operator.lt,
     "<=": operator.le,
@@ -49,11 +48,14 @@ COMPARISONS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
 
 @dataclass(frozen=True)
 class Threshold:
+    """A THRESHOLD: keeps the candidates whose value compares with `value` by `operation`."""
+
     values: np.ndarray  # (N,) float
     operation: str
     value: float
 
     def keeps(self) -> np.ndarray:
+        """Which candidates pass (a missing value, NaN, never does). Shape: -> (N,) bool."""
         return np.asarray(COMPARISONS[self.operation](self.values, self.value)) & ~np.isnan(self.values)
 
 
@@ -75,6 +77,8 @@ class Score:
 
 @dataclass(frozen=True)
 class Balance:
+    """A BALANCE objective: each candidate's category, the target shares, and its strength."""
+
     categories: np.ndarray  # (N,) str
     target: dict[str, float] | None  # None: uniform over the categories present
     strength: float
@@ -82,6 +86,8 @@ class Balance:
 
 @dataclass(frozen=True)
 class Diversity:
+    """The DIVERSITY objective: its strength, and the smallest distance allowed to a pick."""
+
     strength: float
     min_distance: float | None
 
@@ -90,7 +96,10 @@ Objective = Weights | Score | Balance | Diversity
 
 
 def passing(thresholds: list[Threshold], count: int) -> np.ndarray:
-    """Which of the `count` candidates every threshold keeps. Shape: -> (count,) bool"""
+    """Which of the `count` candidates every threshold keeps.
+
+    Shape: -> (count,) bool
+    """
     allowed = np.ones(count, dtype=bool)
     for threshold in thresholds:
         allowed &= threshold.keeps()
@@ -107,7 +116,10 @@ def normalised(values: np.ndarray) -> np.ndarray:
 
 
 def log_objective(objective: Weights | Score) -> np.ndarray:
-    """Strength * log of the fixed objective. Shape: -> (N,) float64"""
+    """Strength * log of the fixed objective.
+
+    Shape: -> (N,) float64
+    """
     values = normalised(objective.values.astype(np.float64))
     if isinstance(objective, Weights):
         return objective.strength * (values - 1.0)  # log(exp(w - 1))
@@ -122,9 +134,10 @@ def combined_greedy(
     chosen: np.ndarray | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, list[str]]:
-    """Up to `n` indices of candidates that pass every threshold, picked one at a time by
-    the product of the objectives raised to their strengths; `seed` draws the first pick
-    among those that score best.
+    """Up to `n` indices of candidates that pass every threshold, picked one at a time.
+
+    Picked by the product of the objectives raised to their strengths; `seed` draws the first
+    pick among those that score best.
 
     Shape: embeddings (N, D), chosen (M, D) earlier picks that DIVERSITY measures against
     -> indices (k,), a reason a pick.
@@ -183,6 +196,7 @@ def combined_greedy(
 
 
 def balance_target(balance: Balance, allowed: np.ndarray) -> dict[str, float]:
+    """The target share of each category: the configured one, or uniform over the allowed candidates'."""
     if balance.target is not None:
         return dict(balance.target)
     present = sorted({str(c) for c in balance.categories[allowed]})
@@ -190,8 +204,9 @@ def balance_target(balance: Balance, allowed: np.ndarray) -> dict[str, float]:
 
 
 class BalanceState:
-    """A BALANCE objective during the greedy pass: categories as integer codes, so each
-    pick costs O(N) in numpy and nothing in Python.
+    """A BALANCE objective during the greedy pass.
+
+    Categories are integer codes, so each pick costs O(N) in numpy and nothing in Python.
     """
 
     def __init__(self, balance: Balance, allowed: np.ndarray) -> None:
@@ -205,8 +220,9 @@ class BalanceState:
         self.strength = balance.strength
 
     def log_objective(self, picked: int) -> np.ndarray:
-        """Strength * log of how much each candidate's category lags its target share after
-        the next pick, scaled to (FLOOR, 1]; categories outside the target get FLOOR.
+        """Strength * log of how much each candidate's category lags its target share after the next pick.
+
+        The lag is scaled to (FLOOR, 1]; categories outside the target get FLOOR.
         """
         deficit = self.shares * (picked + 1) - self.seen
         deficit[-1] = 0.0
@@ -214,4 +230,5 @@ class BalanceState:
         return (self.strength * np.log(lag)).astype(np.float32)[self.codes]
 
     def add(self, pick: int) -> None:
+        """Count a pick in its category."""
         self.seen[self.codes[pick]] += 1

@@ -16,8 +16,9 @@ from typing import Protocol
 
 
 class StorageError(Exception):
-    """A storage problem that retrying will not fix: a missing bucket, denied access,
-    rejected credentials. The message names the location and the cause, never a secret.
+    """A storage problem that retrying will not fix: a missing bucket, denied access, rejected credentials.
+
+    The message names the location and the cause, never a secret.
     """
 
 
@@ -27,8 +28,10 @@ class MissingObjectError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """One object in a store: its key, its size, and a version token that changes when
-    its content does (the ETag on S3, mtime in nanoseconds on a local disk).
+    """One object in a store: its key, its size, and a version token.
+
+    The version token changes when its content does (the ETag on S3, mtime in nanoseconds on
+    a local disk).
     """
 
     key: str
@@ -37,12 +40,15 @@ class ObjectInfo:
 
 
 class Storage(Protocol):
+    """A root of '/'-separated keys (a folder, or a bucket and prefix) to read and write objects."""
+
     uri: str
 
     def check_access(self) -> None:
         """Fail early, with a StorageError naming the location, if it cannot be used."""
 
-    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under the folder `prefix` (the whole root by default)."""
 
     def read_bytes(self, key: str) -> bytes:
         """The object's content. Raises MissingObjectError when there is none."""
@@ -58,8 +64,9 @@ class Storage(Protocol):
         """
 
     def local_file(self, info: ObjectInfo, scratch: Path) -> AbstractContextManager[Path]:
-        """The listed version of an object as a local file, for readers that need a path
-        (video decoding seeks): the file itself on a local disk, a download into `scratch`
+        """The listed version of an object as a local file, for readers that need a path.
+
+        Video decoding seeks. It is the file itself on a local disk, a download into `scratch`
         (removed afterwards) from S3. Never the whole object in memory.
 
         Raises:
@@ -72,18 +79,21 @@ class Storage(Protocol):
     def write_new(self, key: str, data: bytes) -> bool:
         """Create an object only if none exists at `key`, atomically; False if one did."""
 
-    def upload_file(self, key: str, path: Path) -> str: ...
+    def upload_file(self, key: str, path: Path) -> str:
+        """Write (replace) the object `key` with the local file `path`; returns its URI."""
 
-    def download_file(self, key: str, path: Path) -> None: ...
+    def download_file(self, key: str, path: Path) -> None:
+        """Copy the object `key` into the local file `path`."""
 
     def copy_from(self, source: Storage, key: str, target_key: str) -> str:
         """Copy `key` of `source` to `target_key` here; returns the copy's URI."""
 
 
 def download_once(storage: Storage, key: str, path: Path) -> Path:
-    """`key` as the local file `path`, downloaded unless it is there already. The download
-    goes to a file of its own and is renamed into place, so `path` is never half written,
-    even with two downloads racing.
+    """`key` as the local file `path`, downloaded unless it is there already.
+
+    The download goes to a file of its own and is renamed into place, so `path` is never half
+    written, even with two downloads racing.
     """
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,9 +116,10 @@ def safe_key(key: str) -> PurePosixPath:
 
 
 def contained_key(key: str) -> str:
-    """A key that names the same object but is safe as a relative file path: segments that
-    are empty, '.' or '..' (legal in S3 keys) and backslashes are percent-encoded, so
-    `a/../b.jpg` becomes `a/%2E%2E/b.jpg` instead of escaping to `b.jpg`.
+    """A key that names the same object but is safe as a relative file path.
+
+    Segments that are empty, '.' or '..' (legal in S3 keys) and backslashes are
+    percent-encoded, so `a/../b.jpg` becomes `a/%2E%2E/b.jpg` instead of escaping to `b.jpg`.
     """
     escaped = key.replace("%", "%25").replace("\\", "%5C")
     segments = [

@@ -23,6 +23,7 @@ class LocalStorage:
         return self.root.joinpath(*safe_key(key).parts)
 
     def check_access(self) -> None:
+        """Create the folder if need be; fail with a StorageError unless it is a writable folder."""
         if self.root.exists() and not self.root.is_dir():
             raise StorageError(f"{self.uri} is not a folder")
         try:
@@ -33,6 +34,7 @@ class LocalStorage:
             raise StorageError(f"folder {self.uri} is not writable")
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every file under the folder `prefix` but partial writes, in sorted order; version: its mtime."""
         start = self._path(prefix) if prefix else self.root
         # os.walk with sorted folders gives a deterministic order without a second pass.
         for folder, dirs, files in os.walk(start):
@@ -46,12 +48,14 @@ class LocalStorage:
                 yield ObjectInfo(key=key, size=stat.st_size, version=str(stat.st_mtime_ns))
 
     def read_bytes(self, key: str) -> bytes:
+        """The file's content. Raises MissingObjectError when there is none."""
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise MissingObjectError(f"{self.uri}/{key} does not exist") from None
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
+        """`length` bytes of the file from byte `start`."""
         try:
             with self._path(key).open("rb") as handle:
                 handle.seek(start)
@@ -60,6 +64,7 @@ class LocalStorage:
             raise MissingObjectError(f"{self.uri}/{key} does not exist") from None
 
     def read_object(self, info: ObjectInfo) -> bytes:
+        """The file's content; MissingObjectError if it is gone or its size is not the listed one."""
         data = self.read_bytes(info.key)
         if len(data) != info.size:
             raise MissingObjectError(
@@ -69,6 +74,7 @@ class LocalStorage:
 
     @contextmanager
     def local_file(self, info: ObjectInfo, scratch: Path) -> Iterator[Path]:
+        """The file itself; MissingObjectError if it is gone or its size is not the listed one."""
         path = self._path(info.key)
         if not path.is_file() or path.stat().st_size != info.size:
             raise MissingObjectError(f"{self.uri}/{info.key} is gone or changed after listing")
@@ -81,12 +87,14 @@ class LocalStorage:
         return target, target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
 
     def write_bytes(self, key: str, data: bytes) -> str:
+        """Write (replace) the file atomically; returns its path."""
         target, partial = self._partial(key)
         partial.write_bytes(data)
         partial.replace(target)
         return str(target)
 
     def write_new(self, key: str, data: bytes) -> bool:
+        """Create the file only if none exists at `key`, atomically; False if one did."""
         target, partial = self._partial(key)
         partial.write_bytes(data)
         try:
@@ -98,12 +106,14 @@ class LocalStorage:
         return True
 
     def upload_file(self, key: str, path: Path) -> str:
+        """Copy the local file `path` to `key`, atomically; returns the copy's path."""
         target, partial = self._partial(key)
         shutil.copyfile(path, partial)
         partial.replace(target)
         return str(target)
 
     def download_file(self, key: str, path: Path) -> None:
+        """Copy the file `key` to the local file `path`; MissingObjectError if there is none."""
         source = self._path(key)
         if not source.is_file():
             raise MissingObjectError(f"{self.uri}/{key} does not exist")
@@ -111,4 +121,5 @@ class LocalStorage:
         shutil.copyfile(source, path)
 
     def copy_from(self, source: Storage, key: str, target_key: str) -> str:
+        """Copy `key` of `source` to `target_key` here, through memory; returns the copy's path."""
         return self.write_bytes(target_key, source.read_bytes(key))

@@ -16,8 +16,9 @@ PERMANENT_OS_ERRORS = (
 
 
 def is_transient_failure(_task: Any, _task_run: Any, state: Any) -> bool:
-    """Prefect `retry_condition_fn`: retry I/O faults (timeouts, resets, throttling),
-    never a bad configuration or a missing file, which would fail the same way again.
+    """Prefect `retry_condition_fn`: retry I/O faults (timeouts, resets, throttling).
+
+    Never a bad configuration or a missing file, which would fail the same way again.
     """
     try:
         state.result()
@@ -31,6 +32,8 @@ def is_transient_failure(_task: Any, _task_run: Any, state: Any) -> bool:
 
 
 class RetryPolicy(TypedDict):
+    """The retry keyword arguments of a Prefect `@task`."""
+
     retries: int
     retry_delay_seconds: list[float]
     retry_condition_fn: Callable[[Any, Any, Any], bool]

@@ -29,13 +29,10 @@ from tasks.storage.uri import split_s3_uri
 # boto3's clients are built at run time; without boto3-stubs they are untyped.
 S3Client = Any
 
-
 MIB = 1 << 20
-
 
 # Above this, uploads are multipart (parallel parts, and a failed part is retried alone).
 MULTIPART_THRESHOLD = 16 * MIB
-
 
 RETRY_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 8},
@@ -45,12 +42,9 @@ RETRY_CONFIG = Config(
     max_pool_connections=32,
 )
 
-
 MISSING_CODES = {"NoSuchKey", "404", "NotFound", "PreconditionFailed", "412"}
 
-
 DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem"}
-
 
 REJECTED_CREDENTIALS_CODES = {
     "InvalidAccessKeyId",
@@ -63,6 +57,7 @@ REJECTED_CREDENTIALS_CODES = {
 
 
 def load_credentials(block_name: str) -> AwsCredentials:
+    """The prefect-aws AwsCredentials block `block_name`; a StorageError if there is none."""
     try:
         return cast(AwsCredentials, AwsCredentials.load(block_name))
     except ValueError:
@@ -84,6 +79,7 @@ def _client(credentials: AwsCredentials | None) -> S3Client:
 
 
 def s3_client(block_name: str | None) -> S3Client:
+    """An S3 client with the credentials block `block_name`, or boto3's default chain without one."""
     return _client(load_credentials(block_name) if block_name else None)
 
 
@@ -128,6 +124,7 @@ class S3Storage:
 
     @classmethod
     def from_uri(cls, uri: str, aws_credentials: str | None) -> S3Storage:
+        """The storage at s3://bucket/prefix, with the credentials block `aws_credentials`."""
         bucket, prefix = split_s3_uri(uri)
         return cls(bucket, prefix, s3_client(aws_credentials))
 
@@ -138,6 +135,7 @@ class S3Storage:
         return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
 
     def check_access(self) -> None:
+        """Fail early, with a StorageError naming the location, if the bucket cannot be listed."""
         # A one-key listing, not HeadBucket: a HEAD's 403 has no body to tell rejected
         # credentials from denied access, and listing is what a run needs anyway.
         try:
@@ -146,6 +144,7 @@ class S3Storage:
             raise_for(error, self.bucket, "", "open")
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under the folder `prefix`, but folder placeholders; version: its ETag."""
         # Paginated: a bucket of millions of keys is listed 1,000 at a time.
         full_prefix = "/".join(p for p in (self.prefix, prefix) if p)
         paginator = self.client.get_paginator("list_objects_v2")
@@ -167,12 +166,15 @@ class S3Storage:
             raise_for(error, self.bucket, self._full(key), "read")
 
     def read_bytes(self, key: str) -> bytes:
+        """The object's content. Raises MissingObjectError when there is none."""
         return self._get(key)
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
+        """`length` bytes of the object from byte `start` (a ranged GET)."""
         return self._get(key, Range=f"bytes={start}-{start + length - 1}")
 
     def read_object(self, info: ObjectInfo) -> bytes:
+        """The content of exactly the listed version (its ETag and size); else MissingObjectError."""
         # If-Match: the listed version or nothing; a changed object is 'missing' this run.
         data = self._get(info.key, IfMatch=f'"{info.version}"')
         if len(data) != info.size:
@@ -182,6 +184,7 @@ class S3Storage:
         return data
 
     def write_bytes(self, key: str, data: bytes) -> str:
+        """Write (replace) the object; returns its URI."""
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
         except (ClientError, BotoCoreError) as error:
@@ -189,6 +192,7 @@ class S3Storage:
         return f"s3://{self.bucket}/{self._full(key)}"
 
     def write_new(self, key: str, data: bytes) -> bool:
+        """Create the object only if none exists at `key` (a conditional PUT); False if one did."""
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, IfNoneMatch="*")
         except ClientError as error:
@@ -200,6 +204,7 @@ class S3Storage:
         return True
 
     def upload_file(self, key: str, path: Path) -> str:
+        """Upload the local file `path` to `key` (multipart above the threshold); returns its URI."""
         try:
             self.client.upload_file(str(path), self.bucket, self._full(key), Config=self.transfer)
         except (ClientError, BotoCoreError) as error:
@@ -212,6 +217,7 @@ class S3Storage:
         return f"s3://{self.bucket}/{self._full(key)}"
 
     def download_file(self, key: str, path: Path) -> None:
+        """Download the object `key` into the local file `path`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.client.download_file(self.bucket, self._full(key), str(path), Config=self.transfer)
@@ -223,6 +229,7 @@ class S3Storage:
 
     @contextmanager
     def local_file(self, info: ObjectInfo, scratch: Path) -> Iterator[Path]:
+        """The listed version of the object downloaded into `scratch`, removed afterwards."""
         path = scratch / f"{uuid.uuid4().hex}{PurePosixPath(info.key).suffix}"
         try:
             self.download_file(info.key, path)
@@ -235,6 +242,7 @@ class S3Storage:
             path.unlink(missing_ok=True)
 
     def copy_from(self, source: Storage, key: str, target_key: str) -> str:
+        """Copy `key` of `source` to `target_key`, server-side on the same endpoint; returns its URI."""
         if isinstance(source, S3Storage) and source.client.meta.endpoint_url == self.client.meta.endpoint_url:
             # Server-side: the bytes never leave the store.
             try:

@@ -1,5 +1,7 @@
-"""Where the per-shard stages keep what they make: each shard's manifest, its samples
-table and uint8 images (inspect), its embeddings (embed), and the model embed runs.
+"""Where the per-shard stages keep what they make.
+
+That is each shard's manifest, its samples table and uint8 images (inspect), its embeddings
+(embed), and the model embed runs.
 
 Two places, one interface:
 - the run's cache folder: one machine, or a cluster whose machines all mount it;
@@ -31,10 +33,8 @@ from tasks.storage.uri import is_s3_uri
 
 SHARDS_FOLDER = "shards"
 
-
 # Under the flow's cache folder: the copies it fetched from a remote store.
 FETCHED_FOLDER = "fetched"
-
 
 # Where a worker keeps fetched models between tasks (a model is fetched once a worker).
 WORKER_SCRATCH = Path(tempfile.gettempdir()) / "winnow-worker"
@@ -58,8 +58,10 @@ class ShardStore(BaseModel, frozen=True):
         return Path(self.root, key)
 
     def instance(self) -> str:
-        """The store's random id, made when it is first used. Prefect's cached results of
-        the shard tasks are tied to it, so deleting the store invalidates all of them.
+        """The store's random id, made when it is first used.
+
+        Prefect's cached results of the shard tasks are tied to it, so deleting the store
+        invalidates all of them.
         """
         if self.is_local:
             return cache_instance(Path(self.root))
@@ -71,29 +73,35 @@ class ShardStore(BaseModel, frozen=True):
             return storage.read_bytes(CACHE_ID_FILE).decode().strip()
 
     def exists(self, key: str) -> bool:
+        """Whether the store holds an object at `key`."""
         if self.is_local:
             return self._path(key).is_file()
         folder, _, _ = key.rpartition("/")
         return any(info.key == key for info in self._storage().list_objects(folder))
 
     def read_bytes(self, key: str) -> bytes:
+        """The content of the object at `key`."""
         return self._storage().read_bytes(key)
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
+        """`length` bytes of the object at `key` from byte `start`."""
         return self._storage().read_range(key, start, length)
 
     def write_bytes(self, key: str, data: bytes) -> None:
+        """Write (replace) the object at `key`."""
         self._storage().write_bytes(key, data)
 
     def put_file(self, key: str, path: Path) -> None:
+        """Write (replace) the object at `key` with the local file `path`."""
         self._storage().upload_file(key, path)
 
     @contextmanager
     def writing(self, folder: str, last: str) -> Iterator[Path]:
-        """A local folder to write the result `folder` into. When the block ends, its files
-        are in the store with `last` written last, so that `last` existing means the
-        result is complete. Where another writer completed the same result first, that
-        one is kept (both hold the same content).
+        """A local folder to write the result `folder` into.
+
+        When the block ends, its files are in the store with `last` written last, so that
+        `last` existing means the result is complete. Where another writer completed the same
+        result first, that one is kept (both hold the same content).
         """
         if self.is_local:
             target = self._path(folder)
@@ -116,8 +124,9 @@ class ShardStore(BaseModel, frozen=True):
                 self.put_file(f"{folder}/{name}", Path(scratch, name))
 
     def fetch(self, key: str, scratch: Path) -> Path:
-        """A local path to `key`: the file itself in a local store; otherwise a copy
-        downloaded into `scratch` once and kept there (a key's content never changes).
+        """A local path to `key`: the file itself in a local store, otherwise a copy in `scratch`.
+
+        The copy is downloaded into `scratch` once and kept there (a key's content never changes).
         """
         if self.is_local:
             path = self._path(key)

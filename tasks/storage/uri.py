@@ -4,11 +4,14 @@ from __future__ import annotations
 
 
 def is_s3_uri(uri: str) -> bool:
+    """Whether `uri` is an S3 location (starts with s3://)."""
     return uri.startswith("s3://")
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    """'s3://bucket/a/b/' -> ('bucket', 'a/b')
+    """The bucket and prefix of an S3 URI.
+
+    's3://bucket/a/b/' -> ('bucket', 'a/b')
 
     Raises:
         ValueError: no bucket is named.
