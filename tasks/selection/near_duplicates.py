@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tasks.records.embeddings import EmbeddingTable, read_embeddings, write_embedding_table
+from tasks.records.manifest import manifest_vectors
+from tasks.records.plan import RunPlan
 from tasks.records.samples import SampleTable, count_statuses, mark_duplicates
 from tasks.selection.distances import BLOCK
 
@@ -77,3 +79,19 @@ def mark_near_duplicates(
         [i for i, k in zip(ids, keep, strict=True) if k], vectors[keep], directory / "embeddings.parquet"
     )
     return samples.model_copy(update={"path": str(samples_path), **count_statuses(rows)}), kept_table
+
+
+def remove_near_duplicates_of_pool(
+    samples: SampleTable, table: EmbeddingTable, threshold: float, run_plan: RunPlan, directory: Path
+) -> tuple[SampleTable, EmbeddingTable]:
+    """Remove this run's near duplicates of the datapool's clean samples or of each other.
+
+    The samples come back with them marked duplicates, the embeddings without them (both
+    written into `directory`).
+    """
+    ids, vectors = read_embeddings(table)
+    kept = pq.read_table(run_plan.kept_manifest)
+    # Only the datapool's clean samples have embeddings: they are the earlier representatives.
+    earlier_ids, earlier = manifest_vectors(kept, set(kept["id"].to_pylist()))
+    removed = find_near_duplicates(ids, vectors, threshold, earlier_ids, earlier)
+    return mark_near_duplicates(samples, table, removed, directory)

@@ -4,29 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from prefect import task
 
-from tasks.config import (
-    ChecksConfig,
-    SelectionConfig,
-)
-from tasks.records.embeddings import EmbeddingTable, read_embeddings
-from tasks.records.manifest import manifest_vectors
+from tasks.config import ChecksConfig, SelectionConfig
+from tasks.records.embeddings import EmbeddingTable
 from tasks.records.plan import RunPlan
 from tasks.records.samples import SampleTable
 from tasks.records.selection import SELECTION_FILE, Selection, SelectionInputs
 from tasks.records.shards import Listing
 from tasks.selection.choose import select_from_pool
 from tasks.selection.inputs import prepare_selection_inputs
-from tasks.selection.near_duplicates import find_near_duplicates, mark_near_duplicates
+from tasks.selection.near_duplicates import remove_near_duplicates_of_pool
 from tasks.storage.retry import RETRY_TRANSIENT
 
 
-@task(
-    name="selection-inputs",
-    **RETRY_TRANSIENT,
-)
+@task(name="selection-inputs", **RETRY_TRANSIENT)
 def selection_inputs(
     config: SelectionConfig,
     source: str,
@@ -46,16 +38,8 @@ def selection_inputs(
 def remove_near_duplicates(
     samples: SampleTable, table: EmbeddingTable, threshold: float, run_plan: RunPlan, work_dir: Path
 ) -> tuple[SampleTable, EmbeddingTable]:
-    """Task: remove this run's near duplicates of the datapool's clean samples or of each other.
-
-    The samples come back with them marked duplicates, the embeddings without them.
-    """
-    ids, vectors = read_embeddings(table)
-    kept = pq.read_table(run_plan.kept_manifest)
-    # Only the datapool's clean samples have embeddings: they are the earlier representatives.
-    earlier_ids, earlier = manifest_vectors(kept, set(kept["id"].to_pylist()))
-    removed = find_near_duplicates(ids, vectors, threshold, earlier_ids, earlier)
-    return mark_near_duplicates(samples, table, removed, work_dir / "near-duplicates")
+    """Task: remove this run's near duplicates (remove_near_duplicates_of_pool)."""
+    return remove_near_duplicates_of_pool(samples, table, threshold, run_plan, work_dir / "near-duplicates")
 
 
 @task(name="select")
