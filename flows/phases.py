@@ -181,7 +181,13 @@ def prepare(run: RunContext) -> Planned:
             reuses_datapool_model(config),
             run.cache,
         )
-        listing = discover(config.source, config.aws_credentials, config.inputs.relevant_filenames, run.cache)
+        listing = discover(
+            config.source,
+            config.aws_credentials,
+            config.inputs.relevant_filenames,
+            config.excluded_from_source,
+            run.cache,
+        )
         reprocess_all = config.process_all or (start.state.model_onnx is not None and config.training.retrain)
         run_plan = plan(
             listing, start.manifest, reprocess_all, config.inputs.shard_size, run.shards, run.cache

@@ -10,14 +10,22 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from models.names import BackboneName
 from tasks.fingerprint import digest
 from tasks.records.samples import METADATA_COLUMNS
-from tasks.storage.uri import is_s3_uri, split_s3_uri
+from tasks.storage.uri import is_s3_uri, key_prefix_inside, split_s3_uri
 
 # Used when neither n_samples nor proportion is given (stated in the README).
 DEFAULT_PROPORTION = 0.1
@@ -29,6 +37,22 @@ class Section(BaseModel):
 
     # A misspelt field is an error, never silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_true_or_false_for_a_number(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic takes true for 1 in a number field (n_samples: true selected one sample);
+        # a count or a share is never a yes or no.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and wants_a_number(field.annotation):
+            raise ValueError("a number is required, not true or false")
+        return value
+
+
+def wants_a_number(annotation: object) -> bool:
+    """Whether a field of this type holds an int or a float (possibly None), not a bool."""
+    options = get_args(annotation) or (annotation,)
+    return bool not in options and any(option in (int, float) for option in options)
 
 
 class InputsConfig(Section):
@@ -603,6 +627,16 @@ class RunConfig(Section):
         return str(Path(output).expanduser().resolve())
 
     @model_validator(mode="after")
+    def _output_is_not_the_source(self) -> RunConfig:
+        if key_prefix_inside(self.output_uri, self.source) == "":
+            raise FieldError(
+                ("output",),
+                f"{self.output_uri} is the source itself: the run's files would mix with the samples; give "
+                "a folder or prefix of its own (inside the source is fine: it is left out of the listing)",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _one_way_to_say_how_many(self) -> RunConfig:
         if self.n_samples is not None and self.proportion is not None:
             raise ValueError("give n_samples or proportion, not both")
@@ -624,6 +658,17 @@ class RunConfig(Section):
             return self.output
         name = self.source.rstrip("/").rsplit("/", 1)[-1]
         return str((DEFAULT_OUTPUT_ROOT / name).resolve())
+
+    @property
+    def excluded_from_source(self) -> tuple[str, ...]:
+        """Key prefixes of the source that the run writes itself (output, cache): never samples.
+
+        Without this, an output inside the source would be curated by the next run: its
+        selected frames and copies found as new files, copies nested inside copies.
+        """
+        locations = (self.output_uri, str(self.cache_path))
+        inside = {prefix for prefix in (key_prefix_inside(p, self.source) for p in locations) if prefix}
+        return tuple(sorted(p for p in inside if not any(p.startswith(f"{other}/") for other in inside)))
 
     @property
     def datapool_name(self) -> str:

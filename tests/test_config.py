@@ -134,3 +134,49 @@ def test_a_dask_scheduler_address_is_accepted(tmp_path: Path) -> None:
     for address in ("tcp://10.0.0.5:8786", "scheduler:8786"):
         config = RunConfig(source=str(tmp_path), execution={"engine": "dask", "address": address})
         assert (config.execution.engine, config.execution.address) == ("dask", address)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"n_samples": True}, "n_samples"),
+        ({"proportion": False}, "proportion"),
+        ({"training": {"epochs": True}}, "training.epochs"),
+        ({"selection": {"min_distance": True}}, "selection.min_distance"),
+    ],
+)
+def test_true_or_false_is_not_a_number(tmp_path: Path, fields: dict[str, object], field: str) -> None:
+    """pydantic reads true as 1: `n_samples: true` selected one sample without a word."""
+    assert f"{field}: Value error, a number is required, not true or false" in error_message(
+        source=str(tmp_path), **fields
+    )
+
+
+def test_yes_no_fields_still_take_true_and_false(tmp_path: Path) -> None:
+    config = RunConfig(source=str(tmp_path), process_all=True, training={"enabled": False})
+    assert config.process_all and not config.training.enabled
+
+
+@pytest.mark.parametrize("same", ["{source}", "{source}/", "{source}/sub/.."])
+def test_the_source_itself_as_output_is_refused(tmp_path: Path, same: str) -> None:
+    message = error_message(source=str(tmp_path), output=same.format(source=tmp_path))
+    assert message.startswith("invalid configuration: output:")
+    assert "is the source itself" in message
+
+
+def test_an_output_or_cache_inside_the_source_is_left_out_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inside = RunConfig(source=str(tmp_path), output=str(tmp_path / "curated"))
+    assert inside.excluded_from_source == ("curated",)  # its cache, curated/cache, lies inside it
+    cache_apart = RunConfig(source=str(tmp_path), output=str(tmp_path / "out"), cache_dir=str(tmp_path / "c"))
+    assert cache_apart.excluded_from_source == ("c", "out")
+    (tmp_path / "src").mkdir()
+    beside = RunConfig(source=str(tmp_path / "src"), output=str(tmp_path / "out"))
+    assert beside.excluded_from_source == ()
+    # `--source .` with the default output: winnow-output/<name> lands inside the source.
+    monkeypatch.chdir(tmp_path)
+    assert RunConfig(source=".").excluded_from_source == (f"winnow-output/{tmp_path.name}",)
+    on_s3 = RunConfig(source="s3://bucket/raw", output="s3://bucket/raw/curated")
+    assert on_s3.excluded_from_source == ("curated",)
+    assert RunConfig(source="s3://bucket/raw", output="s3://bucket/rawer").excluded_from_source == ()

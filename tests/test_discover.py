@@ -16,12 +16,12 @@ def touch(root: Path, *keys: str) -> None:
 
 
 def keys_of(root: Path, tmp_path: Path, relevant: str | None = None) -> list[str]:
-    listing = discover_source(str(root), None, relevant, tmp_path / "listings")
+    listing = discover_source(str(root), None, relevant, (), tmp_path / "listings")
     return [info.key for info in read_listing(listing)]
 
 
 def shards_of(root: Path, tmp_path: Path, shard_size: int) -> list[Shard]:
-    objects = read_listing(discover_source(str(root), None, None, tmp_path / "listings"))
+    objects = read_listing(discover_source(str(root), None, None, (), tmp_path / "listings"))
     return write_manifests(objects, shard_size, ShardStore(root=str(tmp_path / "shards")))
 
 
@@ -98,3 +98,11 @@ def test_contained_keys_stay_inside_and_stay_distinct(tmp_path: Path) -> None:
     assert len(paths) == len(keys)
     assert all(path.is_relative_to(tmp_path) for path in paths)
     assert contained_key("cats/001.jpg") == "cats/001.jpg"
+
+
+def test_the_runs_own_output_inside_the_source_is_left_out(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    touch(root, "a.jpg", "cam/b.jpg", "curated/selected/a.jpg", "curated/runs/r1/selected_frames/v-0001.png")
+    touch(root, "curated-notes/c.jpg")  # beside the output, not in it: a sample
+    listing = discover_source(str(root), None, None, ("curated",), tmp_path / "listings")
+    assert [info.key for info in read_listing(listing)] == ["a.jpg", "cam/b.jpg", "curated-notes/c.jpg"]

@@ -185,7 +185,7 @@ def test_the_relevant_filenames_file_may_live_in_the_bucket(
     bucket: Bucket, aws_credentials: str, tmp_path: Path
 ) -> None:
     bucket.put("relevant.txt", b"coffee/*\n!coffee/00.jpg\n")
-    listing = discover_source(bucket.source, aws_credentials, "relevant.txt", tmp_path)
+    listing = discover_source(bucket.source, aws_credentials, "relevant.txt", (), tmp_path)
     assert [info.key for info in read_listing(listing)] == ["coffee/01.jpg", "coffee/02.jpg", "coffee/03.jpg"]
 
 
@@ -253,3 +253,27 @@ def test_a_local_folder_is_incremental_and_a_failed_publish_loses_nothing(
     (tmp_path / "copy.jpg").replace(touched)
     third = curate(source=str(source), output=str(output), n_samples=1, training=TINY_TRAINING)
     assert third["counts"]["new"] == 1
+
+
+def test_an_output_inside_the_source_is_never_curated_by_the_next_run(
+    s3_endpoint: str, aws_credentials: str, tmp_path: Path
+) -> None:
+    """Copies of the picks under raw/curated/selected/ are in the source's listing too: the
+    second run must find nothing new, not its own copies."""
+    name = new_bucket(s3_endpoint)
+    write_scene_crops(tmp_path / "raw", ("coffee", "rocket"), per_scene=3, side=64)
+    keys = upload_folder(s3_endpoint, tmp_path / "raw", name, "raw")
+    options: dict[str, Any] = {
+        "source": f"s3://{name}/raw",
+        "output": f"s3://{name}/raw/curated",
+        "aws_credentials": aws_credentials,
+        "n_samples": 2,
+        "training": TINY_TRAINING | {"enabled": False},
+        "selection": {"copy_selected": True},
+    }
+    first = curate(**options)
+    listed = s3_admin_client(s3_endpoint).list_objects_v2(Bucket=name, Prefix="raw/curated/selected/")
+    assert len(listed["Contents"]) == 2  # the copies are there, inside the source
+    second = curate(**options)
+    assert first["counts"]["discovered"] == second["counts"]["discovered"] == len(keys)
+    assert (second["counts"]["new"], second["counts"]["selected"]) == (0, 0)

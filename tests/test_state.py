@@ -131,7 +131,7 @@ def test_a_datapool_belongs_to_one_source(prefect_server: None, tmp_path: Path) 
 def test_a_file_deleted_after_listing_is_recorded_missing(tmp_path: Path) -> None:
     source = tmp_path / "photos"
     keys = write_scene_crops(source, per_scene=2)
-    listing = discover_source(str(source), None, None, tmp_path / "listings")
+    listing = discover_source(str(source), None, None, (), tmp_path / "listings")
     (source / keys[0]).unlink()
     (source / keys[1]).write_bytes(b"changed after listing")
     store = ShardStore(root=str(tmp_path / "shards"))

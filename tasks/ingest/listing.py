@@ -24,12 +24,25 @@ def parse_relevant_filenames(text: str) -> pathspec.PathSpec:
     return pathspec.PathSpec.from_lines("gitwildmatch", text.splitlines())
 
 
-def list_samples(storage: Storage, relevant: pathspec.PathSpec | None) -> list[ObjectInfo]:
-    """Every image and video object in `storage`, narrowed by `relevant`, sorted by key."""
+def is_excluded(key: str, excluded: tuple[str, ...]) -> bool:
+    """Whether `key` lies under one of the `excluded` key prefixes (folders)."""
+    return any(key.startswith(f"{prefix}/") for prefix in excluded)
+
+
+def list_samples(
+    storage: Storage, relevant: pathspec.PathSpec | None, excluded: tuple[str, ...] = ()
+) -> list[ObjectInfo]:
+    """Every image and video object in `storage`, narrowed by `relevant`, sorted by key.
+
+    Objects under the `excluded` key prefixes (the run's own output or cache, when they lie
+    inside the source) are never samples.
+    """
     found = [
         info
         for info in storage.list_objects()
-        if is_sample_key(info.key) and (relevant is None or relevant.match_file(info.key))
+        if is_sample_key(info.key)
+        and not is_excluded(info.key, excluded)
+        and (relevant is None or relevant.match_file(info.key))
     ]
     return sorted(found, key=lambda info: info.key)
 
@@ -50,7 +63,11 @@ def load_relevant_filenames(storage: Storage, location: str | None) -> pathspec.
 
 
 def discover_source(
-    source: str, aws_credentials: str | None, relevant_filenames: str | None, directory: Path
+    source: str,
+    aws_credentials: str | None,
+    relevant_filenames: str | None,
+    excluded: tuple[str, ...],
+    directory: Path,
 ) -> Listing:
     """List the source's images and videos into a listing file in `directory`.
 
@@ -60,7 +77,9 @@ def discover_source(
     """
     storage = open_storage(source, aws_credentials)
     relevant = load_relevant_filenames(storage, relevant_filenames)
-    objects = list_samples(storage, relevant)
+    objects = list_samples(storage, relevant, excluded)
+    if excluded:
+        logger.info("left out of %s: %s (this run's own output and cache)", source, ", ".join(excluded))
     if not objects:
         narrowed = f" matching {relevant_filenames!r}" if relevant_filenames else ""
         extensions = ", ".join(sorted(SAMPLE_EXTENSIONS))

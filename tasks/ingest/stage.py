@@ -15,15 +15,16 @@ from tasks.storage.shard_store import ShardStore
 
 
 # Listing is I/O: retried. Not cached: it is how changes are noticed.
-@task(
-    name="discover",
-    **RETRY_TRANSIENT,
-)
+@task(name="discover", **RETRY_TRANSIENT)
 def discover(
-    source: str, aws_credentials: str | None, relevant_filenames: str | None, cache_dir: Path
+    source: str,
+    aws_credentials: str | None,
+    relevant_filenames: str | None,
+    excluded: tuple[str, ...],
+    cache_dir: Path,
 ) -> Listing:
     """List the source's images and videos into a listing file under the cache folder."""
-    return discover_source(source, aws_credentials, relevant_filenames, cache_dir / "listings")
+    return discover_source(source, aws_credentials, relevant_filenames, excluded, cache_dir / "listings")
 
 
 @task(name="plan")
