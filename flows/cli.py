@@ -106,7 +106,9 @@ def curate_command(
     typer.echo(
         f"selected {counts.selected} of {counts.embedded} new clean samples "
         f"({counts.new} new files of {counts.discovered}; {counts.corrupt} corrupt, "
-        f"{counts.duplicates} duplicates): {artifacts['selected_filenames.txt']}"
+        f"{counts.duplicates} duplicates"
+        + (f", {counts.unreadable} unreadable: see unreadable.json" if counts.unreadable else "")
+        + f"): {artifacts['selected_filenames.txt']}"
     )
     if "report.html" in artifacts:
         typer.echo(f"report: {artifacts['report.html']}")

@@ -35,10 +35,10 @@ def summary_markdown(record: RunRecord) -> str:
         f"# winnow run {record.run_id}",
         f"Source `{record.source}` -> `{record.output}`",
         "",
-        "| discovered | new | corrupt | duplicates | missing | embedded | selected |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| discovered | new | corrupt | duplicates | missing | unreadable | embedded | selected |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {counts.discovered} | {counts.new} | {counts.corrupt} | {counts.duplicates} "
-        f"| {counts.missing} | {counts.embedded} | {counts.selected} |",
+        f"| {counts.missing} | {counts.unreadable} | {counts.embedded} | {counts.selected} |",
         "",
         f"Datapool `{pool.name}`: version {pool.base_version} -> {pool.version}, "
         f"{pool.samples} samples, {pool.selected} selected in all.",
@@ -100,6 +100,7 @@ def counts(
         corrupt=samples.corrupt,
         duplicates=samples.duplicates,
         missing=samples.missing,
+        unreadable=samples.unreadable,
         embedded=table.count,
         selected=chosen.selected,
     )

@@ -26,6 +26,7 @@ RUN_FILES = {
     "embeddings.parquet",
     "embeddings.csv",
     "corrupt.json",
+    "unreadable.json",
     "duplicates.json",
     "model.onnx",
     # On the CPU the embedding model is int8; the fp32 graph it came from is published too.

@@ -277,3 +277,40 @@ def test_an_output_inside_the_source_is_never_curated_by_the_next_run(
     second = curate(**options)
     assert first["counts"]["discovered"] == second["counts"]["discovered"] == len(keys)
     assert (second["counts"]["new"], second["counts"]["selected"]) == (0, 0)
+
+
+def test_an_archived_object_is_recorded_and_the_run_goes_on(
+    s3_endpoint: str, aws_credentials: str, tmp_path: Path
+) -> None:
+    name = new_bucket(s3_endpoint)
+    write_scene_crops(tmp_path / "raw", ("coffee", "rocket"), per_scene=2, side=64)
+    keys = upload_folder(s3_endpoint, tmp_path / "raw", name, "raw")
+    s3_admin_client(s3_endpoint).put_object(
+        Bucket=name,
+        Key="raw/cold/old.jpg",
+        Body=(tmp_path / "raw" / keys[0]).read_bytes(),
+        StorageClass="DEEP_ARCHIVE",
+    )
+    options: dict[str, Any] = {
+        "source": f"s3://{name}/raw",
+        "output": str(tmp_path / "out"),
+        "aws_credentials": aws_credentials,
+        "n_samples": 2,
+        "training": TINY_TRAINING,
+    }
+    record = curate(**options)
+    assert record["counts"]["unreadable"] == 1
+    assert record["counts"]["embedded"] == len(keys)
+    unreadable = json.loads(Path(record["artifacts"]["unreadable.json"]).read_text())
+    assert list(unreadable) == ["cold/old.jpg"]
+    assert "archive storage class (InvalidObjectState)" in unreadable["cold/old.jpg"]
+    # Not committed: once restored, the next run reads it.
+    s3_admin_client(s3_endpoint).copy_object(
+        Bucket=name,
+        Key="raw/cold/old.jpg",
+        CopySource={"Bucket": name, "Key": "raw/cold/old.jpg"},
+        StorageClass="STANDARD",
+        MetadataDirective="REPLACE",
+    )
+    again = curate(**options)
+    assert (again["counts"]["new"], again["counts"]["unreadable"]) == (1, 0)

@@ -23,13 +23,20 @@ from urllib.parse import quote, urlsplit
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from PIL import Image
 
+from tasks.config import ChecksConfig
+from tasks.media.inspection import inspect_sample
+from tasks.publish.files import copy_selected_images
 from tasks.storage.factory import open_storage
 from tasks.storage.interface import MissingObjectError, StorageError, contained_key
 from tasks.storage.s3 import MIB, S3Storage, s3_client
 from tasks.storage.uri import split_s3_uri
+from tests.images import jpeg_bytes
 from tests.s3 import new_bucket, s3_admin_client
 from tests.s3_faults import Fault, FaultProxy, MotoProcess
+
+JPEG = jpeg_bytes(Image.new("RGB", (40, 30), (200, 120, 40)))
 
 
 def save_credentials(
@@ -516,3 +523,66 @@ def test_a_connection_reset_mid_body_is_a_connection_error_not_truncated_bytes(
     with pytest.raises(ConnectionError, match=f"s3://{bucket}/raw/cut.jpg"):
         storage.read_bytes("cut.jpg")
     assert storage.read_bytes("cut.jpg") == data
+
+
+# --- one unreadable object is recorded, and the run goes on -------------------------------
+
+CHECKS = ChecksConfig()
+
+
+def inspected(storage: Any, key: str) -> dict[str, Any]:
+    info = next(i for i in storage.list_objects() if i.key == key)
+    return inspect_sample(info, storage, 32, CHECKS).row
+
+
+def test_an_archived_object_is_recorded_unreadable_and_its_neighbour_is_read(
+    s3_endpoint: str, aws_credentials: str, tmp_path: Path
+) -> None:
+    bucket = new_bucket(s3_endpoint)
+    client = s3_admin_client(s3_endpoint)
+    client.put_object(Bucket=bucket, Key="raw/cold.jpg", Body=JPEG, StorageClass="GLACIER")
+    client.put_object(Bucket=bucket, Key="raw/warm.jpg", Body=JPEG)
+    storage = open_storage(f"s3://{bucket}/raw", aws_credentials)
+
+    cold = inspected(storage, "cold.jpg")
+    assert cold["status"] == "unreadable"
+    assert f"s3://{bucket}/raw/cold.jpg is in an archive storage class (InvalidObjectState)" in cold["reason"]
+    assert inspected(storage, "warm.jpg")["status"] == "ok"
+    # Selected and copied later: the copy is recorded as not made, the others go ahead.
+    output = open_storage(f"s3://{bucket}/out", aws_credentials)
+    not_copied = copy_selected_images(storage, output, ["cold.jpg", "warm.jpg"])
+    assert list(not_copied) == ["cold.jpg"] and "archive storage class" in not_copied["cold.jpg"]
+    assert output.read_bytes("selected/warm.jpg") == JPEG
+
+
+def test_an_object_the_store_keeps_failing_on_is_recorded_after_its_retries(
+    s3_endpoint: str, s3_proxy: FaultProxy, impatient_credentials: str
+) -> None:
+    bucket = new_bucket(s3_endpoint)
+    put(s3_endpoint, bucket, {"raw/down.jpg": JPEG})
+    storage = open_storage(f"s3://{bucket}/raw", impatient_credentials)
+    info = next(iter(storage.list_objects()))
+    s3_proxy.fail(f"/{bucket}/raw/down.jpg", "slowdown", "slowdown")
+
+    row = inspect_sample(info, storage, 32, CHECKS).row
+    assert row["status"] == "unreadable"
+    assert f"s3 kept failing (SlowDown) to read s3://{bucket}/raw/down.jpg" in row["reason"]
+    assert len(s3_proxy.seen(f"/{bucket}/raw/down.jpg")) == 2  # every retry was spent first
+
+
+def test_an_object_the_credentials_may_not_read_is_recorded_unreadable(
+    locked_s3: LockedS3, prefect_server: None
+) -> None:
+    reader = open_storage(
+        f"s3://{locked_s3.bucket}/raw",
+        save_credentials("winnow-test-locked-reader", locked_s3.url, *locked_s3.reader),
+    )
+    info = next(iter(reader.list_objects()))
+    powerless = open_storage(
+        f"s3://{locked_s3.bucket}/raw",
+        save_credentials("winnow-test-locked-powerless", locked_s3.url, *locked_s3.powerless),
+    )
+    row = inspect_sample(info, powerless, 32, CHECKS).row
+    assert row["status"] == "unreadable"
+    assert "access denied (AccessDenied) to read" in row["reason"]
+    assert locked_s3.powerless[1] not in row["reason"]

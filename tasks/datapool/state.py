@@ -34,7 +34,7 @@ from tasks.records.embeddings import EmbeddingTable, read_embeddings
 from tasks.records.manifest import MANIFEST_SCHEMA, embedding_column
 from tasks.records.model import OnnxModel
 from tasks.records.plan import RunPlan
-from tasks.records.samples import STATUS_MISSING, SampleTable
+from tasks.records.samples import STATUS_MISSING, STATUS_UNREADABLE, SampleTable
 from tasks.records.shards import read_listing
 from tasks.storage.interface import Storage, download_once
 
@@ -184,7 +184,7 @@ def manifest_after_run(
     listed_by_key = {info.key: info for info in read_listing(run_plan.listing)}
     previously_selected = set(run_plan.previously_selected)
     columns = processed.select(["id", "key", "status", "reason", "content_hash"]).to_pylist()
-    new_rows = [r for r in columns if r["status"] != STATUS_MISSING]
+    new_rows = [r for r in columns if r["status"] not in (STATUS_MISSING, STATUS_UNREADABLE)]
     ids = [r["id"] for r in new_rows]
     objects = [listed_by_key[r["key"]] for r in new_rows]
     fresh = pa.table(

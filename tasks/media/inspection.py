@@ -41,13 +41,14 @@ from tasks.records.samples import (
     STATUS_CORRUPT,
     STATUS_MISSING,
     STATUS_OK,
+    STATUS_UNREADABLE,
     SampleTable,
     ShardInspection,
     count_statuses,
     mark_duplicates,
 )
 from tasks.records.shards import Shard, read_shard_manifest
-from tasks.storage.interface import MissingObjectError, ObjectInfo, Storage
+from tasks.storage.interface import MissingObjectError, ObjectInfo, Storage, UnreadableObjectError
 from tasks.storage.shard_store import ShardStore
 
 logger = logging.getLogger(__name__)
@@ -59,14 +60,25 @@ class _Inspected:
     pixels: np.ndarray | None
 
 
+def unread(row: dict[str, object], error: Exception) -> dict[str, object]:
+    """The row of a listed file that could not be read, with the reason; both kinds are tried again next run.
+
+    Gone or changed since it was listed: missing. Denied, archived, or a store that kept
+    failing on it after every retry (a ConnectionError): unreadable. One such file never
+    stops the run.
+    """
+    logger.warning("%s", error)
+    status = STATUS_MISSING if isinstance(error, MissingObjectError) else STATUS_UNREADABLE
+    return {**row, "status": status, "reason": str(error)}
+
+
 def inspect_sample(info: ObjectInfo, storage: Storage, input_size: int, checks: ChecksConfig) -> _Inspected:
     """Read, hash, decode and measure one file. Never raises for a bad or vanished file."""
     row: dict[str, object] = {"id": info.key, "key": info.key, "kind": KIND_IMAGE}
     try:
         data = storage.read_object(info)
-    except MissingObjectError as error:
-        logger.warning("%s", error)
-        return _Inspected({**row, "status": STATUS_MISSING, "reason": str(error)}, None)
+    except (MissingObjectError, UnreadableObjectError, ConnectionError) as error:
+        return _Inspected(unread(row, error), None)
     row |= {
         "bytes": len(data),
         "content_hash": hashlib.blake2b(data, digest_size=16).hexdigest(),
@@ -136,9 +148,8 @@ def inspect_video(
                 }
                 height, width = item.rgb.shape[:2]
                 yield measured(frame, Image.fromarray(item.rgb), width, height, input_size)
-    except MissingObjectError as error:
-        logger.warning("%s", error)
-        yield _Inspected({**row, "status": STATUS_MISSING, "reason": str(error)}, None)
+    except (MissingObjectError, UnreadableObjectError, ConnectionError) as error:
+        yield _Inspected(unread(row, error), None)
 
 
 def inspect_shard_files(

@@ -21,10 +21,18 @@ from tasks.publish.frames import FRAMES_FOLDER, write_selected_frames
 from tasks.records.embeddings import EmbeddingTable, read_embeddings
 from tasks.records.report import ReportFiles
 from tasks.records.run import RunRecord
-from tasks.records.samples import INTERNAL_COLUMNS, KIND_FRAME, STATUS_CORRUPT, STATUS_DUPLICATE, SampleTable
+from tasks.records.samples import (
+    INTERNAL_COLUMNS,
+    KIND_FRAME,
+    STATUS_CORRUPT,
+    STATUS_DUPLICATE,
+    STATUS_MISSING,
+    STATUS_UNREADABLE,
+    SampleTable,
+)
 from tasks.records.selection import Selection
 from tasks.records.shards import Listing, read_listing
-from tasks.storage.interface import Storage, contained_key
+from tasks.storage.interface import MissingObjectError, Storage, UnreadableObjectError, contained_key
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +64,15 @@ def samples_parquet(samples: SampleTable) -> bytes:
     return buffer.getvalue()
 
 
-def corrupt_json(samples: SampleTable) -> bytes:
-    """corrupt.json: {sample id: the reason it is corrupt}."""
+def reasons_json(samples: SampleTable, statuses: tuple[str, ...]) -> bytes:
+    """{sample id: reason} of the samples with one of `statuses`.
+
+    corrupt.json holds the corrupt ones; unreadable.json the files listed but not read this
+    run (missing or unreadable), which the next run tries again.
+    """
     rows = pq.read_table(samples.path, columns=["id", "status", "reason"]).to_pylist()
-    corrupt = {r["id"]: r["reason"] for r in rows if r["status"] == STATUS_CORRUPT}
-    return json.dumps(corrupt, indent=2, sort_keys=True).encode()
+    reasons = {r["id"]: r["reason"] for r in rows if r["status"] in statuses}
+    return json.dumps(reasons, indent=2, sort_keys=True).encode()
 
 
 def duplicates_json(samples: SampleTable) -> bytes:
@@ -101,11 +113,20 @@ def selected_rows(files: RunFiles) -> list[dict[str, Any]]:
     return [r for r in pq.read_table(files.samples.path, columns=columns).to_pylist() if r["id"] in chosen]
 
 
-def copy_selected_images(source: Storage, output: Storage, keys: list[str]) -> int:
-    """Copy each selected image to `selected/<key>` in the output (keys made safe as paths)."""
+def copy_selected_images(source: Storage, output: Storage, keys: list[str]) -> dict[str, str]:
+    """Copy each selected image to `selected/<key>` in the output (keys made safe as paths).
+
+    Returns {key: reason} of the images that could not be copied: deleted or made unreadable
+    since they were inspected. One of them never fails the run after all its work.
+    """
+    not_copied = {}
     for key in keys:
-        output.copy_from(source, key, f"{SELECTED_FOLDER}/{contained_key(key)}")
-    return len(keys)
+        try:
+            output.copy_from(source, key, f"{SELECTED_FOLDER}/{contained_key(key)}")
+        except (MissingObjectError, UnreadableObjectError) as error:
+            logger.warning("selected image not copied: %s", error)
+            not_copied[key] = str(error)
+    return not_copied
 
 
 def publish_run_files(
@@ -128,7 +149,8 @@ def publish_run_files(
     prefix = f"runs/{run_id}"
     blobs = {
         "samples.parquet": samples_parquet(files.samples),
-        "corrupt.json": corrupt_json(files.samples),
+        "corrupt.json": reasons_json(files.samples, (STATUS_CORRUPT,)),
+        "unreadable.json": reasons_json(files.samples, (STATUS_MISSING, STATUS_UNREADABLE)),
         "duplicates.json": duplicates_json(files.samples),
         "embeddings.csv": lightly_csv(files.embeddings),
         "selected_filenames.txt": selected_filenames(files.selection),
@@ -158,8 +180,13 @@ def publish_run_files(
         logger.info("wrote %d selected frames to %s", written, artifacts[FRAMES_FOLDER])
     if copy_selected:
         # Frames are not objects of the source: they are in selected_frames/.
-        copied = copy_selected_images(source, output, [r["key"] for r in picks if r["kind"] != KIND_FRAME])
+        images = [r["key"] for r in picks if r["kind"] != KIND_FRAME]
+        not_copied = copy_selected_images(source, output, images)
         artifacts[SELECTED_FOLDER] = f"{output.uri}/{SELECTED_FOLDER}"
+        if not_copied:
+            not_copied_json = json.dumps(not_copied, indent=2, sort_keys=True).encode()
+            artifacts["not_copied.json"] = output.write_bytes(f"{prefix}/not_copied.json", not_copied_json)
+        copied = len(images) - len(not_copied)
         logger.info("copied %d selected images to %s/%s", copied, output.uri, SELECTED_FOLDER)
     run_json_key = f"{prefix}/run.json"
     published = record.model_copy(

@@ -24,6 +24,7 @@ class Counts(BaseModel, frozen=True):
     corrupt: int
     duplicates: int
     missing: int
+    unreadable: int = 0  # absent from run.json files written before it was counted
     embedded: int
     selected: int
 

@@ -27,6 +27,9 @@ STATUS_OK, STATUS_CORRUPT, STATUS_DUPLICATE = "ok", "corrupt", "duplicate"
 
 # Listed, then deleted or changed before it could be read: tried again next run.
 STATUS_MISSING = "missing"
+# Listed, but it could not be read (permissions, an archive storage class, a store that kept
+# failing on it): recorded with the reason, and tried again next run.
+STATUS_UNREADABLE = "unreadable"
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -129,17 +132,19 @@ class SampleTable(BaseModel, frozen=True):
     corrupt: int
     duplicates: int
     missing: int
+    unreadable: int = 0
 
 
 def count_statuses(table: pa.Table) -> dict[str, int]:
     """SampleTable's counts of a samples table."""
     counts = {
         s: int(pc.sum(pc.equal(table["status"], s)).as_py() or 0)
-        for s in (STATUS_OK, STATUS_CORRUPT, STATUS_DUPLICATE, STATUS_MISSING)
+        for s in (STATUS_OK, STATUS_CORRUPT, STATUS_DUPLICATE, STATUS_MISSING, STATUS_UNREADABLE)
     }
     return {
         "ok": counts[STATUS_OK],
         "corrupt": counts[STATUS_CORRUPT],
         "duplicates": counts[STATUS_DUPLICATE],
         "missing": counts[STATUS_MISSING],
+        "unreadable": counts[STATUS_UNREADABLE],
     }

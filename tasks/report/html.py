@@ -187,6 +187,7 @@ def counts_section(numbers: dict[str, Any]) -> str:
         ("duplicates", counts["duplicates"]),
         *((f"  {kind}s", n) for kind, n in duplicates.items()),
         ("missing (gone while read)", counts["missing"]),
+        ("unreadable (tried again next run)", counts.get("unreadable", 0)),
         ("embedded", counts["embedded"]),
         ("selected", counts["selected"]),
     ]

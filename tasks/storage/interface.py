@@ -26,6 +26,14 @@ class MissingObjectError(FileNotFoundError):
     """The object is gone, or is no longer the version that was listed."""
 
 
+class UnreadableObjectError(StorageError):
+    """One listed object cannot be read, while others can.
+
+    Its permissions deny it, it is in an archive storage class, it is not a file any more,
+    or the store kept failing on it after every retry. The run records it and goes on.
+    """
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """One object in a store: its key, its size, and a version token.
@@ -103,14 +111,17 @@ def download_once(storage: Storage, key: str, path: Path) -> Path:
     return path
 
 
-def safe_key(key: str) -> PurePosixPath:
+def safe_key(key: str, backslash: bool = False) -> PurePosixPath:
     """The key as a relative path, refusing anything that would leave the root.
 
+    A backslash is refused too (a separator on Windows) unless `backslash` allows it: a name
+    listed from a POSIX folder may hold one as a plain character.
+
     Raises:
-        ValueError: the key is absolute, empty, or contains '..'.
+        ValueError: the key is absolute, empty, or contains '..' (or a backslash).
     """
     path = PurePosixPath(key)
-    if not key or path.is_absolute() or ".." in path.parts or "\\" in key:
+    if not key or path.is_absolute() or ".." in path.parts or ("\\" in key and not backslash):
         raise ValueError(f"unsafe storage key {key!r}: keys must be relative and stay inside the root")
     return path
 

@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tasks.storage.interface import MissingObjectError, ObjectInfo, Storage, StorageError, safe_key
+from tasks.storage.interface import (
+    MissingObjectError,
+    ObjectInfo,
+    Storage,
+    StorageError,
+    UnreadableObjectError,
+    safe_key,
+)
+
+# How a byte that is not UTF-8 appears in a listed key: 'caf\\xe9.jpg' for a Latin-1 name.
+ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
+def listed_key(path: Path, root: Path) -> str:
+    r"""The key of a file under `root`: its relative path.
+
+    Bytes of the name that are not UTF-8 are written as \xNN, so that every key fits the
+    UTF-8 tables it travels in (a name that is not UTF-8 used to stop the run at discover).
+    """
+    return os.fsencode(path.relative_to(root).as_posix()).decode("utf-8", "backslashreplace")
 
 
 class LocalStorage:
@@ -21,6 +41,28 @@ class LocalStorage:
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*safe_key(key).parts)
+
+    def _read_path(self, key: str) -> Path:
+        """The file a key names, for reading.
+
+        On POSIX a backslash is a plain character of a name, and a key listed from a name
+        that is not UTF-8 leads back to that name.
+        """
+        path = self.root.joinpath(*safe_key(key, backslash=os.sep == "/").parts)
+        if ESCAPED_BYTE.search(key.encode()) and not os.path.lexists(path):
+            raw = ESCAPED_BYTE.sub(lambda match: bytes([int(match[1], 16)]), key.encode())
+            path = self.root.joinpath(*safe_key(os.fsdecode(raw), backslash=True).parts)
+        return path
+
+    def _read(self, key: str, start: int = 0, length: int = -1) -> bytes:
+        try:
+            with self._read_path(key).open("rb") as handle:
+                handle.seek(start)
+                return handle.read(length)
+        except FileNotFoundError:
+            raise MissingObjectError(f"{self.uri}/{key} does not exist") from None
+        except OSError as error:  # permission denied, a folder now, an I/O error
+            raise UnreadableObjectError(f"{self.uri}/{key} cannot be read: {error.strerror}") from None
 
     def check_access(self) -> None:
         """Create the folder if need be; fail with a StorageError unless it is a writable folder."""
@@ -44,24 +86,17 @@ class LocalStorage:
                 if not path.is_file() or name.endswith(".partial"):
                     continue
                 stat = path.stat()
-                key = path.relative_to(self.root).as_posix()
-                yield ObjectInfo(key=key, size=stat.st_size, version=str(stat.st_mtime_ns))
+                yield ObjectInfo(
+                    key=listed_key(path, self.root), size=stat.st_size, version=str(stat.st_mtime_ns)
+                )
 
     def read_bytes(self, key: str) -> bytes:
         """The file's content. Raises MissingObjectError when there is none."""
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise MissingObjectError(f"{self.uri}/{key} does not exist") from None
+        return self._read(key)
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         """`length` bytes of the file from byte `start`."""
-        try:
-            with self._path(key).open("rb") as handle:
-                handle.seek(start)
-                return handle.read(length)
-        except FileNotFoundError:
-            raise MissingObjectError(f"{self.uri}/{key} does not exist") from None
+        return self._read(key, start, length)
 
     def read_object(self, info: ObjectInfo) -> bytes:
         """The file's content; MissingObjectError if it is gone or its size is not the listed one."""
@@ -75,9 +110,11 @@ class LocalStorage:
     @contextmanager
     def local_file(self, info: ObjectInfo, scratch: Path) -> Iterator[Path]:
         """The file itself; MissingObjectError if it is gone or its size is not the listed one."""
-        path = self._path(info.key)
+        path = self._read_path(info.key)
         if not path.is_file() or path.stat().st_size != info.size:
             raise MissingObjectError(f"{self.uri}/{info.key} is gone or changed after listing")
+        if not os.access(path, os.R_OK):
+            raise UnreadableObjectError(f"{self.uri}/{info.key} cannot be read: permission denied")
         yield path
 
     def _partial(self, key: str) -> tuple[Path, Path]:
@@ -114,7 +151,7 @@ class LocalStorage:
 
     def download_file(self, key: str, path: Path) -> None:
         """Copy the file `key` to the local file `path`; MissingObjectError if there is none."""
-        source = self._path(key)
+        source = self._read_path(key)
         if not source.is_file():
             raise MissingObjectError(f"{self.uri}/{key} does not exist")
         path.parent.mkdir(parents=True, exist_ok=True)

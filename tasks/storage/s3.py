@@ -23,7 +23,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from prefect_aws import AwsCredentials
 
-from tasks.storage.interface import MissingObjectError, ObjectInfo, Storage, StorageError
+from tasks.storage.interface import (
+    MissingObjectError,
+    ObjectInfo,
+    Storage,
+    StorageError,
+    UnreadableObjectError,
+)
 from tasks.storage.uri import split_s3_uri
 
 # boto3's clients are built at run time; without boto3-stubs they are untyped.
@@ -45,6 +51,8 @@ RETRY_CONFIG = Config(
 MISSING_CODES = {"NoSuchKey", "404", "NotFound", "PreconditionFailed", "412"}
 
 DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem"}
+# An object in an archive storage class (Glacier, Deep Archive) until it is restored.
+ARCHIVED_CODES = {"InvalidObjectState"}
 
 REJECTED_CREDENTIALS_CODES = {
     "InvalidAccessKeyId",
@@ -102,8 +110,14 @@ def raise_for(error: Exception, bucket: str, key: str, action: str) -> NoReturn:
             raise StorageError(
                 f"s3 bucket {bucket!r} rejected the credentials ({code}) while trying to {action} {where}"
             ) from None
+        # Reading one object: it alone is unreadable, and the run records it and goes on.
+        per_object = UnreadableObjectError if key and action in {"read", "download", "copy"} else StorageError
         if code in DENIED_CODES or status == 403:
-            raise StorageError(f"access denied ({code or status}) to {action} {where}") from None
+            raise per_object(f"access denied ({code or status}) to {action} {where}") from None
+        if code in ARCHIVED_CODES:
+            raise per_object(
+                f"{where} is in an archive storage class ({code}): restore it to {action} it"
+            ) from None
         if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
             raise ConnectionError(f"s3 kept failing ({code or status}) to {action} {where}") from None
         raise StorageError(f"s3 refused to {action} {where}: {code or status}") from None
@@ -253,7 +267,7 @@ class S3Storage:
                     Config=self.transfer,
                 )
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") in MISSING_CODES:
+                if error.response.get("Error", {}).get("Code") in MISSING_CODES | ARCHIVED_CODES:
                     raise_for(error, source.bucket, source._full(key), "copy")
                 raise_for(error, self.bucket, self._full(target_key), "copy to")
             except BotoCoreError as error:
