@@ -4,6 +4,7 @@ import pytest
 
 from tasks.ingest.listing import discover_source
 from tasks.records.shards import Shard, read_listing, read_shard_manifest, write_manifests
+from tasks.storage.atomic import written_atomically
 from tasks.storage.interface import contained_key, safe_key
 from tasks.storage.local import LocalStorage
 from tasks.storage.shard_store import ShardStore
@@ -106,3 +107,25 @@ def test_the_runs_own_output_inside_the_source_is_left_out(tmp_path: Path) -> No
     touch(root, "curated-notes/c.jpg")  # beside the output, not in it: a sample
     listing = discover_source(str(root), None, None, ("curated",), tmp_path / "listings")
     assert [info.key for info in read_listing(listing)] == ["a.jpg", "cam/b.jpg", "curated-notes/c.jpg"]
+
+
+def write_half_then_fail(path: Path) -> None:
+    with written_atomically(path) as partial:
+        partial.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+
+
+def test_two_writers_of_one_cached_file_never_write_into_each_other(tmp_path: Path) -> None:
+    """Two runs on one cache compute the same content-addressed name (cache/kept/<digest>.parquet):
+    each writes a file of its own and renames it, so neither ever reads half of the other's."""
+    path = tmp_path / "kept" / "same-digest.parquet"
+    with written_atomically(path) as first, written_atomically(path) as second:
+        assert first != second and first.parent == second.parent == path.parent
+        first.write_bytes(b"first run's rows")
+        second.write_bytes(b"second run's rows")
+        assert not path.exists()  # nobody sees a file before it is whole
+    assert path.read_bytes() == b"first run's rows"  # the last rename wins, whole
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        write_half_then_fail(path)
+    assert path.read_bytes() == b"first run's rows"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["same-digest.parquet"]

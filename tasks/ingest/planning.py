@@ -12,6 +12,7 @@ from tasks.fingerprint import digest
 from tasks.records.manifest import MANIFEST_SCHEMA, read_manifest_table
 from tasks.records.plan import RunPlan
 from tasks.records.shards import Listing, read_listing, write_manifests
+from tasks.storage.atomic import written_atomically
 from tasks.storage.interface import ObjectInfo
 from tasks.storage.shard_store import ShardStore
 
@@ -59,8 +60,8 @@ def plan_shards(
     to_process, kept, previously_selected = plan_run(read_listing(listing), previous, reprocess_all)
     planned = write_manifests(to_process, shard_size, shards)
     kept_path = directory / "kept" / f"{digest(listing.path, manifest or '', str(reprocess_all))}.parquet"
-    kept_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(kept, kept_path)
+    with written_atomically(kept_path) as partial:  # two runs on one cache compute one name
+        pq.write_table(kept, partial)
     logger.info(
         "%d new or changed of %d listed; %d kept from the datapool",
         len(to_process),

@@ -48,6 +48,7 @@ from tasks.records.samples import (
     mark_duplicates,
 )
 from tasks.records.shards import Shard, read_shard_manifest
+from tasks.storage.atomic import written_atomically
 from tasks.storage.interface import MissingObjectError, ObjectInfo, Storage, UnreadableObjectError
 from tasks.storage.shard_store import ShardStore
 
@@ -264,6 +265,6 @@ def collect_sample_rows(
     table = pa.concat_tables(tables).sort_by("id") if tables else SAMPLE_SCHEMA.empty_table()
     if checks.remove_exact_duplicates:
         table = mark_exact_duplicates(table, known_hashes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    with written_atomically(path) as partial:
+        pq.write_table(table, partial)
     return SampleTable(path=str(path), processed=table.num_rows, **count_statuses(table))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,6 +10,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from tasks.fingerprint import digest
+from tasks.storage.atomic import written_atomically
 from tasks.storage.interface import ObjectInfo
 from tasks.storage.shard_store import ShardStore
 
@@ -70,13 +70,11 @@ def write_listing(source: str, objects: list[ObjectInfo], directory: Path) -> Li
         },
         schema=LISTING_SCHEMA,
     )
-    directory.mkdir(parents=True, exist_ok=True)
     name = digest(source, *(f"{o.key}\0{o.size}\0{o.version}" for o in objects))
     path = directory / f"{name}.parquet"
     if not path.exists():
-        partial = path.with_suffix(f".{uuid.uuid4().hex}.partial")
-        pq.write_table(table, partial)
-        partial.replace(path)
+        with written_atomically(path) as partial:
+            pq.write_table(table, partial)
     return Listing(source=source, path=str(path), count=len(objects))
 
 

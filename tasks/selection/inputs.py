@@ -27,6 +27,7 @@ from tasks.media.metadata import ANALYSIS_SIZE
 from tasks.records.keys import sample_key
 from tasks.records.selection import SelectionInputs, ValueFile
 from tasks.records.shards import Listing
+from tasks.storage.atomic import written_atomically
 from tasks.storage.factory import open_storage
 from tasks.storage.interface import Storage, read_file_or_key
 
@@ -109,8 +110,8 @@ def read_value_file(
     values = [c for c in table.column_names if c != join]
     table = table.set_column(table.column_names.index(join), join, table.column(join).cast(pa.string()))
     path = directory / f"{digest(location, data)}.parquet"
-    directory.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    with written_atomically(path) as partial:
+        pq.write_table(table, partial)
     return ValueFile(
         location=location,
         path=str(path),
@@ -190,8 +191,8 @@ def read_query_images(
                 raise ValueError(f"{field}: {location!r} does not decode: {decoded.reason}")
             images.append(resize_square(decoded.rgb, input_size))
         path = directory / f"query-{index}-{digest(*rule.strategy.query_images, str(input_size))}.npy"
-        directory.mkdir(parents=True, exist_ok=True)
-        np.save(path, np.stack(images))
+        with written_atomically(path) as partial, partial.open("wb") as handle:
+            np.save(handle, np.stack(images))
         queries[index] = str(path)
     return queries
 

@@ -7,12 +7,13 @@ opens files by a key's name or talks to boto3 (tasks/s3.py implements S3). Keys 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
+
+from tasks.storage.atomic import written_atomically
 
 
 class StorageError(Exception):
@@ -104,10 +105,8 @@ def download_once(storage: Storage, key: str, path: Path) -> Path:
     written, even with two downloads racing.
     """
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-        storage.download_file(key, partial)
-        partial.replace(path)
+        with written_atomically(path) as partial:
+            storage.download_file(key, partial)
     return path
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tasks.storage.atomic import written_atomically
 from tasks.storage.interface import (
     MissingObjectError,
     ObjectInfo,
@@ -117,25 +118,21 @@ class LocalStorage:
             raise UnreadableObjectError(f"{self.uri}/{info.key} cannot be read: permission denied")
         yield path
 
-    def _partial(self, key: str) -> tuple[Path, Path]:
-        # Written beside the target and renamed over it: readers never see half a file.
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target, target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
-
     def write_bytes(self, key: str, data: bytes) -> str:
         """Write (replace) the file atomically; returns its path."""
-        target, partial = self._partial(key)
-        partial.write_bytes(data)
-        partial.replace(target)
+        target = self._path(key)
+        with written_atomically(target) as partial:
+            partial.write_bytes(data)
         return str(target)
 
     def write_new(self, key: str, data: bytes) -> bool:
         """Create the file only if none exists at `key`, atomically; False if one did."""
-        target, partial = self._partial(key)
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
         partial.write_bytes(data)
         try:
-            os.link(partial, target)  # atomic, and fails if the target exists
+            os.link(partial, target)  # atomic, and fails if the target exists (unlike a rename)
         except FileExistsError:
             return False
         finally:
@@ -144,9 +141,9 @@ class LocalStorage:
 
     def upload_file(self, key: str, path: Path) -> str:
         """Copy the local file `path` to `key`, atomically; returns the copy's path."""
-        target, partial = self._partial(key)
-        shutil.copyfile(path, partial)
-        partial.replace(target)
+        target = self._path(key)
+        with written_atomically(target) as partial:
+            shutil.copyfile(path, partial)
         return str(target)
 
     def download_file(self, key: str, path: Path) -> None:
