@@ -127,7 +127,7 @@ def synthetic_run(
     record = RunRecord.model_validate(
         {
             "run_id": "benchmark",
-            "status": "completed",
+            "status": "committed",
             "source": "s3://benchmark/raw",
             "output": "s3://benchmark/curated",
             "started_at": "2026-11-24T00:00:00+00:00",

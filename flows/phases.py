@@ -38,7 +38,7 @@ from flows.record import (
 )
 from tasks.config import RunConfig
 from tasks.datapool.stage import commit_state, next_manifest, open_datapool
-from tasks.datapool.state import PoolStart, model_pointers
+from tasks.datapool.state import DatapoolConflictError, PoolStart, model_pointers
 from tasks.ingest.stage import discover, plan
 from tasks.media.stage import collect_samples, inspect_shard
 from tasks.model_runtime.embedding import share_model
@@ -46,7 +46,7 @@ from tasks.model_runtime.sessions import embedding_precision
 from tasks.model_runtime.stage import collect_embeddings, embed_queries, embed_shard, export, quantize, train
 from tasks.model_runtime.telemetry import StageTelemetry
 from tasks.publish.files import RunFiles
-from tasks.publish.stage import publish
+from tasks.publish.stage import copy_selected, publish, record_run
 from tasks.records.embeddings import EmbeddingTable, ShardEmbeddings
 from tasks.records.model import OnnxModel, TrainedModel
 from tasks.records.plan import RunPlan, known_content_hashes
@@ -358,10 +358,12 @@ def choose(run: RunContext, planned: Planned, embedded: Embedded) -> Chosen:
 
 
 def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen) -> RunRecord:
-    """Build the next manifest and the run record, write the report, publish, commit.
+    """Publish the run, commit the datapool, then copy the picks and record the run as committed.
 
-    Build the datapool's next manifest and the run record, write the report, publish every
-    file, and commit the datapool last.
+    The datapool's next manifest and the run record come first, then the report. Every file
+    is published with run.json saying `published`; the commit follows; the selected images
+    are copied only then, and run.json is rewritten as `committed` last (or as `conflict`
+    when another run committed first: its picks are not in the pool).
     """
     config, start = run.config, planned.start
     manifest = next_manifest(
@@ -374,7 +376,7 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
     )
     record = RunRecord(
         run_id=run.run_id,
-        status="completed",
+        status="published",
         source=config.source,
         output=config.output_uri,
         config=config.model_dump(mode="json"),
@@ -423,32 +425,44 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
             run.run_id,
             files,
             record,
-            config.selection.copy_selected,
             config.video,
             run.cache,
         )
         run.progress.update("publish", 1, 1)
     with run.timer.stage("commit"):
-        committed = commit_state(
-            start,
-            config.output_uri,
-            config.aws_credentials,
-            manifest,
-            model_pointers(start, embedded.model, artifacts),
-            run.run_id,
-            artifacts["run.json"],
-        )
+        try:
+            committed = commit_state(
+                start,
+                config.output_uri,
+                config.aws_credentials,
+                manifest,
+                model_pointers(start, embedded.model, artifacts),
+                run.run_id,
+                artifacts["run.json"],
+            )
+        except DatapoolConflictError as error:
+            lost = {"status": "conflict", "error": str(error), "artifacts": artifacts}
+            record_run(config.output_uri, config.aws_credentials, record.model_copy(update=lost))
+            raise
+    if config.selection.copy_selected:  # only now: copies never run ahead of the datapool
+        with run.timer.stage("copy_selected"):
+            artifacts |= copy_selected(
+                config.source, config.output_uri, config.aws_credentials, run.run_id, files
+            )
     datapool = record.datapool.model_copy(
         update={"version": committed.version, "samples": committed.samples, "selected": committed.selected}
     )
-    return record.model_copy(
+    final = record.model_copy(
         update={
+            "status": "committed",
             "timings": dict(run.timer.seconds),
             "artifacts": artifacts,
             "finished_at": datetime.now(UTC).isoformat(),
             "datapool": datapool,
         }
     )
+    record_run(config.output_uri, config.aws_credentials, final)
+    return final
 
 
 def announce(record: RunRecord) -> None:

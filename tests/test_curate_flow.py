@@ -94,7 +94,8 @@ def test_a_run_writes_every_file_of_the_contract(first_run: dict[str, Any]) -> N
     on_disk = json.loads((folder / "run.json").read_text())
     assert on_disk["counts"] == first_run["counts"]
     assert on_disk["config"]["training"]["input_size"] == 32
-    assert on_disk["status"] == "completed"
+    assert on_disk["status"] == "committed"
+    assert on_disk["datapool"]["version"] == first_run["datapool"]["version"] == 1
     assert set(on_disk["timings"]) >= {"discover", "inspect", "train", "export", "embed", "select"}
 
 

@@ -21,13 +21,13 @@ from prefect_aws import AwsCredentials
 from flows.curate import curate
 from tasks.config import ReportConfig
 from tasks.records.embeddings import write_embedding_table
-from tasks.records.run import RunRecord
 from tasks.records.samples import SAMPLE_SCHEMA, SampleTable
 from tasks.records.selection import Selection
 from tasks.report.build import write_report
 from tasks.report.pdf import print_pdf
 from tests.chromium import Page, open_page
 from tests.images import write_bad_files, write_scene_crops
+from tests.run_records import synthetic_record
 from tests.s3 import new_bucket, s3_admin_client, upload_folder
 from tests.test_curate_flow import TINY_TRAINING, run_dir
 
@@ -149,8 +149,12 @@ def test_the_pdf_pages_are_not_blank(run: dict[str, Any], tmp_path: Path) -> Non
 
 def test_report_json_holds_the_numbers_of_run_json(run: dict[str, Any], run_json: dict[str, Any]) -> None:
     numbers = json.loads((run_dir(run) / "report.json").read_text())
-    for section in ("counts", "model", "selection", "datapool", "telemetry"):
+    for section in ("counts", "model", "selection", "telemetry"):
         assert numbers[section] == run_json[section], section
+    # The report is written before the commit; run.json, rewritten after it, adds the version.
+    committed = {"version", "samples", "selected"}
+    assert numbers["datapool"] == {k: v for k, v in run_json["datapool"].items() if k not in committed}
+    assert set(run_json["datapool"]) - set(numbers["datapool"]) == committed
     assert numbers["run_id"] == run_json["run_id"]
     # Stages up to the report; publishing and the commit come after it.
     assert numbers["timings"] == {k: v for k, v in run_json["timings"].items() if k in numbers["timings"]}
@@ -238,49 +242,7 @@ def synthetic_video_run(directory: Path) -> tuple[dict[str, Any], SampleTable, A
         quality=quality,
         device="cpu",
     )
-    counts = {"discovered": 2, "new": 2, "corrupt": 0, "duplicates": 0, "missing": 0, "embedded": len(ids)}
-    record = RunRecord.model_validate(
-        {
-            "run_id": "video-run",
-            "status": "completed",
-            "source": "s3://bucket/clips",
-            "output": "s3://bucket/out",
-            "started_at": "2026-11-24T00:00:00+00:00",
-            "counts": counts | {"selected": 4},
-            "timings": {"discover": 0.1, "embed": 2.0, "select": 0.1},
-            "model": {
-                "execution_provider": "CUDAExecutionProvider",
-                "precision": "fp32",
-                "source": "the datapool's",
-                "embedding_dim": 8,
-                "onnx_sha256": "ab" * 32,
-                "input_size": 32,
-                "min_cosine_to_fp32": None,
-                "onnx_parity_max_abs_diff": None,
-            },
-            "datapool": {
-                "name": "clips",
-                "base_version": 1,
-                "commits_version": 2,
-                "samples_before": 0,
-                "selected_before": 0,
-                "model_reused": False,
-                "samples_after": len(ids),
-                "selected_after": 4,
-            },
-            "selection": {
-                "requested": 4,
-                "candidates": len(ids),
-                "note": None,
-                "quality": quality,
-                "device": "cpu",
-            },
-            "config": {},
-            "cached_tasks": {},
-            "overlapped_stages": [],
-            "telemetry": {},
-        }
-    )
+    record = synthetic_record("video-run", quality, embedded=len(ids), selected=4)
     return record, sample_table, table, selection
 
 

@@ -3,6 +3,7 @@ once, and samples that vanish between listing and reading."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -16,13 +17,16 @@ from tasks.datapool.state import DatapoolConflictError, commit_version, read_sta
 from tasks.ingest.listing import discover_source
 from tasks.ingest.planning import plan_run
 from tasks.media.inspection import inspect_shard_into
+from tasks.publish.files import write_run_json
 from tasks.records.manifest import MANIFEST_SCHEMA
+from tasks.records.run import RunRecord
 from tasks.records.samples import STATUS_MISSING
 from tasks.records.shards import read_listing, write_manifests
 from tasks.storage.interface import ObjectInfo
 from tasks.storage.local import LocalStorage
 from tasks.storage.shard_store import ShardStore
 from tests.images import write_scene_crops
+from tests.run_records import synthetic_record
 
 
 def manifest(rows: list[tuple[str, str, bool]]) -> pa.Table:
@@ -144,3 +148,43 @@ def test_a_file_deleted_after_listing_is_recorded_missing(tmp_path: Path) -> Non
     assert "does not exist" in rows[keys[0]]["reason"]
     assert "changed after listing" in rows[keys[1]]["reason"]
     assert inspection.ok == len(keys) - 2
+
+
+def test_a_run_killed_after_its_commit_is_named_by_latest_json_and_marked_committed(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    """The commit landed (versions/1.json and the block), then the run died before it pointed
+    latest.json at itself and rewrote its run.json: the next run's start repairs both."""
+    storage, name = LocalStorage(tmp_path / "out"), f"killed-{uuid.uuid4().hex[:8]}"
+    published = synthetic_record("run-a", {}, embedded=1, selected=1, status="published")
+    write_run_json(storage, published)
+    storage.write_bytes("latest.json", b'{"run_id": "run-before"}')
+    commit_version(name, storage, 0, new_state("run-a"), manifest([("a.jpg", "v1", True)]))
+
+    start_from(name, "/data/cams", storage, False, False, tmp_path / "d")
+
+    latest = json.loads(storage.read_bytes("latest.json"))
+    assert (latest["run_id"], latest["run_json"]) == ("run-a", f"{storage.uri}/runs/run-a/run.json")
+    repaired = RunRecord.model_validate_json(storage.read_bytes("runs/run-a/run.json"))
+    assert repaired.status == "committed"
+    assert (repaired.datapool.version, repaired.datapool.selected) == (1, 0)
+    assert repaired.counts == published.counts  # nothing else changed
+
+
+def test_the_loser_of_a_race_says_so_in_its_run_json_and_is_never_named_latest(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    storage, name = LocalStorage(tmp_path / "out"), f"lost-{uuid.uuid4().hex[:8]}"
+    commit_version(name, storage, 0, new_state("run-a"), manifest([]))
+    write_run_json(storage, synthetic_record("run-a", {}, embedded=1, selected=1))
+    storage.write_bytes("latest.json", b'{"run_id": "run-a"}')
+    loser = synthetic_record("run-b", {}, embedded=1, selected=1, status="published")
+    write_run_json(storage, loser)
+    with pytest.raises(DatapoolConflictError) as lost:
+        commit_version(name, storage, 0, new_state("run-b"), manifest([]))
+    write_run_json(storage, loser.model_copy(update={"status": "conflict", "error": str(lost.value)}))
+
+    start_from(name, "/data/cams", storage, False, False, tmp_path / "d")
+    assert json.loads(storage.read_bytes("latest.json"))["run_id"] == "run-a"
+    on_disk = RunRecord.model_validate_json(storage.read_bytes("runs/run-b/run.json"))
+    assert on_disk.status == "conflict" and "committed by run run-a" in (on_disk.error or "")

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from models.export import onnx_metadata
 from tasks.datapool.block import Datapool
@@ -34,9 +34,10 @@ from tasks.records.embeddings import EmbeddingTable, read_embeddings
 from tasks.records.manifest import MANIFEST_SCHEMA, embedding_column
 from tasks.records.model import OnnxModel
 from tasks.records.plan import RunPlan
+from tasks.records.run import RunRecord
 from tasks.records.samples import STATUS_MISSING, STATUS_UNREADABLE, SampleTable
 from tasks.records.shards import read_listing
-from tasks.storage.interface import Storage, download_once
+from tasks.storage.interface import MissingObjectError, Storage, download_once
 
 logger = logging.getLogger(__name__)
 
@@ -310,6 +311,7 @@ def start_from(
     """What a run starts from: the checked state and, unless process_all, its manifest and reused model."""
     state = read_state(name, storage)
     check_source(name, state, source, process_all)
+    repair_last_run(name, state, storage)
     manifest = None if process_all else fetch_manifest(state, storage, directory)
     model = None
     if reuse_model and state.model_onnx is not None and not process_all:
@@ -332,10 +334,57 @@ def start_from(
     return PoolStart(name=name, source=source, state=state, manifest=manifest, model=model)
 
 
-def write_latest(storage: Storage, run_id: str, run_json: str) -> None:
+def run_json_key(run_id: str) -> str:
+    """The key of a run's run.json in the output."""
+    return f"runs/{run_id}/run.json"
+
+
+def write_latest(storage: Storage, run_id: str, run_json: str, finished_at: str | None = None) -> None:
     """Point latest.json at run `run_id` and its run.json."""
-    latest = {"run_id": run_id, "run": f"runs/{run_id}", "run_json": run_json, "finished_at": utc_now()}
+    latest = {
+        "run_id": run_id,
+        "run": f"runs/{run_id}",
+        "run_json": run_json,
+        "finished_at": finished_at or utc_now(),
+    }
     storage.write_bytes("latest.json", json.dumps(latest, indent=2).encode())
+
+
+def repair_last_run(name: str, state: Datapool, storage: Storage) -> None:
+    """Make latest.json and the last committed run's run.json say that it was committed.
+
+    A run killed after its version reached the log, but before it pointed latest.json at
+    itself or marked its run.json committed, leaves both behind: its picks are in the pool,
+    and this is where they are found again.
+    """
+    if state.last_run_id is None:
+        return
+    run_id = state.last_run_id
+    try:
+        latest = json.loads(storage.read_bytes("latest.json"))
+    except MissingObjectError:
+        latest = {}
+    if latest.get("run_id") != run_id:
+        logger.warning(
+            "datapool %r: latest.json did not name its last committed run %s: repaired", name, run_id
+        )
+        write_latest(storage, run_id, f"{storage.uri}/{run_json_key(run_id)}", state.last_run_at)
+    try:
+        record = RunRecord.model_validate_json(storage.read_bytes(run_json_key(run_id)))
+    except (MissingObjectError, ValidationError):
+        return  # its folder was removed, or an older winnow wrote it (status "completed")
+    if record.status == "published":
+        logger.warning(
+            "datapool %r: run %s was committed but its run.json says %r: repaired",
+            name,
+            run_id,
+            record.status,
+        )
+        datapool = record.datapool.model_copy(
+            update={"version": state.version, "samples": state.samples, "selected": state.selected}
+        )
+        committed = record.model_copy(update={"status": "committed", "datapool": datapool})
+        storage.write_bytes(run_json_key(run_id), committed.to_json().encode())
 
 
 def commit_run(

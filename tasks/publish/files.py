@@ -37,6 +37,7 @@ from tasks.storage.interface import MissingObjectError, Storage, UnreadableObjec
 logger = logging.getLogger(__name__)
 
 SELECTED_FOLDER = "selected"
+RUN_JSON = "run.json"
 
 
 class RunFiles(BaseModel, frozen=True):
@@ -135,14 +136,13 @@ def publish_run_files(
     run_id: str,
     files: RunFiles,
     record: RunRecord,
-    copy_selected: bool,
     video: VideoConfig,
     scratch: Path,
 ) -> dict[str, str]:
-    """Write every file of the run, the selected frames and images, then run.json.
+    """Write every file of the run and the selected frames as images, then run.json.
 
-    Every file of the run, the selected frames as images, the selected images when asked,
-    then run.json (with the artifact URIs).
+    run.json (with the artifact URIs) comes last, saying `published`: the datapool is not
+    committed yet. Copies of the selected images wait for the commit (copy_selected_picks).
 
     Returns the artifacts' URIs by name, run.json included.
     """
@@ -171,27 +171,40 @@ def publish_run_files(
             uploads["report.pdf"] = Path(files.report.pdf)
     artifacts = {name: output.write_bytes(f"{prefix}/{name}", data) for name, data in blobs.items()}
     artifacts |= {name: output.upload_file(f"{prefix}/{name}", path) for name, path in uploads.items()}
-    picks = selected_rows(files)
-    frames = [(r["key"], r["frame_index"], r["timestamp_s"]) for r in picks if r["kind"] == KIND_FRAME]
+    frames = [
+        (r["key"], r["frame_index"], r["timestamp_s"])
+        for r in selected_rows(files)
+        if r["kind"] == KIND_FRAME
+    ]
     if frames:
         videos = {info.key: info for info in read_listing(files.listing)}
         written = write_selected_frames(source, output, prefix, frames, videos, video.frame_format, scratch)
         artifacts[FRAMES_FOLDER] = f"{output.uri}/{prefix}/{FRAMES_FOLDER}"
         logger.info("wrote %d selected frames to %s", written, artifacts[FRAMES_FOLDER])
-    if copy_selected:
-        # Frames are not objects of the source: they are in selected_frames/.
-        images = [r["key"] for r in picks if r["kind"] != KIND_FRAME]
-        not_copied = copy_selected_images(source, output, images)
-        artifacts[SELECTED_FOLDER] = f"{output.uri}/{SELECTED_FOLDER}"
-        if not_copied:
-            not_copied_json = json.dumps(not_copied, indent=2, sort_keys=True).encode()
-            artifacts["not_copied.json"] = output.write_bytes(f"{prefix}/not_copied.json", not_copied_json)
-        copied = len(images) - len(not_copied)
-        logger.info("copied %d selected images to %s/%s", copied, output.uri, SELECTED_FOLDER)
-    run_json_key = f"{prefix}/run.json"
-    published = record.model_copy(
-        update={"artifacts": {**artifacts, "run.json": f"{output.uri}/{run_json_key}"}}
-    )
-    artifacts["run.json"] = output.write_bytes(run_json_key, published.to_json().encode())
+    artifacts["run.json"] = f"{output.uri}/{prefix}/{RUN_JSON}"
+    write_run_json(output, record.model_copy(update={"artifacts": artifacts}))
     logger.info("published run %s to %s/%s", run_id, output.uri, prefix)
+    return artifacts
+
+
+def write_run_json(output: Storage, record: RunRecord) -> str:
+    """Write the record as its run's run.json; returns its URI."""
+    return output.write_bytes(f"runs/{record.run_id}/{RUN_JSON}", record.to_json().encode())
+
+
+def copy_selected_picks(source: Storage, output: Storage, run_id: str, files: RunFiles) -> dict[str, str]:
+    """Copy the selected images to `selected/` once the datapool holds them.
+
+    Frames are not objects of the source: they are in selected_frames/. Images that could
+    not be copied are listed with their reasons in the run's not_copied.json.
+
+    Returns the artifacts' URIs by name: `selected`, and `not_copied.json` when there is one.
+    """
+    images = [r["key"] for r in selected_rows(files) if r["kind"] != KIND_FRAME]
+    not_copied = copy_selected_images(source, output, images)
+    artifacts = {SELECTED_FOLDER: f"{output.uri}/{SELECTED_FOLDER}"}
+    if not_copied:
+        listed = json.dumps(not_copied, indent=2, sort_keys=True).encode()
+        artifacts["not_copied.json"] = output.write_bytes(f"runs/{run_id}/not_copied.json", listed)
+    logger.info("copied %d selected images to %s", len(images) - len(not_copied), artifacts[SELECTED_FOLDER])
     return artifacts

@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import task
 
 from tasks.config import VideoConfig
-from tasks.publish.files import RunFiles, publish_run_files
+from tasks.publish.files import RunFiles, copy_selected_picks, publish_run_files, write_run_json
 from tasks.records.run import RunRecord
 from tasks.storage.factory import open_storage
 from tasks.storage.retry import RETRY_TRANSIENT
@@ -21,7 +21,6 @@ def publish(
     run_id: str,
     files: RunFiles,
     record: RunRecord,
-    copy_selected: bool,
     video: VideoConfig,
     cache_dir: Path,
 ) -> dict[str, str]:
@@ -32,7 +31,22 @@ def publish(
         run_id,
         files,
         record,
-        copy_selected,
         video,
         cache_dir / "downloads",
     )
+
+
+@task(name="copy-selected", **RETRY_TRANSIENT)
+def copy_selected(
+    source: str, output: str, aws_credentials: str | None, run_id: str, files: RunFiles
+) -> dict[str, str]:
+    """Copy the selected images to the output's selected/, after the commit (copy_selected_picks)."""
+    return copy_selected_picks(
+        open_storage(source, aws_credentials), open_storage(output, aws_credentials), run_id, files
+    )
+
+
+@task(name="record-run", **RETRY_TRANSIENT)
+def record_run(output: str, aws_credentials: str | None, record: RunRecord) -> str:
+    """Write the run's final record, committed or not, as its run.json (write_run_json)."""
+    return write_run_json(open_storage(output, aws_credentials), record)

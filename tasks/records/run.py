@@ -100,7 +100,10 @@ class RunRecord(BaseModel, frozen=True):
     """
 
     run_id: str
-    status: str
+    # published: every file is written, the datapool not yet committed (a run that died
+    # there); committed: the datapool holds its picks; conflict: another run committed
+    # first and this one's picks are not in the pool (`error` says which run).
+    status: Literal["published", "committed", "conflict"]
     source: str
     output: str
     config: dict[str, Any]
@@ -117,6 +120,7 @@ class RunRecord(BaseModel, frozen=True):
     report: ReportWritten | ReportOff | None = Field(None, discriminator="enabled", exclude_if=_absent)
     artifacts: dict[str, str] | None = Field(None, exclude_if=_absent)
     finished_at: str | None = Field(None, exclude_if=_absent)
+    error: str | None = Field(None, exclude_if=_absent)
 
     def to_json(self) -> str:
         """run.json's text."""
