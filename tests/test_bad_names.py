@@ -46,8 +46,9 @@ def test_odd_but_legal_names_are_curated_and_the_next_run_finds_nothing_new(
     rows = pq.read_table(Path(first["artifacts"]["samples.parquet"])).to_pylist()
     by_id = {row["id"]: row for row in rows}
     assert by_id["back\\slash.jpg"]["status"] == "ok"
-    assert by_id["caf\\xe9.jpg"]["status"] == "duplicate"  # read: the same bytes as coffee/00.jpg
-    assert by_id["caf\\xe9.jpg"]["duplicate_of"] == "coffee/00.jpg"
+    # Read: the same bytes as coffee/00.jpg, which is marked its duplicate (the later in id order).
+    assert by_id["caf\\xe9.jpg"]["status"] == "ok"
+    assert by_id["coffee/00.jpg"]["duplicate_of"] == "caf\\xe9.jpg"
     assert first["counts"]["unreadable"] == 0
     second = curate(**options)
     assert (second["counts"]["new"], second["counts"]["selected"]) == (0, 0)

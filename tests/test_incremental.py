@@ -113,6 +113,7 @@ def test_the_first_run_processes_the_whole_bucket(bucket: Bucket, first: dict[st
         "corrupt": 0,
         "duplicates": 0,
         "missing": 0,
+        "unreadable": 0,
         "embedded": discovered,
         "selected": 0,
     }
@@ -228,18 +229,21 @@ def test_a_local_folder_is_incremental_and_a_failed_publish_loses_nothing(
     first = curate(source=str(source), output=str(output), n_samples=2, training=TINY_TRAINING)
     pool_name = first["datapool"]["name"]
     write_scene_crops(source / "more", NEW_SCENES[:1], per_scene=2, side=64)
-    # Publishing the copies of the selected images fails: a file is where their folder goes.
-    (output / "selected").write_text("in the way")
+    # Publishing fails after all the work: a file is where the runs/ folder goes.
+    (output / "runs").rename(tmp_path / "first-runs")
+    (output / "runs").write_text("in the way")
     copy = {"copy_selected": True}
     with pytest.raises(NotADirectoryError):
         curate(source=str(source), output=str(output), n_samples=1, training=TINY_TRAINING, selection=copy)
+    assert not (output / "selected").exists()  # no copy ran ahead of the datapool
     pool = Datapool.load(pool_name)
     assert isinstance(pool, Datapool)
     assert (pool.version, pool.last_run_id) == (1, first["run_id"])
     assert json.loads((output / "latest.json").read_text())["run_id"] == first["run_id"]
     assert [p.name for p in (output / "datapool" / pool_name / "versions").iterdir()] == ["00000001.json"]
 
-    (output / "selected").unlink()
+    (output / "runs").unlink()
+    (tmp_path / "first-runs").rename(output / "runs")
     again = curate(
         source=str(source), output=str(output), n_samples=1, training=TINY_TRAINING, selection=copy
     )

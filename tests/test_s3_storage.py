@@ -25,6 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
+from flows.curate import curate
 from tasks.config import ChecksConfig
 from tasks.media.inspection import inspect_sample
 from tasks.publish.files import copy_selected_images
@@ -32,7 +33,7 @@ from tasks.storage.factory import open_storage
 from tasks.storage.interface import MissingObjectError, StorageError, contained_key
 from tasks.storage.s3 import MIB, S3Storage, s3_client
 from tasks.storage.uri import split_s3_uri
-from tests.images import jpeg_bytes
+from tests.images import jpeg_bytes, write_scene_crops
 from tests.s3 import new_bucket, s3_admin_client
 from tests.s3_faults import Fault, FaultProxy, MotoProcess
 
@@ -331,10 +332,11 @@ class LockedS3:
     bucket: str
     reader: tuple[str, str]  # an IAM user allowed s3:*: (access key id, secret)
     powerless: tuple[str, str]  # an IAM user with no policy at all
+    lister: tuple[str, str]  # an IAM user that may list and read, not write
 
 
 # Requests moto serves before it starts to check credentials: exactly the setup below.
-SETUP_REQUESTS = 7
+SETUP_REQUESTS = 10
 
 
 @pytest.fixture(scope="module")
@@ -360,6 +362,13 @@ def locked_s3() -> Iterator[LockedS3]:
         reader = iam.create_access_key(UserName="reader")["AccessKey"]  # 5
         iam.create_user(UserName="powerless")  # 6
         powerless = iam.create_access_key(UserName="powerless")["AccessKey"]  # 7
+        iam.create_user(UserName="lister")  # 8
+        read_only = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:List*", "s3:Get*"], "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName="lister", PolicyName="s3", PolicyDocument=json.dumps(read_only))  # 9
+        lister = iam.create_access_key(UserName="lister")["AccessKey"]  # 10
         # From here on, credentials count: the setup's own made-up ones no longer work.
         with pytest.raises(ClientError, match="InvalidAccessKeyId"):
             s3.get_object(Bucket=bucket, Key="raw/a.jpg")
@@ -368,6 +377,7 @@ def locked_s3() -> Iterator[LockedS3]:
             bucket=bucket,
             reader=(reader["AccessKeyId"], reader["SecretAccessKey"]),
             powerless=(powerless["AccessKeyId"], powerless["SecretAccessKey"]),
+            lister=(lister["AccessKeyId"], lister["SecretAccessKey"]),
         )
     finally:
         server.stop()
@@ -586,3 +596,19 @@ def test_an_object_the_credentials_may_not_read_is_recorded_unreadable(
     assert row["status"] == "unreadable"
     assert "access denied (AccessDenied) to read" in row["reason"]
     assert locked_s3.powerless[1] not in row["reason"]
+
+
+def test_an_output_the_credentials_may_read_but_not_write_fails_before_any_work(
+    locked_s3: LockedS3, prefect_server: None, tmp_path: Path
+) -> None:
+    """A list-only credential passed the old check, and the run failed at publish after all its work."""
+    block = save_credentials("winnow-test-locked-lister", locked_s3.url, *locked_s3.lister)
+    output = open_storage(f"s3://{locked_s3.bucket}/curated", block)
+    output.check_access()  # listing is allowed
+    source = tmp_path / "src"
+    write_scene_crops(source, per_scene=1)
+    with pytest.raises(
+        StorageError, match=rf"access denied \(AccessDenied\) to write s3://{locked_s3.bucket}/curated/"
+    ):
+        curate(source=str(source), output=f"s3://{locked_s3.bucket}/curated", aws_credentials=block)
+    assert [info.key for info in output.list_objects()] == []  # nothing was published

@@ -49,7 +49,7 @@ def open_datapool(
 ) -> PoolStart:
     """Check access to the output and read what the run starts from (start_from)."""
     storage = open_storage(output, aws_credentials)
-    storage.check_access()
+    storage.check_write_access()
     return start_from(name, source, storage, process_all, reuse_model, cache_dir / "datapool")
 
 

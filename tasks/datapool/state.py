@@ -37,7 +37,7 @@ from tasks.records.plan import RunPlan
 from tasks.records.run import RunRecord
 from tasks.records.samples import STATUS_MISSING, STATUS_UNREADABLE, SampleTable
 from tasks.records.shards import read_listing
-from tasks.storage.interface import MissingObjectError, Storage, download_once
+from tasks.storage.interface import MissingObjectError, Storage, StorageError, download_once
 
 logger = logging.getLogger(__name__)
 
@@ -373,6 +373,9 @@ def repair_last_run(name: str, state: Datapool, storage: Storage) -> None:
         record = RunRecord.model_validate_json(storage.read_bytes(run_json_key(run_id)))
     except (MissingObjectError, ValidationError):
         return  # its folder was removed, or an older winnow wrote it (status "completed")
+    except StorageError as error:  # the repair is a courtesy: it never stops a run
+        logger.warning("datapool %r: cannot read run %s's run.json to repair it: %s", name, run_id, error)
+        return
     if record.status == "published":
         logger.warning(
             "datapool %r: run %s was committed but its run.json says %r: repaired",

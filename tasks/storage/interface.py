@@ -56,6 +56,9 @@ class Storage(Protocol):
     def check_access(self) -> None:
         """Fail early, with a StorageError naming the location, if it cannot be used."""
 
+    def check_write_access(self) -> None:
+        """Fail early, with a StorageError naming the location, if objects cannot be written there."""
+
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object under the folder `prefix` (the whole root by default)."""
 

@@ -76,6 +76,10 @@ class LocalStorage:
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageError(f"folder {self.uri} is not writable")
 
+    def check_write_access(self) -> None:
+        """check_access: a local folder is checked for writing already."""
+        self.check_access()
+
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every file under the folder `prefix` but partial writes, in sorted order; version: its mtime."""
         start = self._path(prefix) if prefix else self.root

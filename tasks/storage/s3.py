@@ -51,6 +51,8 @@ RETRY_CONFIG = Config(
 MISSING_CODES = {"NoSuchKey", "404", "NotFound", "PreconditionFailed", "412"}
 
 DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem"}
+# Written (and overwritten) by each run before any work, to prove the output is writable.
+WRITE_CHECK_KEY = ".winnow-write-check"
 # An object in an archive storage class (Glacier, Deep Archive) until it is restored.
 ARCHIVED_CODES = {"InvalidObjectState"}
 
@@ -112,12 +114,12 @@ def raise_for(error: Exception, bucket: str, key: str, action: str) -> NoReturn:
             ) from None
         # Reading one object: it alone is unreadable, and the run records it and goes on.
         per_object = UnreadableObjectError if key and action in {"read", "download", "copy"} else StorageError
-        if code in DENIED_CODES or status == 403:
-            raise per_object(f"access denied ({code or status}) to {action} {where}") from None
-        if code in ARCHIVED_CODES:
+        if code in ARCHIVED_CODES:  # answered with a 403, but not a matter of permissions
             raise per_object(
                 f"{where} is in an archive storage class ({code}): restore it to {action} it"
             ) from None
+        if code in DENIED_CODES or status == 403:
+            raise per_object(f"access denied ({code or status}) to {action} {where}") from None
         if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
             raise ConnectionError(f"s3 kept failing ({code or status}) to {action} {where}") from None
         raise StorageError(f"s3 refused to {action} {where}: {code or status}") from None
@@ -156,6 +158,15 @@ class S3Storage:
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except (ClientError, BotoCoreError) as error:
             raise_for(error, self.bucket, "", "open")
+
+    def check_write_access(self) -> None:
+        """check_access, then a write of a small marker object.
+
+        Credentials that may list but not write would otherwise fail the run at publish,
+        after all its work.
+        """
+        self.check_access()
+        self.write_bytes(WRITE_CHECK_KEY, b"winnow checks that it may write here before each run\n")
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object under the folder `prefix`, but folder placeholders; version: its ETag."""
