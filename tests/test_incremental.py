@@ -221,7 +221,7 @@ def test_selected_images_are_copied_and_odd_keys_stay_inside(
     )
 
 
-def test_a_local_folder_is_incremental_and_a_failed_publish_loses_nothing(
+def test_a_local_folder_is_incremental_and_a_run_that_fails_after_its_commit_is_repaired(
     prefect_server: None, tmp_path: Path
 ) -> None:
     source, output = tmp_path / "photos", tmp_path / "out"
@@ -229,34 +229,34 @@ def test_a_local_folder_is_incremental_and_a_failed_publish_loses_nothing(
     first = curate(source=str(source), output=str(output), n_samples=2, training=TINY_TRAINING)
     pool_name = first["datapool"]["name"]
     write_scene_crops(source / "more", NEW_SCENES[:1], per_scene=2, side=64)
-    # Publishing fails after all the work: a file is where the runs/ folder goes.
-    (output / "runs").rename(tmp_path / "first-runs")
-    (output / "runs").write_text("in the way")
+    # Copying the picks, which comes after the commit, fails: a file is where their folder goes.
+    (output / "selected").write_text("in the way")
     copy = {"copy_selected": True}
     with pytest.raises(NotADirectoryError):
         curate(source=str(source), output=str(output), n_samples=1, training=TINY_TRAINING, selection=copy)
-    assert not (output / "selected").exists()  # no copy ran ahead of the datapool
     pool = Datapool.load(pool_name)
-    assert isinstance(pool, Datapool)
-    assert (pool.version, pool.last_run_id) == (1, first["run_id"])
-    assert json.loads((output / "latest.json").read_text())["run_id"] == first["run_id"]
-    assert [p.name for p in (output / "datapool" / pool_name / "versions").iterdir()] == ["00000001.json"]
+    assert isinstance(pool, Datapool) and pool.version == 2 and pool.last_run_id != first["run_id"]
+    failed = output / "runs" / str(pool.last_run_id)
+    # Its picks are committed and latest.json names it; its run.json had no chance to say so.
+    assert json.loads((output / "latest.json").read_text())["run_id"] == pool.last_run_id
+    assert json.loads((failed / "run.json").read_text())["status"] == "published"
 
-    (output / "runs").unlink()
-    (tmp_path / "first-runs").rename(output / "runs")
+    (output / "selected").unlink()
     again = curate(
         source=str(source), output=str(output), n_samples=1, training=TINY_TRAINING, selection=copy
     )
-    assert again["counts"]["new"] == 2
-    assert len(list((output / "selected").rglob("*.jpg"))) == 1
-    assert again["cached_tasks"]["inspect"] == "1/1"  # the failed run's work is reused
-    assert again["datapool"]["version"] == 2
+    assert json.loads((failed / "run.json").read_text())["status"] == "committed"  # repaired
+    assert (again["counts"]["new"], again["counts"]["selected"]) == (0, 0)  # nothing re-selected
+    assert again["datapool"]["version"] == 3 and again["status"] == "committed"
     # Touching a file (new mtime, same size) makes it changed; nothing else is redone.
     touched = source / "more" / "immunohistochemistry" / "00.jpg"
     shutil.copyfile(touched, tmp_path / "copy.jpg")
     (tmp_path / "copy.jpg").replace(touched)
-    third = curate(source=str(source), output=str(output), n_samples=1, training=TINY_TRAINING)
+    third = curate(
+        source=str(source), output=str(output), n_samples=1, training=TINY_TRAINING, selection=copy
+    )
     assert third["counts"]["new"] == 1
+    assert len(list((output / "selected").rglob("*.jpg"))) == third["counts"]["selected"]
 
 
 def test_an_output_inside_the_source_is_never_curated_by_the_next_run(
@@ -309,12 +309,9 @@ def test_an_archived_object_is_recorded_and_the_run_goes_on(
     assert list(unreadable) == ["cold/old.jpg"]
     assert "archive storage class (InvalidObjectState)" in unreadable["cold/old.jpg"]
     # Not committed: once restored, the next run reads it.
-    s3_admin_client(s3_endpoint).copy_object(
-        Bucket=name,
-        Key="raw/cold/old.jpg",
-        CopySource={"Bucket": name, "Key": "raw/cold/old.jpg"},
-        StorageClass="STANDARD",
-        MetadataDirective="REPLACE",
+    s3_admin_client(s3_endpoint).restore_object(
+        Bucket=name, Key="raw/cold/old.jpg", RestoreRequest={"Days": 1}
     )
     again = curate(**options)
     assert (again["counts"]["new"], again["counts"]["unreadable"]) == (1, 0)
+    assert again["counts"]["duplicates"] == 1  # read at last: the same bytes as coffee's first crop

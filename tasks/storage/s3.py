@@ -54,7 +54,7 @@ DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "Accoun
 # Written (and overwritten) by each run before any work, to prove the output is writable.
 WRITE_CHECK_KEY = ".winnow-write-check"
 # An object in an archive storage class (Glacier, Deep Archive) until it is restored.
-ARCHIVED_CODES = {"InvalidObjectState"}
+ARCHIVED_CODES = {"InvalidObjectState", "ObjectNotInActiveTierError"}
 
 REJECTED_CREDENTIALS_CODES = {
     "InvalidAccessKeyId",
