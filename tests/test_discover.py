@@ -129,3 +129,14 @@ def test_two_writers_of_one_cached_file_never_write_into_each_other(tmp_path: Pa
         write_half_then_fail(path)
     assert path.read_bytes() == b"first run's rows"
     assert sorted(p.name for p in path.parent.iterdir()) == ["same-digest.parquet"]
+
+
+def test_symbolic_links_are_not_followed_to_files_or_folders(tmp_path: Path) -> None:
+    root, outside = tmp_path / "src", tmp_path / "elsewhere"
+    touch(root, "real.jpg", "cam/b.jpg")
+    touch(outside, "secret.jpg", "more/c.jpg")
+    (root / "outside.jpg").symlink_to(outside / "secret.jpg")
+    (root / "inside.jpg").symlink_to(root / "real.jpg")
+    (root / "linked-folder").symlink_to(outside / "more", target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    assert keys_of(root, tmp_path) == ["cam/b.jpg", "real.jpg"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -19,6 +20,8 @@ from tasks.storage.interface import (
     UnreadableObjectError,
     safe_key,
 )
+
+logger = logging.getLogger(__name__)
 
 # How a byte that is not UTF-8 appears in a listed key: 'caf\\xe9.jpg' for a Latin-1 name.
 ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
@@ -81,19 +84,31 @@ class LocalStorage:
         self.check_access()
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every file under the folder `prefix` but partial writes, in sorted order; version: its mtime."""
+        """Every file under the folder `prefix` but partial writes, in sorted order; version: its mtime.
+
+        Symbolic links are not followed, to files or to folders alike: a link can lead out of
+        the folder (and its target into a copy under selected/), or round in a loop.
+        """
         start = self._path(prefix) if prefix else self.root
-        # os.walk with sorted folders gives a deterministic order without a second pass.
+        links = 0
+        # os.walk with sorted folders gives a deterministic order without a second pass; it
+        # does not descend into linked folders.
         for folder, dirs, files in os.walk(start):
             dirs.sort()
+            links += sum(Path(folder, name).is_symlink() for name in dirs)
             for name in sorted(files):
                 path = Path(folder, name)
+                if path.is_symlink():
+                    links += 1
+                    continue
                 if not path.is_file() or name.endswith(".partial"):
                     continue
                 stat = path.stat()
                 yield ObjectInfo(
                     key=listed_key(path, self.root), size=stat.st_size, version=str(stat.st_mtime_ns)
                 )
+        if links:
+            logger.info("%s: left out %d symbolic links (links are not followed)", start, links)
 
     def read_bytes(self, key: str) -> bytes:
         """The file's content. Raises MissingObjectError when there is none."""
