@@ -3,6 +3,8 @@ it can be, and recorded with its reason when it cannot."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -88,3 +90,29 @@ def test_a_selected_image_deleted_before_it_is_copied_is_reported_not_fatal(tmp_
         p.relative_to(tmp_path / "out" / "selected").as_posix() for p in (tmp_path / "out").rglob("*.jpg")
     )
     assert copied == [keys[0], keys[2]]
+
+
+def read_selected_filenames(text: str) -> list[str]:
+    """The README's rule: a line that starts with a double quote is a JSON string."""
+    return [json.loads(line) if line.startswith('"') else line for line in text.split("\n")[:-1]]
+
+
+def test_names_with_line_breaks_keep_one_id_a_line(prefect_server: None, tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    keys = write_scene_crops(root, per_scene=1)
+    odd = ["two\nlines.jpg", "carriage\rreturn.jpg", '"quoted".jpg']
+    for name, key in zip(odd, keys, strict=False):
+        (root / name).write_bytes((root / key).read_bytes()[:-2] + b"\xff\xd9")  # a distinct JPEG
+    record = curate(
+        source=str(root),
+        output=str(tmp_path / "out"),
+        n_samples=100,
+        training=TINY_TRAINING,
+        checks={"remove_exact_duplicates": False},
+    )
+    assert record["counts"]["selected"] == len(keys) + len(odd)  # everything, odd names included
+    listed = read_selected_filenames(Path(record["artifacts"]["selected_filenames.txt"]).read_text())
+    assert sorted(listed) == sorted(keys + odd)
+    with Path(record["artifacts"]["embeddings.csv"]).open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert sorted(row[0] for row in rows[1:]) == sorted(keys + odd)

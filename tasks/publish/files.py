@@ -95,16 +95,32 @@ def lightly_csv(embeddings: EmbeddingTable) -> bytes:
     ids, vectors = read_embeddings(embeddings)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
+    # The csv module quotes a field holding "\n" but not one holding a lone "\r", which a
+    # reader then takes for the row's end: such a row is written quoted throughout.
+    quoting = csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(["filenames", *(f"embedding_{i}" for i in range(embeddings.dim)), "labels"])
     for sample_id, vector in zip(ids, vectors, strict=True):
-        writer.writerow([sample_id, *(f"{v:.8g}" for v in vector), 0])
+        row = [sample_id, *(f"{v:.8g}" for v in vector), 0]
+        (quoting if "\r" in sample_id else writer).writerow(row)
     return text.getvalue().encode()
 
 
 def selected_filenames(selection: Selection) -> bytes:
-    """selected_filenames.txt: the selected samples' ids, one a line."""
+    r"""selected_filenames.txt: the selected samples' ids, one a line.
+
+    An id that holds a line break, or starts with a double quote, is written as a JSON
+    string ("two\nlines.jpg"), so that every line is one id; every other id is written as
+    it is. selection.parquet holds the ids exactly.
+    """
     ids = pq.read_table(selection.path, columns=["id"])["id"].to_pylist()
-    return "".join(f"{i}\n" for i in ids).encode()
+    return "".join(f"{one_line(i)}\n" for i in ids).encode()
+
+
+def one_line(sample_id: str) -> str:
+    """The id as one line of selected_filenames.txt (JSON-quoted when it must be)."""
+    if "\n" in sample_id or "\r" in sample_id or sample_id.startswith('"'):
+        return json.dumps(sample_id, ensure_ascii=False)
+    return sample_id
 
 
 def selected_rows(files: RunFiles) -> list[dict[str, Any]]:
