@@ -49,7 +49,7 @@ from tasks.publish.files import RunFiles
 from tasks.publish.stage import copy_selected, publish, record_run
 from tasks.records.embeddings import EmbeddingTable, ShardEmbeddings
 from tasks.records.model import OnnxModel, TrainedModel
-from tasks.records.plan import RunPlan, known_content_hashes
+from tasks.records.plan import RunPlan, known_content_hashes, vanished_content
 from tasks.records.run import RunRecord
 from tasks.records.samples import SampleTable, ShardInspection
 from tasks.records.selection import Selection, SelectionInputs, selected_ids
@@ -294,7 +294,11 @@ def inspect_and_embed(run: RunContext, planned: Planned) -> Embedded:
             )
             run.cached["inspect"] = cached_share(inspect_states)
             samples = collect_samples(
-                inspections, config.checks, known_content_hashes(planned.run_plan), run.cache
+                inspections,
+                config.checks,
+                known_content_hashes(planned.run_plan),
+                vanished_content(planned.run_plan),
+                run.cache,
             )
 
         trained: TrainedModel | None = None

@@ -35,9 +35,9 @@ def summary_markdown(record: RunRecord) -> str:
         f"# winnow run {record.run_id}",
         f"Source `{record.source}` -> `{record.output}`",
         "",
-        "| discovered | new | corrupt | duplicates | missing | unreadable | embedded | selected |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {counts.discovered} | {counts.new} | {counts.corrupt} | {counts.duplicates} "
+        "| discovered | new | moved | corrupt | duplicates | missing | unreadable | embedded | selected |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {counts.discovered} | {counts.new} | {counts.moved} | {counts.corrupt} | {counts.duplicates} "
         f"| {counts.missing} | {counts.unreadable} | {counts.embedded} | {counts.selected} |",
         "",
         f"Datapool `{pool.name}`: version {pool.base_version} -> {pool.version}, "
@@ -101,6 +101,7 @@ def counts(
         duplicates=samples.duplicates,
         missing=samples.missing,
         unreadable=samples.unreadable,
+        moved=samples.moved,
         embedded=table.count,
         selected=chosen.selected,
     )

@@ -108,6 +108,7 @@ def test_counts_and_corrupt_files_with_reasons(first_run: dict[str, Any], source
         "duplicates": 1,
         "missing": 0,
         "unreadable": 0,
+        "moved": 0,
         "embedded": len(good),
         "selected": 6,
     }

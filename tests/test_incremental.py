@@ -114,6 +114,7 @@ def test_the_first_run_processes_the_whole_bucket(bucket: Bucket, first: dict[st
         "duplicates": 0,
         "missing": 0,
         "unreadable": 0,
+        "moved": 0,
         "embedded": discovered,
         "selected": 0,
     }
@@ -315,3 +316,37 @@ def test_an_archived_object_is_recorded_and_the_run_goes_on(
     again = curate(**options)
     assert (again["counts"]["new"], again["counts"]["unreadable"]) == (1, 0)
     assert again["counts"]["duplicates"] == 1  # read at last: the same bytes as coffee's first crop
+
+
+def test_picks_moved_or_renamed_are_recognised_by_content_and_never_picked_again(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    source, output = tmp_path / "photos", tmp_path / "out"
+    write_scene_crops(source, FIRST_SCENES, per_scene=2, side=64)
+    first = curate(source=str(source), output=str(output), n_samples=2, training=TINY_TRAINING)
+    picks = (output / "runs" / first["run_id"] / "selected_filenames.txt").read_text().split()
+    # One pick moves into a subfolder, the other is renamed.
+    (source / "archive").mkdir()
+    (source / picks[0]).replace(source / "archive" / Path(picks[0]).name)
+    (source / picks[1]).replace(source / picks[1].replace(".jpg", "-renamed.jpg"))
+    moved_to = {
+        picks[0]: f"archive/{Path(picks[0]).name}",
+        picks[1]: picks[1].replace(".jpg", "-renamed.jpg"),
+    }
+
+    second = curate(source=str(source), output=str(output), n_samples=2, training=TINY_TRAINING)
+    assert (second["counts"]["new"], second["counts"]["moved"], second["counts"]["selected"]) == (2, 2, 0)
+    rows = {
+        r["id"]: r for r in pq.read_table(output / "runs" / second["run_id"] / "samples.parquet").to_pylist()
+    }
+    for old, new in moved_to.items():
+        assert (rows[new]["status"], rows[new]["duplicate_of"]) == ("moved", old)
+    pool = Datapool.load(second["datapool"]["name"])
+    assert isinstance(pool, Datapool) and pool.selected == 2
+    manifest = manifest_of(pool, lambda uri: Path(uri).read_bytes())
+    assert {i for i, row in manifest.items() if row["selected"]} == set(moved_to.values())
+    assert all(manifest[new]["embedding"] is not None for new in moved_to.values())
+    assert not set(picks) & set(manifest)  # the old keys are gone from the pool
+
+    third = curate(source=str(source), output=str(output), n_samples=2, training=TINY_TRAINING)
+    assert (third["counts"]["new"], third["counts"]["moved"]) == (0, 0)

@@ -19,7 +19,7 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +35,7 @@ from tasks.records.manifest import MANIFEST_SCHEMA, embedding_column
 from tasks.records.model import OnnxModel
 from tasks.records.plan import RunPlan
 from tasks.records.run import RunRecord
-from tasks.records.samples import STATUS_MISSING, STATUS_UNREADABLE, SampleTable
+from tasks.records.samples import STATUS_MISSING, STATUS_MOVED, STATUS_UNREADABLE, SampleTable
 from tasks.records.shards import read_listing
 from tasks.storage.interface import MissingObjectError, Storage, StorageError, download_once
 
@@ -178,33 +178,67 @@ def manifest_after_run(
 ) -> pa.Table:
     """The manifest after this run: kept rows, plus a row for each processed sample that was read.
 
-    A missing one is left out, so the next run tries it again.
+    A missing or unreadable one is left out, so the next run tries it again. A moved one
+    takes the row of the datapool sample it was, under its new id and key: its embedding,
+    its selected flag and the run that processed it.
 
-    `processed` has the samples table's columns id, key, status, reason, content_hash.
+    `processed` has the samples table's columns id, key, status, reason, content_hash, duplicate_of.
     """
     listed_by_key = {info.key: info for info in read_listing(run_plan.listing)}
     previously_selected = set(run_plan.previously_selected)
-    columns = processed.select(["id", "key", "status", "reason", "content_hash"]).to_pylist()
+    columns = processed.select(["id", "key", "status", "reason", "content_hash", "duplicate_of"]).to_pylist()
     new_rows = [r for r in columns if r["status"] not in (STATUS_MISSING, STATUS_UNREADABLE)]
-    ids = [r["id"] for r in new_rows]
+    was = vanished_rows_by_id(run_plan, {r["duplicate_of"] for r in new_rows if r["status"] == STATUS_MOVED})
+    rows = [
+        {
+            "id": r["id"],
+            "status": r["status"],
+            "reason": r["reason"],
+            "content_hash": r["content_hash"],
+            "embedding": embeddings.get(r["id"]),
+            "selected": r["id"] in selected or r["id"] in previously_selected,
+            "run_id": run_id,
+        }
+        | (moved_row(was[r["duplicate_of"]]) if r["status"] == STATUS_MOVED else {})
+        for r in new_rows
+    ]
     objects = [listed_by_key[r["key"]] for r in new_rows]
     fresh = pa.table(
         {
-            "id": pa.array(ids, pa.string()),
+            "id": pa.array([r["id"] for r in rows], pa.string()),
             "key": pa.array([o.key for o in objects], pa.string()),
             "version": pa.array([o.version for o in objects], pa.string()),
             "size": pa.array([o.size for o in objects], pa.int64()),
-            "status": pa.array([r["status"] for r in new_rows], pa.string()),
-            "reason": pa.array([r["reason"] for r in new_rows], pa.string()),
-            "content_hash": pa.array([r["content_hash"] for r in new_rows], pa.string()),
-            "embedding": embedding_column([embeddings.get(i) for i in ids]),
-            "selected": pa.array([i in selected or i in previously_selected for i in ids], pa.bool_()),
-            "run_id": pa.array([run_id] * len(ids), pa.string()),
+            "status": pa.array([r["status"] for r in rows], pa.string()),
+            "reason": pa.array([r["reason"] for r in rows], pa.string()),
+            "content_hash": pa.array([r["content_hash"] for r in rows], pa.string()),
+            "embedding": embedding_column([r["embedding"] for r in rows]),
+            "selected": pa.array([r["selected"] for r in rows], pa.bool_()),
+            "run_id": pa.array([r["run_id"] for r in rows], pa.string()),
         },
         schema=MANIFEST_SCHEMA,
     )
     kept = pq.read_table(run_plan.kept_manifest).cast(MANIFEST_SCHEMA)
     return pa.concat_tables([kept, fresh]).sort_by("id")
+
+
+def vanished_rows_by_id(run_plan: RunPlan, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The datapool's rows `ids` among those whose key vanished, by id."""
+    if not ids or run_plan.vanished_manifest is None:
+        return {}
+    return {r["id"]: r for r in pq.read_table(run_plan.vanished_manifest).to_pylist() if r["id"] in ids}
+
+
+def moved_row(was: dict[str, Any]) -> dict[str, Any]:
+    """What a moved sample keeps of the datapool row it was: a clean sample, as embedded and picked."""
+    embedding = None if was["embedding"] is None else np.asarray(was["embedding"], dtype=np.float32)
+    return {
+        "status": was["status"],
+        "reason": None,
+        "embedding": embedding,
+        "selected": was["selected"],
+        "run_id": was["run_id"],
+    }
 
 
 class NextManifest(BaseModel, frozen=True):

@@ -47,6 +47,13 @@ def plan_run(
     return to_process, previous.filter(keep).cast(MANIFEST_SCHEMA), previously_selected
 
 
+def vanished_rows(listed: list[ObjectInfo], previous: pa.Table) -> pa.Table:
+    """The previous manifest's rows whose key is no longer listed: deleted, or moved."""
+    keys = {info.key for info in listed}
+    gone = pa.array([key not in keys for key in previous["key"].to_pylist()], pa.bool_())
+    return previous.filter(gone).cast(MANIFEST_SCHEMA)
+
+
 def plan_shards(
     listing: Listing,
     manifest: str | None,
@@ -59,9 +66,15 @@ def plan_shards(
     previous = read_manifest_table(manifest) if manifest else MANIFEST_SCHEMA.empty_table()
     to_process, kept, previously_selected = plan_run(read_listing(listing), previous, reprocess_all)
     planned = write_manifests(to_process, shard_size, shards)
-    kept_path = directory / "kept" / f"{digest(listing.path, manifest or '', str(reprocess_all))}.parquet"
+    name = digest(listing.path, manifest or "", str(reprocess_all))
+    kept_path = directory / "kept" / f"{name}.parquet"
     with written_atomically(kept_path) as partial:  # two runs on one cache compute one name
         pq.write_table(kept, partial)
+    vanished_path = None
+    if not reprocess_all:
+        vanished_path = directory / "vanished" / f"{name}.parquet"
+        with written_atomically(vanished_path) as partial:
+            pq.write_table(vanished_rows(read_listing(listing), previous), partial)
     logger.info(
         "%d new or changed of %d listed; %d kept from the datapool",
         len(to_process),
@@ -75,4 +88,5 @@ def plan_shards(
         kept_manifest=str(kept_path),
         kept=kept.num_rows,
         previously_selected=sorted(previously_selected),
+        vanished_manifest=None if vanished_path is None else str(vanished_path),
     )

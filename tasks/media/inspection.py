@@ -40,6 +40,7 @@ from tasks.records.samples import (
     SAMPLES_FILE,
     STATUS_CORRUPT,
     STATUS_MISSING,
+    STATUS_MOVED,
     STATUS_OK,
     STATUS_UNREADABLE,
     SampleTable,
@@ -249,22 +250,48 @@ def mark_exact_duplicates(samples: pa.Table, known: dict[str, str] | None = None
     return mark_duplicates(samples, duplicates)
 
 
+def mark_moved(samples: pa.Table, vanished: dict[str, tuple[str, str]]) -> tuple[pa.Table, dict[str, str]]:
+    """Mark each ok sample that holds the content of a vanished datapool sample as that sample, moved.
+
+    `vanished`: content hash -> (id, key) of the datapool's clean samples whose key is no
+    longer listed. Each is claimed once, by the first sample in id order with its content.
+    Returns the table (rows in, same rows out) and content hash -> new id of the moved ones.
+    """
+    moved: dict[str, tuple[str, str]] = {}
+    claimed: dict[str, str] = {}
+    for sample_id, content_hash, status in zip(
+        samples["id"].to_pylist(),
+        samples["content_hash"].to_pylist(),
+        samples["status"].to_pylist(),
+        strict=True,
+    ):
+        if status == STATUS_OK and content_hash in vanished and content_hash not in claimed:
+            old_id, old_key = vanished[content_hash]
+            claimed[content_hash] = sample_id
+            moved[sample_id] = (old_id, f"moved or renamed: was {old_key}")
+    return mark_duplicates(samples, moved, STATUS_MOVED), claimed
+
+
 def collect_sample_rows(
     inspections: list[ShardInspection],
     checks: ChecksConfig,
     known_hashes: dict[str, str],
+    vanished: dict[str, tuple[str, str]],
     path: Path,
     scratch: Path,
 ) -> SampleTable:
-    """Concatenate the shards' rows in id order, mark duplicates, write `path`.
+    """Concatenate the shards' rows in id order, mark moved samples and duplicates, write `path`.
 
-    Duplicates are marked also of the datapool's samples in `known_hashes`. Remote shards'
-    tables are fetched into `scratch`.
+    A sample with the content of a datapool sample whose key vanished (`vanished`) is that
+    sample, moved: never new, never selected again. Duplicates are marked also of the
+    datapool's samples in `known_hashes` and of the moved ones. Remote shards' tables are
+    fetched into `scratch`.
     """
     tables = [pq.read_table(i.samples_file(scratch)) for i in inspections]
     table = pa.concat_tables(tables).sort_by("id") if tables else SAMPLE_SCHEMA.empty_table()
+    table, moved = mark_moved(table, vanished)
     if checks.remove_exact_duplicates:
-        table = mark_exact_duplicates(table, known_hashes)
+        table = mark_exact_duplicates(table, known_hashes | moved)
     with written_atomically(path) as partial:
         pq.write_table(table, partial)
     return SampleTable(path=str(path), processed=table.num_rows, **count_statuses(table))

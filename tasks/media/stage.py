@@ -40,11 +40,16 @@ def inspect_shard(
 
 @task(name="collect-samples")
 def collect_samples(
-    inspections: list[ShardInspection], checks: ChecksConfig, known_hashes: dict[str, str], cache_dir: Path
+    inspections: list[ShardInspection],
+    checks: ChecksConfig,
+    known_hashes: dict[str, str],
+    vanished: dict[str, tuple[str, str]],
+    cache_dir: Path,
 ) -> SampleTable:
-    """The run's samples table: every shard's rows with duplicates marked, under cache_dir/samples."""
+    """The run's samples table: every shard's rows, moved and duplicates marked, under cache_dir/samples."""
     # Named by content so that tasks downstream, keyed on this record, stay cached.
     known = "".join(f"{h}{i}" for h, i in sorted(known_hashes.items()))
-    key = digest(*(i.location for i in inspections), checks.model_dump_json(), known, code_version())
+    gone = "".join(f"{h}{i}{k}" for h, (i, k) in sorted(vanished.items()))
+    key = digest(*(i.location for i in inspections), checks.model_dump_json(), known, gone, code_version())
     path = cache_dir / "samples" / f"{key}.parquet"
-    return collect_sample_rows(inspections, checks, known_hashes, path, cache_dir / FETCHED_FOLDER)
+    return collect_sample_rows(inspections, checks, known_hashes, vanished, path, cache_dir / FETCHED_FOLDER)

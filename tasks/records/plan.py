@@ -18,6 +18,9 @@ class RunPlan(BaseModel, frozen=True):
     kept_manifest: str  # Parquet: the previous manifest's rows that stay as they are
     kept: int
     previously_selected: list[str]
+    # Parquet: the previous manifest's rows whose key is no longer listed (deleted, or moved:
+    # their content may come back under a new key). None when the run starts over.
+    vanished_manifest: str | None = None
 
 
 def known_content_hashes(run_plan: RunPlan) -> dict[str, str]:
@@ -29,5 +32,22 @@ def known_content_hashes(run_plan: RunPlan) -> dict[str, str]:
     return {
         h: i
         for i, status, h in zip(kept["id"], kept["status"], kept["content_hash"], strict=True)
+        if status == STATUS_OK and h is not None
+    }
+
+
+def vanished_content(run_plan: RunPlan) -> dict[str, tuple[str, str]]:
+    """Content hash -> (id, key) of the datapool's clean samples whose key is no longer listed.
+
+    A new file with the same content is that sample, moved or renamed.
+    """
+    if run_plan.vanished_manifest is None:
+        return {}
+    rows = pq.read_table(
+        run_plan.vanished_manifest, columns=["id", "key", "status", "content_hash"]
+    ).to_pydict()
+    return {
+        h: (i, k)
+        for i, k, status, h in zip(rows["id"], rows["key"], rows["status"], rows["content_hash"], strict=True)
         if status == STATUS_OK and h is not None
     }

@@ -25,6 +25,7 @@ class Counts(BaseModel, frozen=True):
     duplicates: int
     missing: int
     unreadable: int = 0  # absent from run.json files written before it was counted
+    moved: int = 0  # datapool samples found again under a new key (moved or renamed)
     embedded: int
     selected: int
 

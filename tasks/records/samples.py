@@ -30,6 +30,9 @@ STATUS_MISSING = "missing"
 # Listed, but it could not be read (permissions, an archive storage class, a store that kept
 # failing on it): recorded with the reason, and tried again next run.
 STATUS_UNREADABLE = "unreadable"
+# The content of a datapool sample whose key is gone: the same sample, moved or renamed. It
+# keeps its embedding and its selected flag under the new key, and is never a candidate.
+STATUS_MOVED = "moved"
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -105,10 +108,13 @@ class ShardInspection(BaseModel, frozen=True):
         return np.frombuffer(data, dtype=np.uint8).reshape(self.input_size, self.input_size, 3)
 
 
-def mark_duplicates(samples: pa.Table, duplicates: dict[str, tuple[str, str]]) -> pa.Table:
+def mark_duplicates(
+    samples: pa.Table, duplicates: dict[str, tuple[str, str]], status_name: str = STATUS_DUPLICATE
+) -> pa.Table:
     """Mark the ok samples in `duplicates` ({id: (the id it duplicates, reason)}) as duplicates.
 
-    Shape: rows in, same rows out.
+    Or with `status_name` (moved: {id: (the datapool's id it was, reason)}). Shape: rows in,
+    same rows out.
     """
     status = samples["status"].to_pylist()
     reason = samples["reason"].to_pylist()
@@ -116,7 +122,7 @@ def mark_duplicates(samples: pa.Table, duplicates: dict[str, tuple[str, str]]) -
     for row, sample_id in enumerate(samples["id"].to_pylist()):
         if sample_id in duplicates and status[row] == STATUS_OK:
             duplicate_of[row], reason[row] = duplicates[sample_id]
-            status[row] = STATUS_DUPLICATE
+            status[row] = status_name
     for name, values in (("status", status), ("reason", reason), ("duplicate_of", duplicate_of)):
         index = samples.schema.get_field_index(name)
         samples = samples.set_column(index, name, pa.array(values, pa.string()))
@@ -133,13 +139,21 @@ class SampleTable(BaseModel, frozen=True):
     duplicates: int
     missing: int
     unreadable: int = 0
+    moved: int = 0
 
 
 def count_statuses(table: pa.Table) -> dict[str, int]:
     """SampleTable's counts of a samples table."""
     counts = {
         s: int(pc.sum(pc.equal(table["status"], s)).as_py() or 0)
-        for s in (STATUS_OK, STATUS_CORRUPT, STATUS_DUPLICATE, STATUS_MISSING, STATUS_UNREADABLE)
+        for s in (
+            STATUS_OK,
+            STATUS_CORRUPT,
+            STATUS_DUPLICATE,
+            STATUS_MISSING,
+            STATUS_UNREADABLE,
+            STATUS_MOVED,
+        )
     }
     return {
         "ok": counts[STATUS_OK],
@@ -147,4 +161,5 @@ def count_statuses(table: pa.Table) -> dict[str, int]:
         "duplicates": counts[STATUS_DUPLICATE],
         "missing": counts[STATUS_MISSING],
         "unreadable": counts[STATUS_UNREADABLE],
+        "moved": counts[STATUS_MOVED],
     }

@@ -188,6 +188,7 @@ def counts_section(numbers: dict[str, Any]) -> str:
         *((f"  {kind}s", n) for kind, n in duplicates.items()),
         ("missing (gone while read)", counts["missing"]),
         ("unreadable (tried again next run)", counts.get("unreadable", 0)),
+        ("moved (pool samples under a new key)", counts.get("moved", 0)),
         ("embedded", counts["embedded"]),
         ("selected", counts["selected"]),
     ]

@@ -30,7 +30,7 @@ from tasks.config import (
 from tasks.records.embeddings import EmbeddingTable, read_embeddings
 from tasks.records.manifest import manifest_vectors
 from tasks.records.plan import RunPlan
-from tasks.records.samples import KIND_FRAME, SampleTable
+from tasks.records.samples import KIND_FRAME, STATUS_MOVED, SampleTable
 from tasks.records.selection import Selection, SelectionInputs
 from tasks.selection.distances import mean_knn_distance
 from tasks.selection.inputs import values_for
@@ -52,16 +52,39 @@ from tasks.selection.strategies import (
 logger = logging.getLogger(__name__)
 
 
-def earlier_picks(run_plan: RunPlan, ids: list[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def earlier_picks(
+    run_plan: RunPlan, ids: list[str], embeddings: np.ndarray, moved: set[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of the samples earlier runs selected, and a mask of this run's rows that are such samples.
 
-    The embeddings come from the datapool's manifest, or from this run's table where this run
+    The embeddings come from the datapool's manifest (also for the `moved` ones: datapool ids
+    whose content came back under a new key), or from this run's table where this run
     reprocessed them. Shape: ids (N,), embeddings (N, D) -> (M, D), (N,)
     """
     earlier = set(run_plan.previously_selected)
     reprocessed = np.array([i in earlier for i in ids], dtype=bool)
     _, kept = manifest_vectors(pq.read_table(run_plan.kept_manifest), earlier)
-    return np.concatenate([kept.reshape(-1, embeddings.shape[1]), embeddings[reprocessed]]), reprocessed
+    parts = [kept.reshape(-1, embeddings.shape[1]), embeddings[reprocessed]]
+    if moved and run_plan.vanished_manifest is not None:
+        vanished = pq.read_table(run_plan.vanished_manifest)
+        picked = {
+            i
+            for i, chosen in zip(vanished["id"].to_pylist(), vanished["selected"].to_pylist(), strict=True)
+            if chosen
+        }
+        _, moved_picks = manifest_vectors(vanished, moved & picked)
+        parts.append(moved_picks.reshape(-1, embeddings.shape[1]))
+    return np.concatenate(parts), reprocessed
+
+
+def moved_from(samples: SampleTable) -> set[str]:
+    """The datapool ids whose content this run found again under a new key (moved samples)."""
+    rows = pq.read_table(samples.path, columns=["status", "duplicate_of"]).to_pydict()
+    return {
+        was
+        for status, was in zip(rows["status"], rows["duplicate_of"], strict=True)
+        if status == STATUS_MOVED
+    }
 
 
 class SampleMetadata:
@@ -268,7 +291,7 @@ def select_from_pool(
     The picks are diverse also against what earlier runs selected; write (id, rank, reason) to `path`.
     """
     ids, embeddings = read_embeddings(table)
-    chosen, reprocessed = earlier_picks(run_plan, ids, embeddings)
+    chosen, reprocessed = earlier_picks(run_plan, ids, embeddings, moved_from(samples))
     ids, embeddings = [i for i, r in zip(ids, reprocessed, strict=True) if not r], embeddings[~reprocessed]
     candidates = len(ids)
     balanced: dict[str, np.ndarray] = {}
