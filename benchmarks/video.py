@@ -5,8 +5,9 @@ seeking to as many random frames.
 
 Makes its own 1080p H.264 clip (a moving texture, a keyframe every --keyframe-seconds),
 then times winnow's sampler (tasks/media/video.py, RGB conversion included) decoding every frame
-and only the keyframes (the decoder skips the rest), and the publish path re-decoding as
-many random frames by seeking (each seek decodes from the keyframe before its frame).
+and only the keyframes (the decoder skips the rest), and a random-access reader seeking to as
+many random frames (each seek decodes from the keyframe before its frame): the baseline a
+sampler that seeks would pay.
 Prints a JSON object of figures on its last line.
 """
 
@@ -22,7 +23,7 @@ import av
 import numpy as np
 
 from tasks.config import VideoConfig
-from tasks.media.video import SampledFrame, frames_at, sample_frames
+from tasks.media.video import SampledFrame, open_video, sample_frames, upright
 
 WIDTH, HEIGHT = 1920, 1080
 
@@ -55,6 +56,21 @@ def timed_sampling(path: Path, config: VideoConfig) -> tuple[list[tuple[int, flo
     return frames, time.perf_counter() - started
 
 
+def seek_to(path: Path, seconds: float) -> np.ndarray | None:
+    """The baseline random-access read: seek to the keyframe before `seconds`, decode up to it."""
+    opened = open_video(path)
+    if not isinstance(opened, tuple):
+        return None
+    container, stream = opened
+    target = round(seconds / float(stream.time_base)) if stream.time_base else 0
+    with container:
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            if frame.pts is not None and frame.pts >= target:
+                return upright(frame) if frame.pts == target else None
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=60, help="clip length")
@@ -77,7 +93,7 @@ def main() -> None:
         started = time.perf_counter()
         found = 0
         for index in targets:  # one seek a frame, in random order, as a random-access reader does
-            found += sum(1 for _ in frames_at(path, [every[index]]))
+            found += seek_to(path, every[index][1]) is not None
         seek_seconds = time.perf_counter() - started
         assert found == len(targets)
     full_fps, key_fps = count / full_seconds, len(keyframes) / key_seconds

@@ -422,7 +422,7 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
         report=report_files,
     )
     with run.timer.stage("publish"):
-        artifacts = publish(
+        record = publish(
             config.source,
             config.output_uri,
             config.aws_credentials,
@@ -433,6 +433,7 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
             run.cache,
         )
         run.progress.update("publish", 1, 1)
+    artifacts = dict(record.artifacts or {})
     with run.timer.stage("commit"):
         try:
             committed = commit_state(

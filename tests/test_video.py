@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -160,13 +161,25 @@ def test_stopping_early_with_ffmpeg_threads_returns_at_once(tmp_path: Path) -> N
     assert [f.index for f in sampled(path, max_frames_per_video=2)] == [0, 1]
 
 
-@pytest.mark.parametrize("b_frames", [False, True])
-def test_seeking_to_a_frame_decodes_the_same_pixels(tmp_path: Path, b_frames: bool) -> None:
-    path = tmp_path / "seek.mp4"
-    write_video(path, b_frames=b_frames)
-    every = {f.index: f for f in sampled(path)}
-    wanted = [(index, every[index].seconds) for index in (25, 3, 10, 11)]
-    found = dict(frames_at(path, wanted))
-    assert sorted(found) == [3, 10, 11, 25]
+EXPORT_CASES = [
+    *((codec, suffix, {}) for codec, suffix in CODECS),
+    ("libx264", ".mp4", {"b_frames": True}),
+    ("libx264", ".mkv", {"durations_ms": (40, 120, 80)}),  # variable frame rate
+]
+
+
+@pytest.mark.parametrize(("codec", "suffix", "options"), EXPORT_CASES)
+@pytest.mark.parametrize("keyframes_only", [False, True])
+def test_every_selected_frame_is_exported_with_the_pixels_it_was_embedded_from(
+    tmp_path: Path, codec: str, suffix: str, options: dict[str, Any], keyframes_only: bool
+) -> None:
+    """Seeking lost frames and found wrong ones (MPEG-2: 12 of 60 written, 5 of them wrong):
+    the export decodes each video once, counting frames as sampling does."""
+    path = tmp_path / f"clip{suffix}"
+    write_video(path, codec=codec, frames=40, **options)
+    every = {f.index: f for f in sampled(path, keyframes_only=keyframes_only)}
+    wanted = set(sorted(every)[1::2] or every)  # every other sampled frame, the last included
+    found = dict(frames_at(path, wanted, keyframes_only))
+    assert sorted(found) == sorted(wanted)
     for index, rgb in found.items():
         np.testing.assert_array_equal(rgb, every[index].rgb)

@@ -208,24 +208,26 @@ def sample_frames(path: Path, config: VideoConfig) -> Iterator[SampledFrame | Co
             )
 
 
-def frames_at(path: Path, wanted: list[tuple[int, float]]) -> Iterator[tuple[int, np.ndarray]]:
-    """Seek to each (frame index, seconds) of `wanted` and decode it again at full resolution, upright.
+def frames_at(path: Path, indices: set[int], keyframes_only: bool) -> Iterator[tuple[int, np.ndarray]]:
+    """The frames at `indices`, at full resolution and upright, decoding the video once in order.
 
-    A frame that is not found (the video changed) is left out.
+    Frames are counted as sampling counts them (indexed_frames, with the same
+    `keyframes_only`), so each is exactly the frame that was embedded. Seeking is never
+    used: MPEG-2 and B-frame streams answer a seek with a neighbouring frame, or none. A
+    frame not found (the video changed, or breaks before it) is left out.
     Shape: -> (index, (H, W, 3) uint8)
     """
     opened = open_video(path)
-    if isinstance(opened, Corrupt):
+    if isinstance(opened, Corrupt) or not indices:
         return
     container, stream = opened
-    time_base = stream.time_base
+    last = max(indices)
     with container:
-        for index, seconds in sorted(wanted, key=lambda item: item[1]):
-            target = round(seconds / float(time_base)) if time_base else 0
-            container.seek(target, stream=stream, backward=True, any_frame=False)
-            for frame in container.decode(stream):
-                if frame.pts is None or frame.pts > target:
-                    break
-                if frame.pts == target:
+        try:
+            for index, frame in indexed_frames(container, stream, keyframes_only, _Progress()):
+                if index in indices:
                     yield index, upright(frame)
-                    break
+                if index >= last:
+                    return  # closes the container: the rest of the video is not decoded
+        except DECODE_ERRORS:
+            return

@@ -20,7 +20,7 @@ from tasks.config import VideoConfig
 from tasks.publish.frames import FRAMES_FOLDER, write_selected_frames
 from tasks.records.embeddings import EmbeddingTable, read_embeddings
 from tasks.records.report import ReportFiles
-from tasks.records.run import RunRecord
+from tasks.records.run import RunRecord, SelectedFrames
 from tasks.records.samples import (
     INTERNAL_COLUMNS,
     KIND_FRAME,
@@ -154,13 +154,14 @@ def publish_run_files(
     record: RunRecord,
     video: VideoConfig,
     scratch: Path,
-) -> dict[str, str]:
+) -> RunRecord:
     """Write every file of the run and the selected frames as images, then run.json.
 
     run.json (with the artifact URIs) comes last, saying `published`: the datapool is not
     committed yet. Copies of the selected images wait for the commit (copy_selected_picks).
 
-    Returns the artifacts' URIs by name, run.json included.
+    Returns the record as published: with the artifacts' URIs by name (run.json included)
+    and, when frames were selected, how many of them were written.
     """
     prefix = f"runs/{run_id}"
     blobs = {
@@ -187,20 +188,19 @@ def publish_run_files(
             uploads["report.pdf"] = Path(files.report.pdf)
     artifacts = {name: output.write_bytes(f"{prefix}/{name}", data) for name, data in blobs.items()}
     artifacts |= {name: output.upload_file(f"{prefix}/{name}", path) for name, path in uploads.items()}
-    frames = [
-        (r["key"], r["frame_index"], r["timestamp_s"])
-        for r in selected_rows(files)
-        if r["kind"] == KIND_FRAME
-    ]
+    frames = [(r["key"], r["frame_index"]) for r in selected_rows(files) if r["kind"] == KIND_FRAME]
+    written = None
     if frames:
         videos = {info.key: info for info in read_listing(files.listing)}
-        written = write_selected_frames(source, output, prefix, frames, videos, video.frame_format, scratch)
+        written = write_selected_frames(source, output, prefix, frames, videos, video, scratch)
         artifacts[FRAMES_FOLDER] = f"{output.uri}/{prefix}/{FRAMES_FOLDER}"
         logger.info("wrote %d selected frames to %s", written, artifacts[FRAMES_FOLDER])
     artifacts["run.json"] = f"{output.uri}/{prefix}/{RUN_JSON}"
-    write_run_json(output, record.model_copy(update={"artifacts": artifacts}))
+    frames_record = None if written is None else SelectedFrames(selected=len(frames), written=written)
+    published = record.model_copy(update={"artifacts": artifacts, "selected_frames": frames_record})
+    write_run_json(output, published)
     logger.info("published run %s to %s/%s", run_id, output.uri, prefix)
-    return artifacts
+    return published
 
 
 def write_run_json(output: Storage, record: RunRecord) -> str:

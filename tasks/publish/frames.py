@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tasks.config import VideoConfig
 from tasks.media.video import frames_at
 from tasks.storage.interface import MissingObjectError, ObjectInfo, Storage, contained_key
 
@@ -53,27 +54,30 @@ def write_selected_frames(
     source: Storage,
     output: Storage,
     prefix: str,
-    frames: list[tuple[str, int, float]],
+    frames: list[tuple[str, int]],
     videos: dict[str, ObjectInfo],
-    frame_format: str,
+    video: VideoConfig,
     scratch: Path,
 ) -> int:
     """Write each selected frame to `<prefix>/selected_frames/` in the output.
 
-    A frame is (video key, frame index, seconds). A video that vanished or changed since it
-    was inspected is logged and skipped. Returns how many files were written.
+    A frame is (video key, frame index). Each video is decoded once, counting frames as its
+    sampling did (video.keyframes_only). A video that vanished or changed since it was
+    inspected is logged and skipped. Returns how many files were written.
     """
-    by_video: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for key, index, seconds in frames:
-        by_video[key].append((index, seconds))
+    by_video: dict[str, set[int]] = defaultdict(set)
+    for key, index in frames:
+        by_video[key].add(index)
     scratch.mkdir(parents=True, exist_ok=True)
     written = 0
     for key, wanted in sorted(by_video.items()):
         try:
             with source.local_file(videos[key], scratch) as path:
-                for index, rgb in frames_at(path, wanted):
-                    name = frame_file_name(key, index, frame_format)
-                    output.write_bytes(f"{prefix}/{FRAMES_FOLDER}/{name}", encode_frame(rgb, frame_format))
+                for index, rgb in frames_at(path, wanted, video.keyframes_only):
+                    name = frame_file_name(key, index, video.frame_format)
+                    output.write_bytes(
+                        f"{prefix}/{FRAMES_FOLDER}/{name}", encode_frame(rgb, video.frame_format)
+                    )
                     written += 1
         except MissingObjectError as error:
             logger.warning("selected frames of %s not written: %s", key, error)

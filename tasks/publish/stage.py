@@ -23,8 +23,8 @@ def publish(
     record: RunRecord,
     video: VideoConfig,
     cache_dir: Path,
-) -> dict[str, str]:
-    """Write the run's files to the output and return their URIs by name (publish_run_files)."""
+) -> RunRecord:
+    """Write the run's files to the output; the record as published (publish_run_files)."""
     return publish_run_files(
         open_storage(source, aws_credentials),
         open_storage(output, aws_credentials),

@@ -94,6 +94,13 @@ class ReportOff(BaseModel, frozen=True):
     enabled: Literal[False] = False
 
 
+class SelectedFrames(BaseModel, frozen=True):
+    """How many video frames were selected, and how many of them were written as images."""
+
+    selected: int
+    written: int
+
+
 class RunRecord(BaseModel, frozen=True):
     """One run, as run.json holds it.
 
@@ -120,6 +127,7 @@ class RunRecord(BaseModel, frozen=True):
     # None while the report is being written from the record itself.
     report: ReportWritten | ReportOff | None = Field(None, discriminator="enabled", exclude_if=_absent)
     artifacts: dict[str, str] | None = Field(None, exclude_if=_absent)
+    selected_frames: SelectedFrames | None = Field(None, exclude_if=_absent)
     finished_at: str | None = Field(None, exclude_if=_absent)
     error: str | None = Field(None, exclude_if=_absent)
 
