@@ -1,9 +1,11 @@
 """Near duplicates on embeddings: one member of each group is kept, the datapool's first."""
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from flows.curate import curate
@@ -65,3 +67,51 @@ def test_a_run_marks_reencoded_copies_as_near_duplicates(prefect_server: None, t
     selected = set((folder / "selected_filenames.txt").read_text().splitlines())
     assert not selected & set(duplicates)
     assert record["counts"]["duplicates"] == 3 and record["counts"]["embedded"] == len(keys)
+
+
+def all_pairs_reference(
+    ids: list[str], x: np.ndarray, threshold: float, earlier_ids: list[str], earlier: np.ndarray
+) -> dict[str, tuple[str, float]]:
+    """The rule written the plain way, every pair at once: a row is removed as a duplicate of
+    its nearest kept row within `threshold` (the lowest index on a tie)."""
+    everything = np.concatenate([earlier, x]).astype(np.float32)
+    names, kept = earlier_ids + ids, [True] * len(earlier_ids) + [False] * len(ids)
+    removed = {}
+    for i in range(len(earlier_ids), len(names)):
+        distance = 1.0 - (everything[:i] @ everything[i]).astype(np.float64)
+        close = [(distance[j], j) for j in range(i) if kept[j] and distance[j] < threshold]
+        if close:
+            nearest, j = min(close)
+            removed[names[i]] = (names[j], float(nearest))
+        else:
+            kept[i] = True
+    return removed
+
+
+def test_tiles_give_what_comparing_every_pair_gives() -> None:
+    rng = np.random.default_rng(2)
+    centers = unit(rng.normal(size=(300, 16)))
+    pool = unit(centers[:150] + 2e-3 * rng.normal(size=(150, 16)))
+    group = rng.integers(0, len(centers), size=BLOCK + 700)  # this run spans two tiles
+    x = unit(centers[group] + 2e-3 * rng.normal(size=(len(group), 16)))
+    ids, pool_ids = [f"n{i:05d}" for i in range(len(x))], [f"p{i:03d}" for i in range(len(pool))]
+    tiled = find_near_duplicates(ids, x, 0.002, pool_ids, pool)
+    reference = all_pairs_reference(ids, x, 0.002, pool_ids, pool)
+    assert {k: v[0] for k, v in tiled.items()} == {k: v[0] for k, v in reference.items()}
+    originals = {original[0] for original, _ in tiled.values()}
+    assert originals == {"p", "n"}  # duplicates of the pool's samples and of this run's
+    for sample_id, (_, distance) in tiled.items():
+        assert distance == pytest.approx(reference[sample_id][1], abs=1e-6)
+
+
+def test_thousands_of_near_identical_rows_need_memory_for_the_rows_not_the_pairs() -> None:
+    """6,000 frames of a static camera: 18 million close pairs, which the pairwise lists
+    held (3 GB); one best match a row needs a few tiles."""
+    rng = np.random.default_rng(3)
+    x = unit(np.ones((6000, 16)) + 1e-4 * rng.normal(size=(6000, 16)))
+    tracemalloc.start()
+    removed = find_near_duplicates([f"{i:05d}" for i in range(len(x))], x, 0.01, [], np.empty((0, 16)))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(removed) == len(x) - 1 and {v[0] for v in removed.values()} == {"00000"}
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB"

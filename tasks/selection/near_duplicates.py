@@ -1,9 +1,10 @@
 """Near duplicates: samples whose embeddings are closer than a cosine distance to an earlier sample's.
 
-One representative of each group is kept (the datapool's samples come
-first, then this run's in id order); each removed sample records which one it duplicates.
+One representative of each group is kept (the datapool's samples come first, then this
+run's in id order); each removed sample records which one it duplicates.
 
-Pairs are found in blocks of rows against the rows before them, never all pairs at once.
+This run's rows are compared with the pool and with each other in tiles, keeping one best
+match a row: never all pairs at once, and never the pool with itself.
 """
 
 from __future__ import annotations
@@ -20,22 +21,24 @@ from tasks.records.samples import SampleTable, count_statuses, mark_duplicates
 from tasks.selection.distances import BLOCK
 
 
-def earlier_neighbours(x: np.ndarray, threshold: float) -> list[list[tuple[int, float]]]:
-    """For each row, the earlier rows within cosine distance `threshold`, nearest first.
+def nearest_rows(
+    rows: np.ndarray, columns: np.ndarray, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's most similar column (among the `allowed` ones), in tiles of BLOCK columns.
 
-    Shape: x (N, D) unit rows -> N lists of (row, distance)
+    The first column wins a tie. Shape: rows (R, D), columns (C, D) unit -> index (R,), similarity (R,)
     """
-    found: list[list[tuple[int, float]]] = [[] for _ in range(len(x))]
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    for start in range(0, len(x), BLOCK):
-        stop = min(start + BLOCK, len(x))
-        # Similarities, not distances: one pass over the (block, stop) matrix fewer.
-        similar = x[start:stop] @ x[:stop].T
-        rows, columns = np.nonzero(similar > 1.0 - threshold)
-        for row, column in zip(rows.tolist(), columns.tolist(), strict=True):
-            if column < start + row:  # only rows before it
-                found[start + row].append((column, 1.0 - float(similar[row, column])))
-    return [sorted(pairs, key=lambda pair: pair[1]) for pairs in found]
+    best = np.full(len(rows), -1, dtype=np.int64)
+    best_similarity = np.full(len(rows), -np.inf, dtype=np.float32)
+    for start in range(0, len(columns), BLOCK):
+        similar = rows @ columns[start : start + BLOCK].T
+        if allowed is not None:
+            similar[:, ~allowed[start : start + BLOCK]] = -np.inf
+        column = similar.argmax(axis=1)
+        value = similar[np.arange(len(rows)), column]
+        better = value > best_similarity
+        best[better], best_similarity[better] = start + column[better], value[better]
+    return best, best_similarity
 
 
 def find_near_duplicates(
@@ -44,21 +47,39 @@ def find_near_duplicates(
     """{removed id: (the kept id it duplicates, cosine distance)}.
 
     Samples of `earlier` (the datapool's, kept already) are representatives; then, in order, a
-    sample is kept unless an earlier kept sample is within `threshold`. Shape: x (N, D), earlier (M, D)
+    sample is kept unless a representative is within `threshold`, and is removed as a
+    duplicate of the nearest one (the datapool's first on a tie). Only this run's rows are
+    compared: with the pool, and with each other, in tiles, keeping one best match a row,
+    so memory grows with the rows, never with the close pairs, and the pool is never
+    compared with itself. Shape: x (N, D), earlier (M, D)
     """
-    everything = np.concatenate([earlier.reshape(-1, x.shape[1]), x]) if len(earlier) else x
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    pool = np.ascontiguousarray(earlier.reshape(-1, x.shape[1]), dtype=np.float32)
+    best = np.full(len(x), -1, dtype=np.int64)  # a pool row (< M) or this run's row (M + i)
+    best_similarity = np.full(len(x), -np.inf, dtype=np.float32)
+    kept = np.zeros(len(x), dtype=bool)
+    for start in range(0, len(x), BLOCK):
+        rows = x[start : start + BLOCK]
+        # Rows before this block: whether each was kept is already decided.
+        candidates = [(pool, None, 0), (x[:start], kept[:start], len(pool))]
+        for columns, allowed, offset in candidates:
+            if len(columns):
+                column, similarity = nearest_rows(rows, columns, allowed)
+                better = similarity > best_similarity[start : start + len(rows)]
+                best[start : start + len(rows)][better] = offset + column[better]
+                best_similarity[start : start + len(rows)][better] = similarity[better]
+        # Within the block, in order: a row counts once it is kept.
+        similar = rows @ rows.T
+        for row in range(len(rows)):
+            index = start + row
+            prior = np.where(kept[start:index], similar[row, :row], -np.inf)
+            if row and prior.max() > best_similarity[index]:
+                best[index], best_similarity[index] = len(pool) + start + int(prior.argmax()), prior.max()
+            kept[index] = not best_similarity[index] > 1.0 - threshold
     names = earlier_ids + ids
-    kept = [True] * len(earlier_ids) + [False] * len(ids)
-    removed: dict[str, tuple[str, float]] = {}
-    for index, neighbours in enumerate(earlier_neighbours(everything, threshold)):
-        if index < len(earlier_ids):
-            continue
-        representative = next(((j, d) for j, d in neighbours if kept[j]), None)
-        if representative is None:
-            kept[index] = True
-        else:
-            removed[names[index]] = (names[representative[0]], representative[1])
-    return removed
+    return {
+        ids[i]: (names[int(best[i])], 1.0 - float(best_similarity[i])) for i in np.flatnonzero(~kept).tolist()
+    }
 
 
 def mark_near_duplicates(
