@@ -1,4 +1,8 @@
 import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,3 +120,44 @@ def test_decompression_bomb_is_rejected_before_decoding() -> None:
     result = decode_image(encode(Image.new("L", (400, 300)), "PNG"), max_pixels=100_000, min_side=32)
     assert isinstance(result, Corrupt)
     assert "decompression bomb" in result.reason and "120000" in result.reason
+
+
+PEAK_PROBE = """
+import resource, sys
+from pathlib import Path
+from tasks.config import ChecksConfig, VideoConfig
+from tasks.media.inspection import inspect_shard_files
+from tasks.storage.local import LocalStorage
+storage = LocalStorage(Path(sys.argv[1]))
+ok, corrupt = inspect_shard_files(
+    list(storage.list_objects()), 0, storage, 64, ChecksConfig(), VideoConfig(), Path(sys.argv[2])
+)
+print(ok, corrupt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_eight_huge_pngs_are_inspected_within_three_gigabytes(tmp_path: Path) -> None:
+    """A PNG has no reduced decode: 13,000 x 13,000 ones drove a run past 12 GB, and one alone
+    peaked at 2.6 GB. Decoding shares a pixel budget and reduces each image at once."""
+    side = 13_000
+    gradient = np.zeros((side, side, 3), np.uint8)
+    gradient[..., 0] = np.arange(side, dtype=np.uint64)[None, :] % 256
+    gradient[..., 1] = np.arange(side, dtype=np.uint64)[:, None] % 256
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    Image.fromarray(gradient).save(folder / "0.png", compress_level=1)
+    del gradient
+    for copy in range(1, 8):
+        shutil.copyfile(folder / "0.png", folder / f"{copy}.png")
+    (tmp_path / "inspected").mkdir()
+    probe = subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, str(folder), str(tmp_path / "inspected")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    ok, corrupt, peak_mib = map(int, probe.stdout.split())
+    assert (ok, corrupt) == (8, 0)
+    assert peak_mib < 3 * 1024, f"peak RSS {peak_mib} MiB"

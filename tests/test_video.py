@@ -9,11 +9,14 @@ from typing import Any
 
 import av
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import VideoConfig
+from tasks.config import ChecksConfig, VideoConfig
 from tasks.media.decode import Corrupt
+from tasks.media.inspection import ROWS_PER_BATCH, inspect_shard_files
 from tasks.media.video import SampledFrame, frames_at, sample_frames
+from tasks.storage.local import LocalStorage
 from tests.videos import CODECS, KEYFRAME_INTERVAL, picture, truncate, write_audio_only, write_video
 
 FRAMES, RATE = 30, 10
@@ -183,3 +186,17 @@ def test_every_selected_frame_is_exported_with_the_pixels_it_was_embedded_from(
     assert sorted(found) == sorted(wanted)
     for index, rgb in found.items():
         np.testing.assert_array_equal(rgb, every[index].rgb)
+
+
+def test_a_long_video_is_written_to_the_samples_table_a_batch_at_a_time(tmp_path: Path) -> None:
+    """Rows used to pile up per frame until the shard was written: 100 MB for an hour at 30 fps."""
+    frames = ROWS_PER_BATCH + 100
+    write_video(tmp_path / "src" / "long.mp4", frames=frames, rate=30, size=(16, 16))
+    storage = LocalStorage(tmp_path / "src")
+    (tmp_path / "out").mkdir()
+    ok, corrupt = inspect_shard_files(
+        list(storage.list_objects()), 0, storage, 16, ChecksConfig(), VideoConfig(), tmp_path / "out"
+    )
+    table = pq.ParquetFile(tmp_path / "out" / "samples.parquet")
+    assert (ok, corrupt, table.metadata.num_rows) == (frames, 0, frames)
+    assert table.num_row_groups == 2  # one batch of ROWS_PER_BATCH rows, then the rest

@@ -154,6 +154,10 @@ def inspect_video(
         yield _Inspected(unread(row, error), None)
 
 
+# Samples table rows held in memory before they are written (about 1.6 kB each).
+ROWS_PER_BATCH = 4096
+
+
 def inspect_shard_files(
     objects: list[ObjectInfo],
     shard_index: int,
@@ -167,8 +171,8 @@ def inspect_shard_files(
 
     The folder gets its samples table and uint8 cache. Returns (ok, corrupt) counts.
     """
-    rows: list[dict[str, object]] = []
-    ok = 0
+    batch: list[dict[str, object]] = []
+    ok = written = 0
     videos = [o for o in objects if is_video_key(o.key)]
     scratch = directory / "downloads"
     scratch.mkdir()
@@ -176,9 +180,11 @@ def inspect_shard_files(
     # on the network, so a few more threads than cores keep it busy; each holds one file's
     # bytes at a time, so memory stays bounded. Videos follow one at a time, their frames
     # streamed straight into the cache (FFmpeg's own threads decode each in parallel).
+    # Rows go to the samples table a batch at a time: an hour of video is 100,000 frames.
     with (
         ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1) + 4) as pool,
         (directory / IMAGES_FILE).open("wb") as images,
+        pq.ParquetWriter(directory / SAMPLES_FILE, SAMPLE_SCHEMA) as table,
     ):
         results = chain(
             pool.map(
@@ -193,10 +199,15 @@ def inspect_shard_files(
                 images.write(result.pixels.tobytes())
                 row["cache_row"] = ok
                 ok += 1
-            rows.append(row)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), directory / SAMPLES_FILE)
+            batch.append(row)
+            if len(batch) == ROWS_PER_BATCH:
+                table.write_table(pa.Table.from_pylist(batch, schema=SAMPLE_SCHEMA))
+                written += len(batch)
+                batch.clear()
+        table.write_table(pa.Table.from_pylist(batch, schema=SAMPLE_SCHEMA))
+        written += len(batch)
     scratch.rmdir()
-    corrupt = len(rows) - ok
+    corrupt = written - ok
     logger.info("shard %d: %d clean samples (%d videos), %d corrupt", shard_index, ok, len(videos), corrupt)
     return ok, corrupt
 
