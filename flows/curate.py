@@ -91,7 +91,7 @@ def curate(
         checks: corruption and duplicate checks.
         training: the self-supervised model and its training.
         embedding: ONNX Runtime embedding.
-        selection: greedy k-center selection.
+        selection: how many to pick, and by which strategies (REPRESENTATIVE k-medoids by default).
         video: how frames are sampled from videos, sequence selection, the frames' file format.
         report: the run report (report.html, report.pdf, report.json).
         execution: where the per-shard stages run: this process's threads or a Dask cluster.
