@@ -467,6 +467,7 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
         }
     )
     record_run(config.output_uri, config.aws_credentials, final)
+    run.progress.complete()
     return final
 
 

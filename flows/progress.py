@@ -50,6 +50,15 @@ class RunProgress:
             ),
         )  # synchronous here: the flow is sync
 
+    def complete(self) -> None:
+        """The run ended: stages it had no work for count as done, so the bar ends at 100%.
+
+        A run with nothing new used to end at 8%, an incremental one at 53%: every nightly
+        run after the first looked stuck.
+        """
+        self._fraction = dict.fromkeys(STAGE_WEIGHTS, 1.0)
+        update_progress_artifact(self._artifact, 100.0)
+
     def update(self, stage: str, done: int, total: int) -> None:
         """Record `done` of `total` for `stage`, update the progress artifact and tell every sink."""
         self._fraction[stage] = done / total if total else 1.0

@@ -12,6 +12,9 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow.parquet as pq
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.curate import curate
 from tasks.config import TrainingConfig
@@ -192,6 +195,14 @@ def test_the_same_command_again_finds_nothing_new(first_run: dict[str, Any], sou
     assert (run_dir(second) / "selected_filenames.txt").read_text() == ""
     latest = json.loads((Path(first_run["output"]) / "latest.json").read_text())
     assert latest["run_id"] == second["run_id"]
+    # Nothing to inspect, train or embed: those stages count as done, and the bar ends full.
+    with get_client(sync_client=True) as client:
+        progress = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curate-progress"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert [artifact.data for artifact in progress] == [100.0]
 
 
 def test_process_all_reuses_training_and_embeddings_from_the_cache(
