@@ -193,6 +193,7 @@ def test_the_same_command_again_finds_nothing_new(first_run: dict[str, Any], sou
     assert (second["datapool"]["base_version"], second["datapool"]["version"]) == (1, 2)
     assert second["datapool"]["selected"] == 6
     assert (run_dir(second) / "selected_filenames.txt").read_text() == ""
+    assert second["selection"]["note"] == "nothing new to select: this run has no new clean samples"
     latest = json.loads((Path(first_run["output"]) / "latest.json").read_text())
     assert latest["run_id"] == second["run_id"]
     # Nothing to inspect, train or embed: those stages count as done, and the bar ends full.

@@ -315,7 +315,11 @@ def select_from_pool(
                 requested, thresholds, objectives, embeddings, chosen, config.seed
             )
     note = None
-    if requested > candidates:
+    if candidates == 0:
+        # Every nightly run after the first over an unchanged source ends here: not a warning.
+        note = "nothing new to select: this run has no new clean samples"
+        logger.info(note)
+    elif requested > candidates:
         pool = "whole sequences hold" if sequence_length is not None else "the clean pool holds"
         note = f"asked for {requested} samples but {pool} {candidates}: selected all of them"
         logger.warning(note)
