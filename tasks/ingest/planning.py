@@ -64,7 +64,8 @@ def plan_shards(
 ) -> RunPlan:
     """Plan the run: write the new or changed samples' shard manifests, and the kept rows into `directory`."""
     previous = read_manifest_table(manifest) if manifest else MANIFEST_SCHEMA.empty_table()
-    to_process, kept, previously_selected = plan_run(read_listing(listing), previous, reprocess_all)
+    listed = read_listing(listing)
+    to_process, kept, previously_selected = plan_run(listed, previous, reprocess_all)
     planned = write_manifests(to_process, shard_size, shards)
     name = digest(listing.path, manifest or "", str(reprocess_all))
     kept_path = directory / "kept" / f"{name}.parquet"
@@ -74,7 +75,7 @@ def plan_shards(
     if not reprocess_all:
         vanished_path = directory / "vanished" / f"{name}.parquet"
         with written_atomically(vanished_path) as partial:
-            pq.write_table(vanished_rows(read_listing(listing), previous), partial)
+            pq.write_table(vanished_rows(listed, previous), partial)
     logger.info(
         "%d new or changed of %d listed; %d kept from the datapool",
         len(to_process),
