@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,9 +15,14 @@ from pydantic import ValidationError
 # The first ephemeral Prefect server on a fresh machine migrates its database; Prefect's
 # default wait for it (20 s) is too short on 2 cores.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# The ephemeral server's telemetry heartbeat can find its SQLite database locked while the
+# run writes, and print a traceback at start; it cannot reach its endpoint offline anyway.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Nor does winnow's CLI send Prefect's client usage data (or print its notice above the bars).
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from tasks.config import RunConfig, describe_validation_error
-from tasks.records.run import RunRecord
+from tasks.records.run import RunRecord, outcome
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="winnow: curate images.")
 
@@ -78,7 +84,7 @@ def curate_command(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     no_train: Annotated[bool, typer.Option("--no-train", help="Skip training.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No stage display.")] = False,
 ) -> None:
     """Curate the new images of a folder or S3 prefix: train, embed, inspect and select."""
     fields = merge_options(
@@ -102,41 +108,22 @@ def curate_command(
         typer.echo(describe_validation_error(error), err=True)
         raise typer.Exit(2) from None
     record = run_curate(run_config, show_progress=not quiet)
-    counts, artifacts = record.counts, record.artifacts or {}
-    typer.echo(
-        f"selected {counts.selected} of {counts.embedded} new clean samples "
-        f"({counts.new} new files of {counts.discovered}; {counts.corrupt} corrupt, "
-        f"{counts.duplicates} duplicates"
-        + (f", {counts.unreadable} unreadable: see unreadable.json" if counts.unreadable else "")
-        + f"): {artifacts['selected_filenames.txt']}"
-    )
+    artifacts = record.artifacts or {}
+    typer.echo(outcome(record.counts, record.selection.note))
+    typer.echo(f"selected: {artifacts['selected_filenames.txt']}")
     if "report.html" in artifacts:
         typer.echo(f"report: {artifacts['report.html']}")
-    if record.selection.note:
-        typer.echo(record.selection.note)
 
 
 def run_curate(config: RunConfig, show_progress: bool) -> RunRecord:
-    """Run the curate flow on `config` in this process, with a progress bar unless asked not to."""
+    """Run the curate flow on `config` in this process, showing its stages unless asked not to."""
     # Imported here: importing Prefect takes seconds, and --help should not.
-    from rich.progress import Progress
-
     from flows.curate import curate as curate_flow
-    from flows.progress import progress_sink
+    from flows.terminal import stage_display
 
     parameters = {name: getattr(config, name) for name in RunConfig.model_fields}
-    if not show_progress:
+    with stage_display() if show_progress else nullcontext():
         return RunRecord.model_validate(curate_flow(**parameters))
-    with Progress(transient=False) as bar:
-        rows: dict[str, Any] = {}
-
-        def show(stage: str, done: int, total: int) -> None:
-            if stage not in rows:
-                rows[stage] = bar.add_task(stage, total=total)
-            bar.update(rows[stage], completed=done, total=total)
-
-        with progress_sink(show):
-            return RunRecord.model_validate(curate_flow(**parameters))
 
 
 def main() -> None:

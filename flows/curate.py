@@ -10,12 +10,14 @@ import copy
 from typing import Annotated, Any
 
 from prefect import flow
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from flows.engine import MAX_TASK_WORKERS, shard_engine
+from flows.logs import winnow_logs_to_prefect
 from flows.phases import RunContext, announce, choose, finish, inspect_and_embed, prepare
 from tasks.config import (
     ChecksConfig,
@@ -29,6 +31,8 @@ from tasks.config import (
     VideoConfig,
     describe_validation_error,
 )
+from tasks.progress import listening
+from tasks.records.run import outcome
 
 
 def build_config(**fields: Any) -> RunConfig:
@@ -117,11 +121,16 @@ def curate(
         report=report,
         execution=execution,
     )
-    with shard_engine(config.execution) as engine:
+    with winnow_logs_to_prefect(), shard_engine(config.execution) as engine:
         run = RunContext(config=config, engine=engine)
-        planned = prepare(run)
-        embedded = inspect_and_embed(run, planned)
-        chosen = choose(run, planned, embedded)
-        record = finish(run, planned, embedded, chosen)
-    announce(record)
-    return record.model_dump(mode="json")
+        with listening(run.progress):
+            planned = prepare(run)
+            embedded = inspect_and_embed(run, planned)
+            chosen = choose(run, planned, embedded)
+            record = finish(run, planned, embedded, chosen)
+        announce(record)
+    # A returned state becomes the run's final one, its message shown in the UI; a caller
+    # still gets the record itself (the state's data), so the declared type holds for them.
+    return Completed(  # type: ignore[return-value]
+        message=outcome(record.counts, record.selection.note), data=record.model_dump(mode="json")
+    )

@@ -50,7 +50,7 @@ from tasks.publish.stage import copy_selected, publish, record_run
 from tasks.records.embeddings import EmbeddingTable, ShardEmbeddings
 from tasks.records.model import OnnxModel, TrainedModel
 from tasks.records.plan import RunPlan, known_content_hashes, vanished_content
-from tasks.records.run import RunRecord
+from tasks.records.run import RunRecord, outcome
 from tasks.records.samples import SampleTable, ShardInspection
 from tasks.records.selection import Selection, SelectionInputs, selected_ids
 from tasks.records.shards import Listing
@@ -172,6 +172,7 @@ def prepare(run: RunContext) -> Planned:
     """Open the datapool, list the source, plan the shards, read the user's selection inputs."""
     config = run.config
     with run.timer.stage("discover"):
+        run.progress.start("discover", f"listing {config.source}")
         start = open_datapool(
             config.datapool_name,
             config.source,
@@ -202,7 +203,7 @@ def prepare(run: RunContext) -> Planned:
             config.checks,
             run.cache,
         )
-        run.progress.update("discover", 1, 1)
+        run.progress.update("discover", 1, 1, f"{listing.count} files, {run_plan.new} new")
     return Planned(start=start, listing=listing, run_plan=run_plan, input_size=input_size, inputs=inputs)
 
 
@@ -217,6 +218,7 @@ def submit_embeddings(
     The inspection may be a result, or a future of one.
     """
     share_model(model, run.shards)
+    run.progress.start("embed", f"{len(inspections)} shards")
     with run.engine.embed_placement():
         return submit_shards(
             runner,
@@ -244,13 +246,17 @@ def trained_model(
             f"source {config.source!r}: none of its {samples.processed} samples could be decoded"
         )
     with run.timer.stage("train"), run.telemetry.stage("train"):
+        epochs = f"{config.training.epochs} epochs" if config.training.enabled else "off"
+        run.progress.start("train", f"{samples.ok} clean samples, {epochs}")
         train_state = train(inspections, samples, config.training, run.cache, return_state=True)
         trained, run.cached["train"] = train_state.result(), cached_share([train_state])
-        run.progress.update("train", 1, 1)
+        loss = f", loss {trained.final_loss:.4f}" if trained.final_loss is not None else ""
+        run.progress.update("train", 1, 1, f"done{loss}")
     with run.timer.stage("export"):
+        run.progress.start("export", "to ONNX")
         export_state = export(trained, run.cache, return_state=True)
         fp32_model, run.cached["export"] = export_state.result(), cached_share([export_state])
-        run.progress.update("export", 1, 1)
+        run.progress.update("export", 1, 1, "ONNX model written")
     precision = embedding_precision(config.embedding, config.execution.gpu_resource is not None)
     if precision == "fp32":
         return fp32_model, fp32_model, trained
@@ -266,6 +272,8 @@ def inspect_and_embed(run: RunContext, planned: Planned) -> Embedded:
     Embed them with the datapool's model while they are inspected, or train a model on them first.
     """
     config, start = run.config, planned.start
+    shard_count = len(planned.run_plan.shards)
+    run.progress.start("inspect", f"{planned.run_plan.new} new files in {shard_count} shards")
     with run.engine.runners() as runners:
         inspect_futures = submit_shards(
             runners.inspect,
@@ -290,7 +298,8 @@ def inspect_and_embed(run: RunContext, planned: Planned) -> Embedded:
         )
         with run.timer.stage("inspect"), run.telemetry.stage("inspect") if overlapped else nullcontext():
             inspections, inspect_states = gather_shards(
-                inspect_futures, lambda done, total: run.progress.update("inspect", done, total)
+                inspect_futures,
+                lambda done, total: run.progress.update("inspect", done, total, f"shard {done}/{total}"),
             )
             run.cached["inspect"] = cached_share(inspect_states)
             samples = collect_samples(
@@ -311,7 +320,8 @@ def inspect_and_embed(run: RunContext, planned: Planned) -> Embedded:
         # Overlapped with inspection, this stage is only embedding's tail after it.
         with run.timer.stage("embed"), run.telemetry.stage("embed"):
             shard_embeddings, embed_states = gather_shards(
-                embed_futures, lambda done, total: run.progress.update("embed", done, total)
+                embed_futures,
+                lambda done, total: run.progress.update("embed", done, total, f"shard {done}/{total}"),
             )
             run.cached["embed"] = cached_share(embed_states)
             if run.engine.address is not None:  # the flow's own sampler sees only its machine's GPU
@@ -347,6 +357,7 @@ def choose(run: RunContext, planned: Planned, embedded: Embedded) -> Chosen:
                 samples, table, config.checks.near_duplicate_distance, planned.run_plan, run.work_dir
             )
     with run.timer.stage("select"):
+        run.progress.start("select", f"from {table.count} new clean samples")
         selection = select(
             table,
             config.target_count(table.count),
@@ -357,7 +368,7 @@ def choose(run: RunContext, planned: Planned, embedded: Embedded) -> Chosen:
             embedded.inputs,
             run.work_dir,
         )
-        run.progress.update("select", 1, 1)
+        run.progress.update("select", 1, 1, f"{selection.selected} picked")
     return Chosen(samples=samples, table=table, selection=selection)
 
 
@@ -422,6 +433,7 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
         report=report_files,
     )
     with run.timer.stage("publish"):
+        run.progress.start("publish", f"to {config.output_uri}")
         record = publish(
             config.source,
             config.output_uri,
@@ -432,7 +444,7 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
             config.video,
             run.cache,
         )
-        run.progress.update("publish", 1, 1)
+        run.progress.update("publish", 1, 1, "published")
     artifacts = dict(record.artifacts or {})
     with run.timer.stage("commit"):
         try:
@@ -467,7 +479,7 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
         }
     )
     record_run(config.output_uri, config.aws_credentials, final)
-    run.progress.complete()
+    run.progress.complete(outcome(final.counts, final.selection.note))
     return final
 
 

@@ -40,11 +40,19 @@ def summary_markdown(record: RunRecord) -> str:
         f"| {counts.discovered} | {counts.new} | {counts.moved} | {counts.corrupt} | {counts.duplicates} "
         f"| {counts.missing} | {counts.unreadable} | {counts.embedded} | {counts.selected} |",
         "",
+        "Discovered and new count files; embedded and selected count samples: an image, or a "
+        "frame sampled from a video.",
+        "",
         f"Datapool `{pool.name}`: version {pool.base_version} -> {pool.version}, "
         f"{pool.samples} samples, {pool.selected} selected in all.",
         "",
         f"Model: {model.embedding_dim}-d embeddings, ONNX sha256 `{model.onnx_sha256[:12]}`, "
-        f"{model.precision}, embedded with {model.execution_provider or 'nothing (no new samples)'}.",
+        f"{model.precision}, "
+        + (
+            f"embedded with {model.execution_provider}."
+            if model.execution_provider
+            else "nothing embedded (no new samples)."
+        ),
     ]
     quality = record.selection.quality
     if quality["selected"]["coverage"] is not None:

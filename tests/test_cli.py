@@ -65,7 +65,6 @@ def test_python_dash_m_flows_curates_a_folder(tmp_path: Path) -> None:
         "0.5",
         "--epochs",
         "1",
-        "--quiet",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -77,5 +76,20 @@ def test_python_dash_m_flows_curates_a_folder(tmp_path: Path) -> None:
     assert record["config"]["embedding"]["batch_size"] == 8
     assert record["counts"]["selected"] == 9  # half of the 18 clean images
     assert record["counts"]["corrupt"] == 3
-    assert "selected 9 of 18 new clean samples (21 new files of 21; 3 corrupt, 0 duplicates)" in result.stdout
+    assert (
+        "selected 9 of 18 new clean samples (a sample is an image or a video frame); "
+        "21 files found, 21 new; 3 corrupt files, 0 duplicates"
+    ) in result.stdout
+    # Piped, no bars: one plain line a stage as it ends, in order, and no escape codes.
+    stage_lines = [line.split(":")[0] for line in result.stdout.splitlines() if line.endswith(" s)")]
+    assert stage_lines == [
+        "discovering",
+        "inspecting",
+        "training",
+        "exporting",
+        "embedding",
+        "selecting",
+        "publishing",
+    ]
+    assert "\x1b[" not in result.stdout
     assert "report: " in result.stdout

@@ -230,7 +230,8 @@ def test_asking_for_more_than_the_pool_selects_all_and_says_so(
         source=str(root), output=first_run["output"], n_samples=500, training=TINY_TRAINING, process_all=True
     )
     assert record["counts"]["selected"] == len(good)
-    assert f"asked for 500 samples but the clean pool holds {len(good)}" in record["selection"]["note"]
+    note = record["selection"]["note"]
+    assert f"asked for 500 samples but this run has only {len(good)} new clean samples" in note
 
 
 def test_a_missing_source_fails_before_any_work(prefect_server: None, tmp_path: Path) -> None:

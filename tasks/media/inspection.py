@@ -208,7 +208,13 @@ def inspect_shard_files(
         written += len(batch)
     scratch.rmdir()
     corrupt = written - ok
-    logger.info("shard %d: %d clean samples (%d videos), %d corrupt", shard_index, ok, len(videos), corrupt)
+    logger.info(
+        "shard %d: %d clean samples (frames of %d of its files: videos), %d corrupt",
+        shard_index,
+        ok,
+        len(videos),
+        corrupt,
+    )
     return ok, corrupt
 
 

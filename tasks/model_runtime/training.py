@@ -18,6 +18,7 @@ from models.loss import NTXentLoss
 from tasks.config import TrainingConfig
 from tasks.fingerprint import code_version
 from tasks.model_runtime.image_cache import ImageCache, unique_image_indices
+from tasks.progress import report
 from tasks.records.model import CHECKPOINT_FILE, TrainedModel
 from tasks.records.samples import SampleTable, ShardInspection
 
@@ -112,7 +113,9 @@ def train_simclr(
             losses.append(loss.detach())
             seen += len(batch_indices)
         epoch_loss = float(torch.stack(losses).mean())
-        logger.info("epoch %d/%d: loss %.4f", epoch + 1, training.epochs, epoch_loss)
+        epoch_line = f"epoch {epoch + 1}/{training.epochs}, loss {epoch_loss:.4f}"
+        logger.info(epoch_line)
+        report("train", epoch + 1, training.epochs, epoch_line)
     elapsed = time.perf_counter() - started
     model.cpu().eval()
     return seen / max(elapsed, 1e-9), epoch_loss

@@ -30,6 +30,31 @@ class Counts(BaseModel, frozen=True):
     selected: int
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 duplicate', '3 duplicates'."""
+    return f"{count} {noun if count == 1 else noun + 's'}"
+
+
+def outcome(counts: Counts, note: str | None = None) -> str:
+    """One line saying what the run did, for the terminal and the flow run's final state.
+
+    Files are discovered; samples (an image, or a frame sampled from a video) are embedded
+    and selected, so a run over videos embeds more samples than it found files.
+    """
+    problems = [
+        counted(counts.corrupt, "corrupt file"),
+        counted(counts.duplicates, "duplicate"),
+        *([f"{counts.unreadable} unreadable (see unreadable.json)"] if counts.unreadable else []),
+        *([f"{counts.moved} moved"] if counts.moved else []),
+    ]
+    line = (
+        f"selected {counts.selected} of {counted(counts.embedded, 'new clean sample')} "
+        f"(a sample is an image or a video frame); {counted(counts.discovered, 'file')} found, "
+        f"{counts.new} new; {', '.join(problems)}"
+    )
+    return f"{line}. {note}" if note else line
+
+
 class SelectionSummary(BaseModel, frozen=True):
     """What was asked of selection, what it had to pick from, and how good the picks are."""
 

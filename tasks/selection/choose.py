@@ -320,8 +320,11 @@ def select_from_pool(
         note = "nothing new to select: this run has no new clean samples"
         logger.info(note)
     elif requested > candidates:
-        pool = "whole sequences hold" if sequence_length is not None else "the clean pool holds"
-        note = f"asked for {requested} samples but {pool} {candidates}: selected all of them"
+        held = "whole sequences hold only" if sequence_length is not None else "this run has only"
+        note = (
+            f"asked for {requested} samples but {held} {candidates} new clean samples: "
+            f"selected all {candidates}"
+        )
         logger.warning(note)
     elif len(picks) < requested:
         note = (

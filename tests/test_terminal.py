@@ -1,0 +1,81 @@
+"""The CLI in a real terminal: `python -m flows curate` on a pseudo-terminal, its output played
+into a terminal emulator (pyte), screen by screen, as a user would see it."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import pyte
+
+REPO = Path(__file__).resolve().parent.parent
+STAGES = ("discovering", "inspecting", "training", "exporting", "embedding", "selecting", "publishing")
+COLUMNS, LINES = 160, 200
+# A stage's row drawn to its end: count, elapsed time, then the detail.
+WHOLE_ROW = re.compile(r" \d+/(\d+|\?) (-:--:--|\d+:\d\d:\d\d) \S")
+
+
+def stage_rows(screen: pyte.Screen) -> dict[str, list[str]]:
+    """{stage: every screen line that starts with its label}."""
+    return {stage: [line for line in screen.display if line.startswith(stage + " ")] for stage in STAGES}
+
+
+def test_the_bars_list_every_stage_advance_live_and_keep_log_lines_above_them(tmp_path: Path) -> None:
+    screen = pyte.Screen(COLUMNS, LINES)
+    stream = pyte.ByteStream(screen)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": str(COLUMNS), "LINES": str(LINES)}
+    command = [sys.executable, "-m", "flows", "curate", "--source", str(REPO / "examples" / "images")]
+    process = subprocess.Popen(
+        [*command, "--output", str(tmp_path / "out"), "--n-samples", "5", "--epochs", "3"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        cwd=tmp_path,
+        env=env,
+    )
+    os.close(follower)
+    seen_while_training: list[dict[str, list[str]]] = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], 600)
+        assert ready, "the CLI printed nothing for 10 minutes"
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the CLI ended and closed the terminal
+            break
+        if not chunk:
+            break
+        stream.feed(chunk)
+        rows = stage_rows(screen)
+        # A chunk can end halfway through a redraw: only whole displays count.
+        whole = all(len(lines) == 1 and WHOLE_ROW.search(lines[0]) for lines in rows.values())
+        if whole and any("epoch 1/3" in line for line in rows["training"]):
+            seen_while_training.append(rows)
+    assert process.wait(timeout=60) == 0, "\n".join(screen.display)
+
+    # While it trained, every stage was already listed, the later ones still waiting.
+    assert seen_while_training, "the training bar never showed an epoch below every stage's row"
+    during = seen_while_training[0]
+    assert "waiting" in during["publishing"][0]
+    assert "1/3" in during["training"][0]
+
+    # At the end: each stage once, finished, with the time it took; training took seconds.
+    final = stage_rows(screen)
+    assert all(len(lines) == 1 for lines in final.values()), "\n".join(screen.display)
+    assert "3/3" in final["training"][0] or "1/1" in final["training"][0]
+    assert "0:00:00" not in final["training"][0], final["training"][0]
+    # Log lines print above the bars, whole: none is glued to a bar, none repeats a bar.
+    text = [line.rstrip() for line in screen.display if line.strip()]
+    bar_rows = [i for i, line in enumerate(text) if line.startswith(STAGES)]
+    logs = [i for i, line in enumerate(text) if "| INFO " in line]
+    assert logs and bar_rows
+    assert all("━" not in text[i] for i in logs)
+    assert bar_rows == list(range(bar_rows[0], bar_rows[0] + len(STAGES)))
+    assert any("tasks.model_runtime.training - epoch 3/3" in line for line in text)
+    assert text[-3].startswith("selected 5 of ")
+    assert not any("Traceback" in line or "database is locked" in line for line in text)
