@@ -128,7 +128,7 @@ def curate(
             embedded = inspect_and_embed(run, planned)
             chosen = choose(run, planned, embedded)
             record = finish(run, planned, embedded, chosen)
-        announce(record)
+        announce(run, record, embedded, chosen)
     # A returned state becomes the run's final one, its message shown in the UI; a caller
     # still gets the record itself (the state's data), so the declared type holds for them.
     return Completed(  # type: ignore[return-value]

@@ -31,7 +31,6 @@ from flows.record import (
     counts,
     datapool_summary,
     model_summary,
-    report_link,
     report_summary,
     selection_summary,
     summary_markdown,
@@ -46,7 +45,8 @@ from tasks.model_runtime.sessions import embedding_precision
 from tasks.model_runtime.stage import collect_embeddings, embed_queries, embed_shard, export, quantize, train
 from tasks.model_runtime.telemetry import StageTelemetry
 from tasks.publish.files import RunFiles
-from tasks.publish.stage import copy_selected, publish, record_run
+from tasks.publish.links import links_markdown
+from tasks.publish.stage import copy_selected, publish, record_run, share_results
 from tasks.records.embeddings import EmbeddingTable, ShardEmbeddings
 from tasks.records.model import OnnxModel, TrainedModel
 from tasks.records.plan import RunPlan, known_content_hashes, vanished_content
@@ -54,7 +54,7 @@ from tasks.records.run import RunRecord, outcome
 from tasks.records.samples import SampleTable, ShardInspection
 from tasks.records.selection import Selection, SelectionInputs, selected_ids
 from tasks.records.shards import Listing
-from tasks.report.stage import render_report
+from tasks.report.stage import render_gallery, render_report
 from tasks.selection.stage import remove_near_duplicates, select, selection_inputs
 from tasks.storage.shard_store import FETCHED_FOLDER, SHARDS_FOLDER, ShardStore
 from tasks.storage.uri import is_s3_uri
@@ -483,15 +483,29 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
     return final
 
 
-def announce(record: RunRecord) -> None:
-    """The run's counts, summary and report link as artifacts of the flow run."""
+def announce(run: RunContext, record: RunRecord, embedded: Embedded, chosen: Chosen) -> None:
+    """The run's counts, summary, results and picks as artifacts of the flow run.
+
+    The results open from the UI: through presigned links for an S3 output (their lifetime
+    stated), as absolute paths for a local one; the picks show as a bounded gallery.
+    """
+    config = run.config
+    links = share_results(record.artifacts or {}, config.aws_credentials, config.report.link_hours)
     create_table_artifact([record.counts.model_dump()], key="curate-counts", description="curate: counts")
-    create_markdown_artifact(summary_markdown(record), key="curate-summary", description="curate: summary")
-    report_uri = (record.artifacts or {}).get("report.html")
-    if report_uri is not None:
+    create_markdown_artifact(
+        summary_markdown(record, links), key="curate-summary", description="curate: summary"
+    )
+    create_markdown_artifact(
+        links_markdown(links), key="curate-results", description="curate: where the results are"
+    )
+    report = next((link for link in links if link.name == "report.html" and link.url), None)
+    if report is not None and report.url is not None and report.expires is not None:
         create_link_artifact(
-            report_link(report_uri),
-            link_text=f"report of run {record.run_id}",
+            report.url,
+            link_text=f"report of run {record.run_id} (link works until {report.expires:%Y-%m-%d %H:%M} UTC)",
             key="curate-report",
-            description="curate: the run report",
+            description="curate: the run report, through a presigned link",
         )
+    gallery = render_gallery(chosen.samples, chosen.selection, embedded.inspections, config.report.gallery)
+    if gallery is not None:
+        create_markdown_artifact(gallery, key="curate-gallery", description="curate: the picks")

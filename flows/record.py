@@ -5,9 +5,8 @@ The sections are built from what the phases return.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tasks.datapool.state import NextManifest, PoolStart
+from tasks.publish.links import ResultLink, links_markdown
 from tasks.records.embeddings import EmbeddingTable
 from tasks.records.model import OnnxModel, TrainedModel
 from tasks.records.plan import RunPlan
@@ -25,10 +24,9 @@ from tasks.records.run import (
 from tasks.records.samples import SampleTable
 from tasks.records.selection import Selection
 from tasks.report.data import embedded_per_second, quality_rows
-from tasks.storage.uri import is_s3_uri
 
 
-def summary_markdown(record: RunRecord) -> str:
+def summary_markdown(record: RunRecord, links: list[ResultLink]) -> str:
     """The flow run's summary artifact: counts, datapool, model, quality, time, report."""
     counts, model, pool = record.counts, record.model, record.datapool
     lines = [
@@ -75,20 +73,10 @@ def summary_markdown(record: RunRecord) -> str:
         + (f"; embedded {speed:.0f} images/s" if speed else "")
         + ".",
     ]
-    artifacts = record.artifacts or {}
-    if "report.html" in artifacts:
-        lines += ["", f"Report: [report.html]({report_link(artifacts['report.html'])})"]
+    lines += ["", links_markdown(links).replace("# Results", "## Results", 1)]
     if isinstance(record.report, ReportWritten) and record.report.pdf_note:
         lines += ["", f"No report.pdf: {record.report.pdf_note}"]
     return "\n".join(lines)
-
-
-def report_link(uri: str) -> str:
-    """Where the report opens: its s3:// URI, or a file:// URL for a local output.
-
-    Not a presigned https URL: it would expire and carry a signature into the artifact.
-    """
-    return uri if is_s3_uri(uri) else Path(uri).resolve().as_uri()
 
 
 def report_summary(files: ReportFiles | None) -> ReportWritten | ReportOff:

@@ -489,6 +489,20 @@ class ReportConfig(Section):
         description="Thumbnails a gallery shows at most (selected, near duplicates, atypical).",
     )
     seed: int = Field(0, ge=0, description="Seeds the plots' subsample.")
+    gallery: int = Field(
+        24,
+        ge=0,
+        le=200,
+        description="Picks shown as thumbnails in the flow run's `curate-gallery` artifact (0: none).",
+    )
+    link_hours: float = Field(
+        24.0,
+        ge=0,
+        le=168,
+        description="With an S3 output, the Prefect UI links to the report and the selected list "
+        "through presigned https URLs that work this many hours (S3 allows at most 168, and "
+        "temporary credentials end them sooner); 0 shows the s3:// URIs as text instead.",
+    )
 
 
 class ExecutionConfig(Section):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from playwright.sync_api import Page
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 from prefect_aws import AwsCredentials
 
 from flows.curate import curate
@@ -25,7 +29,7 @@ from tasks.records.samples import SAMPLE_SCHEMA, SampleTable
 from tasks.records.selection import Selection
 from tasks.report.build import write_report
 from tasks.report.pdf import print_pdf
-from tests.chromium import Page, open_page
+from tests.browser import open_page
 from tests.images import write_bad_files, write_scene_crops
 from tests.run_records import synthetic_record
 from tests.s3 import new_bucket, s3_admin_client, upload_folder
@@ -52,6 +56,21 @@ COUNT_LABELS = {
 }
 
 
+def artifacts(key: str | None) -> list[Any]:
+    """The Prefect artifacts with `key` (every artifact with None), newest first."""
+    with get_client(sync_client=True) as client:
+        return list(
+            client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])) if key else None,
+                sort=ArtifactSort.CREATED_DESC,
+            )
+        )
+
+
+def run_dir_of(run_json: dict[str, Any]) -> Path:
+    return Path(run_json["artifacts"]["run.json"]).parent
+
+
 @pytest.fixture(scope="module")
 def run(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("source")
@@ -67,9 +86,11 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads((run_dir(run) / "run.json").read_text()))
 
 
-@pytest.fixture(scope="module")
-def page(run: dict[str, Any]) -> Iterator[Page]:
-    with open_page((run_dir(run) / "report.html").as_uri()) as opened:
+@pytest.fixture
+def page(run: dict[str, Any], tmp_path: Path) -> Iterator[Page]:
+    # One test at a time: Playwright's sync API runs an event loop in this thread while open,
+    # and the flows other tests run must not find one there.
+    with open_page((run_dir(run) / "report.html").as_uri(), keep=tmp_path / "report.png") as opened:
         yield opened
 
 
@@ -88,12 +109,29 @@ def test_the_report_is_published_beside_the_run_and_linked(
     assert run_json["report"] == {"enabled": True, "pdf": True, "pdf_note": None}
     html = (folder / "report.html").read_text()
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
-    with get_client(sync_client=True) as client:
-        links = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curate-report"]))
-        )
-    # A link artifact's data is the markdown link: [text](url).
-    assert any(f"]({(folder / 'report.html').as_uri()})" in str(link.data) for link in links)
+    # A local output: the UI shows where the files are as text; a file:// link would do nothing.
+    [results] = [a for a in artifacts("curate-results") if str(folder) in str(a.data)]
+    assert f"- report.html: `{folder / 'report.html'}`" in str(results.data)
+    assert f"- selected_filenames.txt: `{folder / 'selected_filenames.txt'}`" in str(results.data)
+    [summary] = [a for a in artifacts("curate-summary") if run_json["run_id"] in str(a.data)]
+    assert "file://" not in str(summary.data) + str(results.data)
+    assert not [a for a in artifacts("curate-report") if str(folder) in str(a.data)]
+
+
+def test_the_picks_show_as_a_bounded_gallery_of_thumbnails(run_json: dict[str, Any], tmp_path: Path) -> None:
+    picked = (run_dir_of(run_json) / "selected_filenames.txt").read_text().splitlines()
+    galleries = [a for a in artifacts("curate-gallery") if f"of {len(picked)}" in str(a.data)]
+    gallery = str(galleries[0].data)
+    assert gallery.count('<img src="data:image/jpeg;base64,') == len(picked)
+    for name in picked:
+        assert f'alt="{name}"' in gallery
+    assert len(gallery) < 600_000
+    # It renders: every thumbnail decodes in chromium as the UI's markdown would show it.
+    page_file = tmp_path / "gallery.html"
+    page_file.write_text(f"<html><body>{gallery}</body></html>")
+    with open_page(page_file.as_uri(), keep=tmp_path / "gallery.png") as page:
+        widths = page.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
+    assert len(widths) == len(picked) and all(w > 0 for w in widths)
 
 
 def test_the_page_shows_every_section_and_the_counts_of_run_json(
@@ -129,8 +167,8 @@ def test_every_image_of_the_page_loaded(page: Page, run_json: dict[str, Any], tm
     assert sections.count("duplicates") == 2  # the copy beside the photograph it copies
     assert {"quality", "map", "metadata", "atypical"} <= set(sections)
     assert all(width > 0 and complete for _, width, complete in images), images
-    screenshot = page.screenshot(tmp_path / "report.png")
-    with Image.open(screenshot) as shot:
+    page.screenshot(path=tmp_path / "report.png", full_page=True)
+    with Image.open(tmp_path / "report.png") as shot:
         assert shot.height > 2000  # the whole page, not the window
         assert non_blank(shot)
 
@@ -259,7 +297,7 @@ def test_frames_of_videos_get_a_timeline_and_markup_in_ids_is_shown_not_run(tmp_
         assert "clips/<b>.mp4" in page.evaluate("document.getElementById('selected').innerText")
 
 
-def test_on_s3_the_report_is_in_the_bucket_linked_by_its_uri_and_holds_no_secret(
+def test_on_s3_the_report_opens_through_a_presigned_link_and_no_artifact_holds_a_secret(
     s3_endpoint: str, aws_credentials: str, tmp_path: Path
 ) -> None:
     write_scene_crops(tmp_path / "raw", per_scene=2)
@@ -285,8 +323,15 @@ def test_on_s3_the_report_is_in_the_bucket_linked_by_its_uri_and_holds_no_secret
     block = AwsCredentials.load(aws_credentials)
     for secret in (block.aws_access_key_id, block.aws_secret_access_key.get_secret_value()):
         assert secret and secret not in html
-    with get_client(sync_client=True) as client:
-        links = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curate-report"]))
-        )
-    assert any(f"]({uri})" in str(link.data) for link in links)
+    # The report opens from the UI through a presigned link whose lifetime is stated.
+    [link] = [a for a in artifacts("curate-report") if record["run_id"] in str(a.data)]
+    text, url = re.fullmatch(r"\[(.*)\]\((.*)\)", str(link.data)).groups()  # type: ignore[union-attr]
+    assert "link works until" in text
+    assert url.startswith(s3_endpoint) and "X-Amz-Expires=86400" in url
+    with urllib.request.urlopen(url) as answer:
+        assert answer.headers["Content-Type"] == "text/html"
+        assert record["run_id"] in answer.read().decode()
+    [results] = [a for a in artifacts("curate-results") if record["run_id"] in str(a.data)]
+    assert "[selected_filenames.txt](" in str(results.data) and "works until" in str(results.data)
+    every_artifact = "".join(str(a.data) + str(a.description) for a in artifacts(None))
+    assert block.aws_secret_access_key.get_secret_value() not in every_artifact

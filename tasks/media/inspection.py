@@ -208,13 +208,8 @@ def inspect_shard_files(
         written += len(batch)
     scratch.rmdir()
     corrupt = written - ok
-    logger.info(
-        "shard %d: %d clean samples (frames of %d of its files: videos), %d corrupt",
-        shard_index,
-        ok,
-        len(videos),
-        corrupt,
-    )
+    frames = f" (with the frames of {len(videos)} video{'' if len(videos) == 1 else 's'})" if videos else ""
+    logger.info("shard %d: %d clean samples%s, %d corrupt", shard_index, ok, frames, corrupt)
     return ok, corrupt
 
 

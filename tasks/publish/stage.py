@@ -8,6 +8,7 @@ from prefect import task
 
 from tasks.config import VideoConfig
 from tasks.publish.files import RunFiles, copy_selected_picks, publish_run_files, write_run_json
+from tasks.publish.links import ResultLink, result_links
 from tasks.records.run import RunRecord
 from tasks.storage.factory import open_storage
 from tasks.storage.retry import RETRY_TRANSIENT
@@ -50,3 +51,9 @@ def copy_selected(
 def record_run(output: str, aws_credentials: str | None, record: RunRecord) -> str:
     """Write the run's final record, committed or not, as its run.json (write_run_json)."""
     return write_run_json(open_storage(output, aws_credentials), record)
+
+
+@task(name="share-results", **RETRY_TRANSIENT)
+def share_results(artifacts: dict[str, str], aws_credentials: str | None, hours: float) -> list[ResultLink]:
+    """Links to the run's main files for the UI: presigned URLs on S3, paths as text locally."""
+    return result_links(artifacts, aws_credentials, hours)

@@ -13,6 +13,7 @@ from tasks.records.run import RunRecord
 from tasks.records.samples import SampleTable, ShardInspection
 from tasks.records.selection import Selection
 from tasks.report.build import write_report
+from tasks.report.gallery import gallery_markdown
 
 
 @task(name="render-report")
@@ -29,3 +30,12 @@ def render_report(
     # One image at a time: a few of each shard are shown, and a remote shard's cache is not fetched whole.
     images = {inspection.shard.index: inspection.image for inspection in inspections}
     return write_report(record, samples, table, selection, images, config, work_dir / "report")
+
+
+@task(name="render-gallery")
+def render_gallery(
+    samples: SampleTable, selection: Selection, inspections: list[ShardInspection], limit: int
+) -> str | None:
+    """The picks as a markdown gallery of thumbnails from the shards' image caches (gallery_markdown)."""
+    images = {inspection.shard.index: inspection.image for inspection in inspections}
+    return gallery_markdown(samples, selection, images, limit)

@@ -10,6 +10,7 @@ written here, never copied from a response, so no credential can reach them.
 
 from __future__ import annotations
 
+import mimetypes
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,9 @@ RETRY_CONFIG = Config(
     read_timeout=60,
     # Downloads run concurrently from a thread pool; one connection each.
     max_pool_connections=32,
+    # Presigned links are signed with SigV4 (botocore still presigns with SigV2 in some
+    # regions otherwise, which newer regions refuse).
+    signature_version="s3v4",
 )
 
 MISSING_CODES = {"NoSuchKey", "404", "NotFound", "PreconditionFailed", "412"}
@@ -285,3 +289,24 @@ class S3Storage:
                 raise_for(error, self.bucket, self._full(target_key), "copy to")
             return f"s3://{self.bucket}/{self._full(target_key)}"
         return self.write_bytes(target_key, source.read_bytes(key))
+
+
+def presigned_get_url(uri: str, aws_credentials: str | None, seconds: int) -> str:
+    """An https URL that reads the object at `uri` for `seconds`, without credentials.
+
+    Signed locally (no request is made). The browser is told the object's type from its
+    name, so report.html opens as a page rather than downloading.
+    """
+    bucket, key = split_s3_uri(uri)
+    parameters = {"Bucket": bucket, "Key": key}
+    content_type = mimetypes.guess_type(key)[0]
+    if content_type is not None:
+        parameters["ResponseContentType"] = content_type
+    try:
+        return str(
+            s3_client(aws_credentials).generate_presigned_url(
+                "get_object", Params=parameters, ExpiresIn=seconds
+            )
+        )
+    except (BotoCoreError, ClientError) as error:
+        raise_for(error, bucket, key, "sign a link to")
