@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -32,11 +32,27 @@ DEFAULT_PROPORTION = 0.1
 DEFAULT_OUTPUT_ROOT = Path("winnow-output")
 
 
+def form_choices(schema: dict[str, Any]) -> None:
+    """Make each optional choice one enum that includes null, in a model's JSON schema.
+
+    Pydantic writes `Literal[...] | None` as anyOf(enum, null), which the Prefect UI shows as
+    a free-text box behind a type switch; an enum with null in it shows as a select with an
+    empty choice, and the form still submits null for a field left empty.
+    """
+    for field in schema.get("properties", {}).values():
+        branches = field.get("anyOf", [])
+        choices = [branch for branch in branches if "enum" in branch]
+        if len(branches) == 2 and len(choices) == 1 and {"type": "null"} in branches:
+            del field["anyOf"]
+            field["enum"] = [*choices[0]["enum"], None]
+
+
 class Section(BaseModel):
     """The base of every configuration section: frozen, and unknown fields are errors."""
 
-    # A misspelt field is an error, never silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A misspelt field is an error, never silently ignored. The JSON schema is the Prefect
+    # UI's run form: a choice that may be left empty is a select there (form_choices).
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=form_choices)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -352,7 +368,7 @@ class SelectionConfig(Section):
     metadata_from_key: str | None = Field(
         None,
         description="Custom metadata from each sample's key: a regular expression with named groups, "
-        r"searched in the key; each group is a categorical METADATA key, e.g. (?P<camera>cam\d+)/.",
+        r"searched in the key; each group is a categorical METADATA key, e.g. `(?P<camera>cam\d+)/`.",
     )
     strategies: tuple[SelectionStrategy, ...] = Field(
         REPRESENTATIVE_ONLY,
@@ -368,7 +384,7 @@ class SelectionConfig(Section):
     )
     copy_selected: bool = Field(
         False,
-        description="Also copy the selected images to <output>/selected/<key> (server-side "
+        description="Also copy the selected images to `<output>/selected/<key>` (server-side "
         "when source and output are on the same S3 endpoint).",
     )
 
@@ -537,7 +553,7 @@ class ExecutionConfig(Section):
         None,
         description="Where the per-shard stages keep their results (manifests, samples tables, "
         "uint8 images, embeddings): cache, the cache_dir (one machine, or a folder every worker "
-        "mounts); output, <output>/shards (S3: workers that share no disk). Default: output with "
+        "mounts); output, `<output>/shards` (S3: workers that share no disk). Default: output with "
         "an address, cache otherwise.",
     )
 
@@ -574,7 +590,7 @@ class RunConfig(Section):
     output: str | None = Field(
         None,
         description="Folder or s3://bucket/prefix where runs and the datapool are written; "
-        "default winnow-output/<source name>.",
+        "default `winnow-output/<source name>`.",
     )
     n_samples: int | None = Field(None, ge=1, description="How many new samples to select this run.")
     proportion: float | None = Field(
@@ -599,8 +615,8 @@ class RunConfig(Section):
     )
     cache_dir: str | None = Field(
         None,
-        description="Local folder for decoded images, models and embeddings; default <output>/cache "
-        "for a local output, winnow-output/.cache/<datapool> for S3.",
+        description="Local folder for decoded images, models and embeddings; default `<output>/cache` "
+        "for a local output, `winnow-output/.cache/<datapool>` for S3.",
     )
     inputs: InputsConfig = InputsConfig()
     checks: ChecksConfig = ChecksConfig()
