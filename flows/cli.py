@@ -12,15 +12,13 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-# The first ephemeral Prefect server on a fresh machine migrates its database; Prefect's
-# default wait for it (20 s) is too short on 2 cores.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-# The ephemeral server's telemetry heartbeat can find its SQLite database locked while the
+# The temporary server's telemetry heartbeat can find its SQLite database locked while the
 # run writes, and print a traceback at start; it cannot reach its endpoint offline anyway.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Nor does winnow's CLI send Prefect's client usage data (or print its notice above the bars).
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+from flows.local_server import temporary_server
 from tasks.config import RunConfig, describe_validation_error
 from tasks.records.run import RunRecord, outcome
 
@@ -117,13 +115,16 @@ def curate_command(
 
 def run_curate(config: RunConfig, show_progress: bool) -> RunRecord:
     """Run the curate flow on `config` in this process, showing its stages unless asked not to."""
-    # Imported here: importing Prefect takes seconds, and --help should not.
-    from flows.curate import curate as curate_flow
-    from flows.terminal import stage_display
-
     parameters = {name: getattr(config, name) for name in RunConfig.model_fields}
-    with stage_display() if show_progress else nullcontext():
-        return RunRecord.model_validate(curate_flow(**parameters))
+    # Without a Prefect server to talk to, the CLI starts one that ends with it, killed or not.
+    with temporary_server():
+        # Imported here: importing Prefect takes seconds (--help should not), and its
+        # settings must see the temporary server's address.
+        from flows.curate import curate as curate_flow
+        from flows.terminal import stage_display
+
+        with stage_display() if show_progress else nullcontext():
+            return RunRecord.model_validate(curate_flow(**parameters))
 
 
 def main() -> None:

@@ -491,7 +491,12 @@ def announce(run: RunContext, record: RunRecord, embedded: Embedded, chosen: Cho
     """
     config = run.config
     links = share_results(record.artifacts or {}, config.aws_credentials, config.report.link_hours)
-    create_table_artifact([record.counts.model_dump()], key="curate-counts", description="curate: counts")
+    create_table_artifact(
+        [record.counts.model_dump()],
+        key="curate-counts",
+        description="curate: counts. Discovered and new count files; embedded and selected count "
+        "samples (an image, or a frame sampled from a video).",
+    )
     create_markdown_artifact(
         summary_markdown(record, links), key="curate-summary", description="curate: summary"
     )

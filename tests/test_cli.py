@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -93,3 +94,54 @@ def test_python_dash_m_flows_curates_a_folder(tmp_path: Path) -> None:
     ]
     assert "\x1b[" not in result.stdout
     assert "report: " in result.stdout
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_killed_cli_leaves_no_prefect_server_behind(tmp_path: Path) -> None:
+    write_scene_crops(tmp_path / "photos", per_scene=2)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PYTHONPATH": str(REPO)}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    training = "{backbone: resnet10, width: 8, input_size: 32, embedding_dim: 16, epochs: 500}"
+    (tmp_path / "run.yaml").write_text(f"training: {training}\n")
+    command = [sys.executable, "-m", "flows", "curate", "--source", str(tmp_path / "photos")]
+    cli = subprocess.Popen(
+        [*command, "--output", str(tmp_path / "out"), "--config", str(tmp_path / "run.yaml"), "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "out" / "cache").exists():  # the flow is running
+            assert time.monotonic() < deadline and cli.poll() is None, "the run never started"
+            time.sleep(0.5)
+        servers = children_of(cli.pid)
+        assert servers, "the CLI runs its flow against a server of its own"
+    finally:
+        cli.kill()
+        cli.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in servers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(alive(pid) for pid in servers), "the temporary Prefect server outlived the CLI"

@@ -182,7 +182,7 @@ def watched_run(
         "source": root / "photos",
         "output": root / "out",
         "n_samples": 500,
-        "training": TINY_TRAINING | {"epochs": 150},  # long enough to be looked at while it trains
+        "training": TINY_TRAINING | {"epochs": 400},  # long enough to be looked at while it trains
     }
     started = run_local(deployed, parameters, watch=False)
     assert started.returncode == 0, started.stdout + started.stderr
@@ -266,9 +266,9 @@ def test_while_training_the_run_page_shows_the_stage_and_a_rising_progress(
 ) -> None:
     during = watched_run["during"]
     # The state message names the stage as it starts (Details tab) ...
-    assert re.search(r"State Message\s+training: \d+ clean samples, 150 epochs", during["details"])
+    assert re.search(r"State Message\s+training: \d+ clean samples, 400 epochs", during["details"])
     # ... and the progress artifact says where training is, epoch by epoch.
-    assert re.search(r"training: epoch \d+/150, loss \d+\.\d+", during["artifacts"])
+    assert re.search(r"training: epoch \d+/400, loss \d+\.\d+", during["artifacts"])
     first, later = during["progress"]
     assert 0 < first["data"] < later["data"] < 100
 

@@ -24,6 +24,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
+from prefect_aws import AwsCredentials
 
 from flows.curate import curate
 from tasks.config import ChecksConfig
@@ -31,7 +32,7 @@ from tasks.media.inspection import inspect_sample
 from tasks.publish.files import copy_selected_images
 from tasks.storage.factory import open_storage
 from tasks.storage.interface import MissingObjectError, StorageError, contained_key
-from tasks.storage.s3 import MIB, S3Storage, s3_client
+from tasks.storage.s3 import MIB, S3Storage, boto3_session, s3_client
 from tasks.storage.uri import split_s3_uri
 from tests.images import jpeg_bytes, write_scene_crops
 from tests.s3 import new_bucket, s3_admin_client
@@ -612,3 +613,34 @@ def test_an_output_the_credentials_may_read_but_not_write_fails_before_any_work(
     ):
         curate(source=str(source), output=f"s3://{locked_s3.bucket}/curated", aws_credentials=block)
     assert [info.key for info in output.list_objects()] == []  # nothing was published
+
+
+def test_the_credentials_of_an_assumed_role_renew_before_they_expire(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block with `assume_role_arn`: the role's temporary credentials are fetched again as
+    their end nears, so a run longer than the role's session does not fail at publish."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", s3_endpoint)  # moto answers STS too
+    block = AwsCredentials(
+        aws_access_key_id="winnow-test-key",
+        aws_secret_access_key="winnow-test-secret-never-logged",
+        region_name="us-east-1",
+        assume_role_arn="arn:aws:iam::123456789012:role/winnow-curator",
+        # The shortest session STS grants: 15 minutes, inside botocore's renewal window.
+        assume_role_kwargs={"DurationSeconds": 900},
+        aws_client_parameters={"endpoint_url": s3_endpoint},
+    )
+    session = boto3_session(block)
+    first = session.get_credentials().get_frozen_credentials()
+    second = session.get_credentials().get_frozen_credentials()
+    assert first.access_key != "winnow-test-key"  # the role's, not the block's own
+    assert first.token and second.token
+    assert second.access_key != first.access_key  # renewed, not frozen for the process
+    # prefect-aws's own session keeps the first answer for good.
+    frozen = block.get_boto3_session().get_credentials()
+    assert frozen.get_frozen_credentials().access_key == frozen.get_frozen_credentials().access_key
+    # And S3 takes the renewed credentials.
+    bucket = f"winnow-{uuid.uuid4().hex[:12]}"
+    client = session.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket=bucket)
+    assert bucket in {b["Name"] for b in client.list_buckets()["Buckets"]}

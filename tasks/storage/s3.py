@@ -19,8 +19,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn, cast
 
 import boto3
+import botocore.session
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from prefect_aws import AwsCredentials
 
@@ -81,6 +83,56 @@ def load_credentials(block_name: str) -> AwsCredentials:
         ) from None
 
 
+class AssumedRoleProvider(CredentialProvider):
+    """A role's temporary credentials that botocore renews before they expire.
+
+    prefect-aws assumes a block's `assume_role_arn` once and freezes the answer into the
+    session, so a run longer than the role's session (an hour by default) failed at publish
+    with ExpiredToken. Here the same AssumeRole call is botocore's refresh function: it runs
+    again whenever the credentials come within 15 minutes of their end.
+    """
+
+    METHOD = "winnow-assume-role"
+
+    def __init__(self, credentials: AwsCredentials) -> None:
+        self.block = credentials
+
+    def assume_role_parameters(self) -> dict[str, Any]:
+        """AssumeRole's parameters as prefect-aws builds them from the block."""
+        extra = self.block.assume_role_kwargs.get_params_override()
+        return {
+            "RoleArn": self.block.assume_role_arn,
+            "RoleSessionName": f"winnow-{uuid.uuid4().hex[:8]}",
+            **extra,
+        }
+
+    def load(self) -> DeferredRefreshableCredentials:
+        """Credentials fetched on first use and again before each expiry."""
+        base = self.block.model_copy(update={"assume_role_arn": None}).get_boto3_session()
+        sts = base.client("sts")
+        parameters = self.assume_role_parameters()
+
+        def fetch() -> dict[str, str]:
+            answer = sts.assume_role(**parameters)["Credentials"]
+            return {
+                "access_key": answer["AccessKeyId"],
+                "secret_key": answer["SecretAccessKey"],
+                "token": answer["SessionToken"],
+                "expiry_time": answer["Expiration"].isoformat(),
+            }
+
+        return DeferredRefreshableCredentials(refresh_using=fetch, method=self.METHOD)
+
+
+def boto3_session(credentials: AwsCredentials) -> boto3.Session:
+    """The block's session; with `assume_role_arn`, one whose role credentials renew themselves."""
+    if not credentials.assume_role_arn:
+        return credentials.get_boto3_session()
+    core = botocore.session.get_session()
+    core.get_component("credential_provider").insert_before("env", AssumedRoleProvider(credentials))
+    return boto3.Session(botocore_session=core, region_name=credentials.region_name)
+
+
 @lru_cache(maxsize=8)
 def _client(credentials: AwsCredentials | None) -> S3Client:
     # boto3 clients are thread-safe; one per distinct credentials block content.
@@ -89,7 +141,7 @@ def _client(credentials: AwsCredentials | None) -> S3Client:
     params = credentials.aws_client_parameters.get_params_override()
     user_config = params.pop("config", None)
     config = RETRY_CONFIG.merge(user_config) if user_config else RETRY_CONFIG
-    return credentials.get_boto3_session().client("s3", config=config, **params)
+    return boto3_session(credentials).client("s3", config=config, **params)
 
 
 def s3_client(block_name: str | None) -> S3Client:
