@@ -122,9 +122,29 @@ def run_curate(config: RunConfig, show_progress: bool) -> RunRecord:
         # settings must see the temporary server's address.
         from flows.curate import curate as curate_flow
         from flows.terminal import stage_display
+        from tasks.datapool.state import DatapoolConflictError
+        from tasks.storage.interface import StorageError
 
-        with stage_display() if show_progress else nullcontext():
-            return RunRecord.model_validate(curate_flow(**parameters))
+        try:
+            with stage_display() if show_progress else nullcontext():
+                return RunRecord.model_validate(curate_flow(**parameters))
+        except (DatapoolConflictError, StorageError, ValueError) as error:
+            # What the user can act on (lost a race, a bucket, a bad source) ends the output in
+            # one line; Prefect has already logged the traceback above it.
+            drain_to_server()
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+        finally:
+            drain_to_server()
+
+
+def drain_to_server() -> None:
+    """Send the log lines and events Prefect still queues, while the temporary server is up."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all()
+    EventsWorker.drain_all()
 
 
 def main() -> None:

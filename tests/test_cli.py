@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from flows.cli import app, merge_options
 from tests.images import write_bad_files, write_scene_crops
 
 REPO = Path(__file__).resolve().parent.parent
+TINY_MODEL = "backbone: resnet10, width: 8, input_size: 32, embedding_dim: 16"
 
 
 def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -121,8 +123,7 @@ def test_a_killed_cli_leaves_no_prefect_server_behind(tmp_path: Path) -> None:
     write_scene_crops(tmp_path / "photos", per_scene=2)
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PYTHONPATH": str(REPO)}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    training = "{backbone: resnet10, width: 8, input_size: 32, embedding_dim: 16, epochs: 500}"
-    (tmp_path / "run.yaml").write_text(f"training: {training}\n")
+    (tmp_path / "run.yaml").write_text(f"training: {{{TINY_MODEL}, epochs: 500}}\n")
     command = [sys.executable, "-m", "flows", "curate", "--source", str(tmp_path / "photos")]
     cli = subprocess.Popen(
         [*command, "--output", str(tmp_path / "out"), "--config", str(tmp_path / "run.yaml"), "--quiet"],
@@ -145,3 +146,46 @@ def test_a_killed_cli_leaves_no_prefect_server_behind(tmp_path: Path) -> None:
     while any(alive(pid) for pid in servers) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not any(alive(pid) for pid in servers), "the temporary Prefect server outlived the CLI"
+
+
+def test_two_racing_runs_the_loser_gets_the_conflict_error_and_commits_nothing(tmp_path: Path) -> None:
+    """Run B opens the datapool and trains at length; run A, started meanwhile on the same
+    output, commits first. B must fail with the conflict error, its run.json saying so, and
+    the datapool must hold A's commit alone."""
+    write_scene_crops(tmp_path / "photos", per_scene=2)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PYTHONPATH": str(REPO)}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(f"training: {{{TINY_MODEL}, epochs: 600}}\n")
+    common = ["curate", "--source", str(tmp_path / "photos"), "--output", str(tmp_path / "out")]
+    loser = subprocess.Popen(
+        [sys.executable, "-m", "flows", *common, "--config", str(slow)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert loser.stdout is not None
+        for line in loser.stdout:  # piped: one line a stage as it ends
+            if line.startswith("inspecting:"):
+                break  # the datapool is open at version 0 and training begins
+        winner = run_module(*common, "--epochs", "1", "--quiet", cwd=tmp_path)
+        assert winner.returncode == 0, winner.stderr[-3000:]
+        _, errors = loser.communicate(timeout=600)
+    finally:
+        loser.kill()
+    assert loser.returncode == 1
+    last_line = errors.strip().splitlines()[-1]
+    assert re.match(
+        r"error: datapool '[^']+' moved to version 1 \(committed by run \S+\) while run", last_line
+    )
+    assert "its files stay under runs/; run again" in last_line
+    latest = json.loads((tmp_path / "out" / "latest.json").read_text())
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*/run.json")]
+    statuses = {record["run_id"]: record["status"] for record in records}
+    assert statuses[latest["run_id"]] == "committed"
+    [lost] = [record for record in records if record["run_id"] != latest["run_id"]]
+    assert lost["status"] == "conflict" and "moved to version 1" in lost["error"]
+    assert [p.name for p in (tmp_path / "out" / "datapool").glob("*/versions/*.json")] == ["00000001.json"]

@@ -14,11 +14,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 from examples.make_images import write_scene_crops
 from flows.curate import curate
 from tasks.datapool.block import Datapool
 from tasks.ingest.listing import discover_source
+from tasks.records.run import RunRecord, outcome
 from tasks.records.shards import read_listing
 from tasks.storage.interface import StorageError
 from tests.images import jpeg_bytes
@@ -140,6 +144,16 @@ def test_the_second_run_processes_only_what_is_new_or_changed(
     assert second["model"]["source"] == "the datapool's"
     assert second["model"]["onnx_sha256"] == first["model"]["onnx_sha256"]
     assert "train" not in second["timings"]
+    # Training and export had nothing to do: they count as done, and the bar ends full.
+    with get_client(sync_client=True) as client:
+        [progress] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curate-progress"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert progress.data == 100.0
+    record = RunRecord.model_validate(second)
+    assert progress.description == f"done: {outcome(record.counts, record.selection.note)}"
     pool = load_pool(bucket)
     assert (pool.version, pool.samples, pool.selected) == (2, second["counts"]["discovered"], 4 + 3)
     assert pool.model_onnx == first["artifacts"]["model.onnx"]  # embeddings stay comparable
