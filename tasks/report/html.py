@@ -202,7 +202,11 @@ def counts_section(numbers: dict[str, Any]) -> str:
         ],
         ("datapool", "before", "after"),
     )
-    return section("counts", "Counts", table(rows) + corrupt + datapool)
+    note = (
+        "Discovered and new count files; embedded and selected count samples: an image, or a "
+        "frame sampled from a video."
+    )
+    return section("counts", "Counts", table(rows) + corrupt + datapool, note)
 
 
 def quality_section(content: ReportContent) -> str:
