@@ -58,6 +58,26 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return fields
 
 
+def lightly_or_own(fields: dict[str, Any], lightly_arguments: list[str]) -> dict[str, Any]:
+    """The run's fields: as given, or mapped from a Lightly Worker configuration and arguments.
+
+    What was accepted from a Lightly configuration without a field of its own is said on
+    stderr; a key winnow cannot honour is a usage error naming it.
+    """
+    from tasks.lightly_worker import LightlyConfigError, is_lightly_config, translate, with_overrides
+
+    if not lightly_arguments and not is_lightly_config(fields):
+        return fields
+    try:
+        translation = translate(with_overrides(fields, lightly_arguments))
+    except LightlyConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    for note in translation.notes:
+        typer.echo(f"note: {note}", err=True)
+    return translation.fields
+
+
 @app.command(name="curate")
 def curate_command(
     source: Annotated[str | None, typer.Option(help="Folder or s3://bucket/prefix of images.")] = None,
@@ -83,10 +103,23 @@ def curate_command(
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     no_train: Annotated[bool, typer.Option("--no-train", help="Skip training.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No stage display.")] = False,
+    lightly_arguments: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[KEY=VALUE]...",
+            help="Lightly Worker arguments as docker run took them (selection_config.n_samples=50, "
+            "datasource.process_all=True, ...).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Curate the new images of a folder or S3 prefix: train, embed, inspect and select."""
+    """Curate the new images of a folder or S3 prefix: train, embed, inspect and select.
+
+    --config also takes a Lightly Worker configuration (worker_config, selection_config,
+    lightly_config) as it is; see the README, "Coming from the Lightly Worker".
+    """
     fields = merge_options(
-        load_config_file(config) if config else {},
+        lightly_or_own(load_config_file(config) if config else {}, lightly_arguments or []),
         {
             "source": source,
             "output": output,

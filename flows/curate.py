@@ -70,6 +70,7 @@ def curate(
     process_all: Annotated[bool, run_field("process_all")] = False,
     aws_credentials: Annotated[str | None, run_field("aws_credentials")] = None,
     cache_dir: Annotated[str | None, run_field("cache_dir")] = None,
+    output_layout: Annotated[str, run_field("output_layout")] = "winnow",
     inputs: InputsConfig = InputsConfig(),  # noqa: B008 (frozen model: a safe default)
     checks: ChecksConfig = ChecksConfig(),  # noqa: B008
     training: TrainingConfig = TrainingConfig(),  # noqa: B008
@@ -91,6 +92,7 @@ def curate(
         process_all: forget the datapool and process every sample again.
         aws_credentials: name of a prefect-aws AwsCredentials block for S3.
         cache_dir: local folder for decoded images, models and embeddings.
+        output_layout: winnow, or lightly to also write the files a Lightly Worker wrote.
         inputs: which files, and shard size.
         checks: corruption and duplicate checks.
         training: the self-supervised model and its training.
@@ -112,6 +114,7 @@ def curate(
         process_all=process_all,
         aws_credentials=aws_credentials,
         cache_dir=cache_dir,
+        output_layout=output_layout,
         inputs=inputs,
         checks=checks,
         training=training,

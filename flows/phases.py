@@ -443,6 +443,7 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
             record,
             config.video,
             run.cache,
+            config.output_layout,
         )
         run.progress.update("publish", 1, 1, "published")
     artifacts = dict(record.artifacts or {})

@@ -12,3 +12,7 @@ fi
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 # bench: the peers benchmarks/quality.py compares with; its parts are tested too.
 .venv/bin/python -m pip install --quiet -e ".[test,bench]"
+# The lightly package's own loader reads the Lightly layout back in the tests. Without its
+# dependencies: they include torchvision (a 5.5 GB CUDA build here), and the loader needs
+# numpy alone.
+.venv/bin/python -m pip install --quiet --no-deps "lightly==1.6.0"

@@ -618,6 +618,12 @@ class RunConfig(Section):
         description="Local folder for decoded images, models and embeddings; default `<output>/cache` "
         "for a local output, `winnow-output/.cache/<datapool>` for S3.",
     )
+    output_layout: Literal["winnow", "lightly"] = Field(
+        "winnow",
+        description="lightly: also write the Lightly Worker's output files into each run's folder, "
+        "under `lightly/` (data/embeddings.csv, filenames/corrupt_filenames.txt, "
+        "sampled_filenames_excluding_datapool.txt, report.json), for scripts that read them.",
+    )
     inputs: InputsConfig = InputsConfig()
     checks: ChecksConfig = ChecksConfig()
     training: TrainingConfig = TrainingConfig()

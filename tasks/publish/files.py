@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
@@ -35,6 +36,9 @@ from tasks.records.shards import Listing, read_listing
 from tasks.storage.interface import MissingObjectError, Storage, UnreadableObjectError, contained_key
 
 logger = logging.getLogger(__name__)
+
+# Where output_layout lightly puts the Lightly Worker's files inside a run's folder.
+LIGHTLY_FOLDER = "lightly"
 
 SELECTED_FOLDER = "selected"
 RUN_JSON = "run.json"
@@ -105,6 +109,43 @@ def lightly_csv(embeddings: EmbeddingTable) -> bytes:
     return text.getvalue().encode()
 
 
+def lightly_layout(files: RunFiles, record: RunRecord, selected: bytes) -> dict[str, bytes]:
+    """The Lightly Worker's output files, under `lightly/` (output_layout: lightly).
+
+    Named and laid out as the worker wrote them into its output directory, for the scripts
+    a Lightly user already has: `data/embeddings.csv` (this run's clean samples),
+    `filenames/corrupt_filenames.txt`, `sampled_filenames_excluding_datapool.txt` (this
+    run's picks) and `report.json` with the worker's keys where winnow has the figure.
+    """
+    rows = pq.read_table(files.samples.path, columns=["id", "status"])
+    corrupt = rows.filter(pc.equal(rows["status"], STATUS_CORRUPT))["id"].to_pylist()
+    return {
+        f"{LIGHTLY_FOLDER}/data/embeddings.csv": lightly_csv(files.embeddings),
+        f"{LIGHTLY_FOLDER}/filenames/corrupt_filenames.txt": "".join(
+            f"{one_line(i)}\n" for i in corrupt
+        ).encode(),
+        f"{LIGHTLY_FOLDER}/sampled_filenames_excluding_datapool.txt": selected,
+        f"{LIGHTLY_FOLDER}/report.json": json.dumps(lightly_report(record), indent=2).encode(),
+    }
+
+
+def lightly_report(record: RunRecord) -> dict[str, object]:
+    """report.json in the Lightly layout: the worker's names for the figures winnow has."""
+    counts = record.counts
+    return {
+        "n_samples_total": counts.discovered,
+        "n_samples_new": counts.new,
+        "n_corrupt_samples": counts.corrupt,
+        "n_duplicate_samples": counts.duplicates,
+        "n_samples_embedded": counts.embedded,
+        "n_samples_selected": counts.selected,
+        "n_samples_in_datapool_before": record.datapool.samples_before,
+        "n_samples_selected_in_datapool_before": record.datapool.selected_before,
+        "selection_config": record.config["selection"],
+        "run_id": record.run_id,
+    }
+
+
 def selected_filenames(selection: Selection) -> bytes:
     r"""selected_filenames.txt: the selected samples' ids, one a line.
 
@@ -154,8 +195,11 @@ def publish_run_files(
     record: RunRecord,
     video: VideoConfig,
     scratch: Path,
+    layout: str = "winnow",
 ) -> RunRecord:
     """Write every file of the run and the selected frames as images, then run.json.
+
+    With `layout` lightly, the Lightly Worker's files too (lightly_layout).
 
     run.json (with the artifact URIs) comes last, saying `published`: the datapool is not
     committed yet. Copies of the selected images wait for the commit (copy_selected_picks).
@@ -172,6 +216,8 @@ def publish_run_files(
         "embeddings.csv": lightly_csv(files.embeddings),
         "selected_filenames.txt": selected_filenames(files.selection),
     }
+    if layout == "lightly":
+        blobs |= lightly_layout(files, record, blobs["selected_filenames.txt"])
     uploads = {
         "embeddings.parquet": Path(files.embeddings.path),
         "selection.parquet": Path(files.selection.path),

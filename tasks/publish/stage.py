@@ -24,6 +24,7 @@ def publish(
     record: RunRecord,
     video: VideoConfig,
     cache_dir: Path,
+    layout: str = "winnow",
 ) -> RunRecord:
     """Write the run's files to the output; the record as published (publish_run_files)."""
     return publish_run_files(
@@ -34,6 +35,7 @@ def publish(
         record,
         video,
         cache_dir / "downloads",
+        layout,
     )
 
 
