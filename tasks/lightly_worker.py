@@ -104,15 +104,8 @@ def translate(document: Mapping[str, Any]) -> Translation:
     """
     translation = Translation()
     translation.set("output_layout", "lightly")
-    for section, apply in (
-        ("worker_config", worker_fields),
-        ("selection_config", selection_fields),
-        ("lightly_config", training_fields),
-    ):
-        values = document.get(section) or {}
-        if not isinstance(values, Mapping):
-            raise LightlyConfigError(section, "must be a mapping of keys")
-        apply(values, translation)
+    for section in LIGHTLY_SECTIONS:
+        walk(section, document.get(section) or {}, translation)
     own = {key: value for key, value in document.items() if key not in LIGHTLY_SECTIONS}
     translation.fields = merge(translation.fields, own)
     return translation
@@ -129,151 +122,159 @@ def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def accept(path: str, value: Any, expected: Any, note: str, translation: Translation) -> None:
-    """A key whose only honourable value is what winnow does anyway."""
-    if value != expected:
-        raise LightlyConfigError(path, note)
-    translation.notes.append(f"{path}: {value!r} is what winnow does")
-
-
-def worker_fields(worker: Mapping[str, Any], translation: Translation) -> None:
-    """worker_config: duplicates, relevant files, sequences, the datasource and the checks."""
-    for key, value in worker.items():
-        path = f"worker_config.{key}"
-        if key == "remove_exact_duplicates":
-            translation.set("checks.remove_exact_duplicates", value)
-        elif key == "relevant_filenames_file":
-            translation.set("inputs.relevant_filenames", value)
-        elif key == "selected_sequence_length":
-            translation.set("video.sequence_length", None if value == 1 else value)
-        elif key == "enable_corruptness_check":
-            accept(
-                path,
-                value,
-                True,
-                "winnow always checks: a file it cannot decode is never embedded",
-                translation,
-            )
-        elif key == "use_datapool":
-            accept(
-                path,
-                value,
-                True,
-                "winnow always keeps a datapool; use --process-all to start over",
-                translation,
-            )
-        elif key == "pretagging":
-            accept(path, value, False, "winnow has no pretagging model", translation)
-        elif key == "enable_training":
-            translation.set("training.enabled", True)
-            if value is not True:
-                translation.notes.append(
-                    f"{path}: {value!r}: winnow has no pretrained weights, so it trains its own model "
-                    "(training.enabled; training.checkpoint embeds with a given one)"
-                )
-        elif key == "checkpoint":
-            translation.set("training.checkpoint", value)
-        elif key == "datapool":
-            for name, setting in (value or {}).items():
-                if name == "name":
-                    translation.set("datapool", setting)
-                else:
-                    raise LightlyConfigError(
-                        f"{path}.{name}", "winnow's datapool takes a name only (--datapool)"
-                    )
-        elif key == "stopping_condition":
-            stopping_fields(value or {}, translation)
-        elif key == "method":
-            accept(
-                path,
-                value,
-                "coreset",
-                "winnow's coreset is a DIVERSITY strategy; see selection.strategies",
-                translation,
-            )
-            translation.set("selection.strategies", [{"strategy": {"type": "DIVERSITY"}}])
-        elif key in {"token", "worker"}:
-            raise LightlyConfigError(
-                path, "the Lightly platform's token and worker id: winnow needs neither; leave them out"
-            )
-        elif key == "shutdown_when_job_finished":
-            translation.notes.append(f"{path}: a winnow run always ends when its job does")
-        elif key == "datasource":
-            datasource_fields(value or {}, translation)
-        elif key == "object_level":
-            raise LightlyConfigError(
-                path, "object-level selection is not supported: crop the objects into images and curate those"
-            )
-        elif key == "corruptness_check":
-            raise LightlyConfigError(
-                path,
-                "winnow has no partial-corruption threshold: a file is corrupt when it does not decode "
-                "whole; leave the key out",
-            )
+def walk(prefix: str, values: Any, translation: Translation) -> None:
+    """Map every key of the section `prefix` by the tables below, or fail naming it."""
+    if not isinstance(values, Mapping):
+        raise LightlyConfigError(prefix, "must be a mapping of keys")
+    for key, value in values.items():
+        path = f"{prefix}.{key}"
+        if path in SECTIONS:
+            walk(path, value or {}, translation)
+        elif path in RENAMED:
+            translation.set(RENAMED[path], value)
+        elif path in MAPPED:
+            MAPPED[path](path, value, translation)
+        elif path in WHAT_WINNOW_DOES:
+            expected, why_not = WHAT_WINNOW_DOES[path]
+            if value != expected:
+                raise LightlyConfigError(path, why_not)
+            translation.notes.append(f"{path}: {value!r} is what winnow does")
+        elif path in DECIDED_BY_WINNOW:
+            translation.notes.append(f"{path}: {DECIDED_BY_WINNOW[path]}")
+        elif path in REFUSED:
+            raise LightlyConfigError(path, REFUSED[path])
         else:
             raise LightlyConfigError(
                 path, "not a key winnow knows; see README, 'Coming from the Lightly Worker'"
             )
 
 
-def stopping_fields(stopping: Mapping[str, Any], translation: Translation) -> None:
-    """The old worker's stopping_condition: how many (a count, or a share below 1), and a distance."""
-    for key, value in stopping.items():
-        path = f"worker_config.stopping_condition.{key}"
-        if key == "n_samples" and isinstance(value, float) and 0 < value < 1:
-            translation.set("proportion", value)
-        elif key == "n_samples" and value != -1:
-            translation.set("n_samples", value)
-        elif key == "min_distance" and value != -1:
-            translation.set("selection.min_distance", value)
-            translation.set("selection.strategies", [{"strategy": {"type": "DIVERSITY"}}])
-        elif key not in {"n_samples", "min_distance"}:
-            raise LightlyConfigError(path, "not a stopping condition winnow knows (n_samples, min_distance)")
+def sequence_length(path: str, value: Any, translation: Translation) -> None:
+    """selected_sequence_length: 1 (the worker's default) is no sequences."""
+    translation.set("video.sequence_length", None if value == 1 else value)
 
 
-def datasource_fields(datasource: Mapping[str, Any], translation: Translation) -> None:
-    """worker_config.datasource: process_all, and the Lightly platform's keys (errors)."""
-    for key, value in datasource.items():
-        path = f"worker_config.datasource.{key}"
-        if key == "process_all":
-            translation.set("process_all", value)
-        elif key == "bypass_verify":
-            accept(
-                path, value, False, "winnow always checks access to the output before any work", translation
-            )
-        elif key == "enable_datapool_update":
-            accept(path, value, True, "a winnow run always commits its datapool", translation)
-        elif key in {"id", "dataset_id", "token"}:
-            raise LightlyConfigError(
-                path,
-                "a Lightly platform datasource: give the bucket as --source s3://bucket/prefix, the output "
-                "as --output, and credentials as an AwsCredentials block (--aws-credentials)",
-            )
-        else:
-            raise LightlyConfigError(path, "not a datasource key winnow knows")
+def training_enabled(path: str, value: Any, translation: Translation) -> None:
+    """enable_training: winnow has no pretrained weights, so it trains either way."""
+    translation.set("training.enabled", True)
+    if value is not True:
+        translation.notes.append(
+            f"{path}: {value!r}: winnow has no pretrained weights, so it trains its own model "
+            "(training.enabled; training.checkpoint embeds with a given one)"
+        )
 
 
-def selection_fields(selection: Mapping[str, Any], translation: Translation) -> None:
-    """selection_config: how many, and the strategies."""
-    for key, value in selection.items():
-        path = f"selection_config.{key}"
-        if key == "n_samples":
-            translation.set("n_samples", value)
-        elif key == "proportion_samples":
-            translation.set("proportion", value)
-        elif key == "strategies":
-            if not isinstance(value, list):
-                raise LightlyConfigError(path, "must be a list of {input, strategy}")
-            rules = [strategy(rule, f"{path}.{index}") for index, rule in enumerate(value)]
-            translation.set("selection.strategies", rules)
-            for rule in value:
-                # Lightly's DIVERSITY stops at a distance; winnow's min_distance is that stop,
-                # for the run's DIVERSITY strategy.
-                distance = (rule.get("strategy") or {}).get("stopping_condition_minimum_distance")
-                if distance is not None:
-                    translation.set("selection.min_distance", distance)
-        else:
-            raise LightlyConfigError(path, "not a selection_config key winnow knows")
+def coreset(path: str, value: Any, translation: Translation) -> None:
+    """The old worker's `method: coreset` is DIVERSITY."""
+    if value != "coreset":
+        raise LightlyConfigError(path, "winnow's methods are selection.strategies; coreset is DIVERSITY")
+    translation.set("selection.strategies", [{"strategy": {"type": "DIVERSITY"}}])
+
+
+def stopping_samples(path: str, value: Any, translation: Translation) -> None:
+    """The old worker's stopping_condition.n_samples: a count, a share below 1, or -1 (unset)."""
+    if isinstance(value, float) and 0 < value < 1:
+        translation.set("proportion", value)
+    elif value != -1:
+        translation.set("n_samples", value)
+
+
+def stopping_distance(path: str, value: Any, translation: Translation) -> None:
+    """The old worker's stopping_condition.min_distance (-1: unset), for its coreset."""
+    if value != -1:
+        coreset(path, "coreset", translation)
+        translation.set("selection.min_distance", value)
+
+
+def strategies(path: str, value: Any, translation: Translation) -> None:
+    """selection_config.strategies, each in winnow's spelling; a DIVERSITY stop becomes min_distance."""
+    if not isinstance(value, list):
+        raise LightlyConfigError(path, "must be a list of {input, strategy}")
+    translation.set("selection.strategies", [strategy(rule, f"{path}.{i}") for i, rule in enumerate(value)])
+    for rule in value:
+        distance = (rule.get("strategy") or {}).get("stopping_condition_minimum_distance")
+        if distance is not None:  # Lightly's DIVERSITY stops there; winnow's min_distance is that stop
+            translation.set("selection.min_distance", distance)
+
+
+def backbone(path: str, value: Any, translation: Translation) -> None:
+    """lightly_config.model.name: the ResNets winnow trains."""
+    if value not in BACKBONES:
+        raise LightlyConfigError(path, f"{value!r}: winnow trains {', '.join(BACKBONES)}")
+    translation.set("training.backbone", BACKBONES[value])
+
+
+# The sections walked key by key; every other key is looked up in the tables below.
+SECTIONS = frozenset(
+    {
+        "worker_config.datasource",
+        "worker_config.datapool",
+        "worker_config.stopping_condition",
+        *(f"lightly_config.{part}" for part in ("trainer", "loader", "model", "collate", "criterion")),
+    }
+)
+# Lightly keys that are winnow fields under another name.
+RENAMED = {
+    "worker_config.remove_exact_duplicates": "checks.remove_exact_duplicates",
+    "worker_config.relevant_filenames_file": "inputs.relevant_filenames",
+    "worker_config.checkpoint": "training.checkpoint",
+    "worker_config.datapool.name": "datapool",
+    "worker_config.datasource.process_all": "process_all",
+    "selection_config.n_samples": "n_samples",
+    "selection_config.proportion_samples": "proportion",
+    "lightly_config.trainer.max_epochs": "training.epochs",
+    "lightly_config.loader.batch_size": "training.batch_size",
+    "lightly_config.model.out_dim": "training.embedding_dim",
+    "lightly_config.collate.input_size": "training.input_size",
+    "lightly_config.criterion.temperature": "training.temperature",
+}
+# Lightly keys whose mapping is more than a new name.
+MAPPED = {
+    "worker_config.selected_sequence_length": sequence_length,
+    "worker_config.enable_training": training_enabled,
+    "worker_config.method": coreset,
+    "worker_config.stopping_condition.n_samples": stopping_samples,
+    "worker_config.stopping_condition.min_distance": stopping_distance,
+    "selection_config.strategies": strategies,
+    "lightly_config.model.name": backbone,
+}
+# Keys whose one honourable value is what winnow does anyway: (that value, why no other).
+WHAT_WINNOW_DOES = {
+    "worker_config.enable_corruptness_check": (
+        True,
+        "winnow always checks: a file it cannot decode is never embedded",
+    ),
+    "worker_config.use_datapool": (True, "winnow always keeps a datapool; use --process-all to start over"),
+    "worker_config.pretagging": (False, "winnow has no pretagging model"),
+    "worker_config.datasource.bypass_verify": (
+        False,
+        "winnow always checks access to the output before any work",
+    ),
+    "worker_config.datasource.enable_datapool_update": (True, "a winnow run always commits its datapool"),
+}
+# Keys about the machine or the worker's life, which winnow decides for itself.
+DECIDED_BY_WINNOW = {
+    "worker_config.shutdown_when_job_finished": "a winnow run always ends when its job does",
+    "lightly_config.loader.num_workers": "winnow sizes its workers to the machine",
+    "lightly_config.trainer.gpus": "winnow trains on the GPU when there is one (training.device)",
+    "lightly_config.trainer.precision": "winnow picks the training precision for the device",
+}
+PLATFORM_DATASOURCE = (
+    "a Lightly platform datasource: give the bucket as --source s3://bucket/prefix, the output as "
+    "--output, and credentials as an AwsCredentials block (--aws-credentials)"
+)
+# Keys of the Lightly platform, or of what winnow does not do: what to use instead.
+REFUSED = {
+    "worker_config.token": "the Lightly platform's token: winnow needs none; leave it out",
+    "worker_config.worker": "the Lightly platform's worker id: winnow needs none; leave it out",
+    "worker_config.datasource.id": PLATFORM_DATASOURCE,
+    "worker_config.datasource.dataset_id": PLATFORM_DATASOURCE,
+    "worker_config.datapool.dataset_id": "a Lightly dataset: winnow's datapool is named (--datapool)",
+    "worker_config.object_level": "object-level selection is not supported: crop the objects into images "
+    "and curate those",
+    "worker_config.corruptness_check": "winnow has no partial-corruption threshold: a file is corrupt when "
+    "it does not decode whole; leave the key out",
+}
 
 
 def strategy(rule: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -353,30 +354,3 @@ def strategy_rule(given: Mapping[str, Any], path: str) -> dict[str, Any]:
         if "threshold" in rule:
             rule["value"] = rule.pop("threshold")
     return rule
-
-
-def training_fields(lightly: Mapping[str, Any], translation: Translation) -> None:
-    """lightly_config: epochs, batch size, backbone, embedding size, input size, temperature."""
-    honoured = {
-        ("trainer", "max_epochs"): "training.epochs",
-        ("loader", "batch_size"): "training.batch_size",
-        ("model", "out_dim"): "training.embedding_dim",
-        ("collate", "input_size"): "training.input_size",
-        ("criterion", "temperature"): "training.temperature",
-    }
-    machine = {("loader", "num_workers"), ("trainer", "gpus"), ("trainer", "precision")}
-    for section, values in lightly.items():
-        if not isinstance(values, Mapping):
-            raise LightlyConfigError(f"lightly_config.{section}", "must be a mapping of keys")
-        for key, value in values.items():
-            path = f"lightly_config.{section}.{key}"
-            if (section, key) in honoured:
-                translation.set(honoured[section, key], value)
-            elif (section, key) == ("model", "name"):
-                if value not in BACKBONES:
-                    raise LightlyConfigError(path, f"{value!r}: winnow trains {', '.join(BACKBONES)}")
-                translation.set("training.backbone", BACKBONES[value])
-            elif (section, key) in machine:
-                translation.notes.append(f"{path}: winnow sizes its workers and precision to the machine")
-            else:
-                raise LightlyConfigError(path, "not a training key winnow knows (see training.* instead)")

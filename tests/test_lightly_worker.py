@@ -110,7 +110,7 @@ def test_docker_style_arguments_override_the_file(tmp_path: Path) -> None:
     ("document", "named", "instead"),
     [
         ({"worker_config": {"datasource": {"id": "6401d4534d"}}}, "worker_config.datasource.id", "--source"),
-        ({"worker_config": {"token": "MY_TOKEN"}}, "worker_config.token", "leave them out"),
+        ({"worker_config": {"token": "MY_TOKEN"}}, "worker_config.token", "leave it out"),
         (
             {
                 "selection_config": {
