@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -160,6 +161,7 @@ def read_lightly_layout(folder: Path) -> dict[str, Any]:
         "labels": labels,
         "filenames": filenames,
         "corrupt": (folder / "filenames" / "corrupt_filenames.txt").read_text().splitlines(),
+        "duplicates": (folder / "filenames" / "duplicate_filenames.txt").read_text().splitlines(),
         "sampled": (folder / "sampled_filenames_excluding_datapool.txt").read_text().splitlines(),
         "report": json.loads((folder / "report.json").read_text()),
     }
@@ -170,6 +172,7 @@ def test_the_cli_runs_the_example_lightly_configuration_and_writes_the_lightly_l
     arguments that shrink the training for this machine."""
     good = write_scene_crops(tmp_path / "photos", per_scene=3)
     bad = write_bad_files(tmp_path / "photos")
+    shutil.copyfile(tmp_path / "photos" / good[0], tmp_path / "photos" / "zz-copy.jpg")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "flows", "curate", "--source", str(tmp_path / "photos")]
     command += ["--output", str(tmp_path / "out"), "--config", str(REPO / "examples" / "lightly_worker.json")]
@@ -202,6 +205,7 @@ def test_the_cli_runs_the_example_lightly_configuration_and_writes_the_lightly_l
     assert np.allclose(np.linalg.norm(layout["embeddings"], axis=1), 1.0, atol=1e-4)
     assert set(layout["labels"]) == {0}
     assert sorted(layout["corrupt"]) == sorted(bad)
+    assert layout["duplicates"] == ["zz-copy.jpg"]
     selected = Path(record["artifacts"]["selected_filenames.txt"]).read_text().splitlines()
     assert layout["sampled"] == selected and len(selected) == 5
     assert layout["report"]["n_samples_selected"] == 5

@@ -114,16 +114,20 @@ def lightly_layout(files: RunFiles, record: RunRecord, selected: bytes) -> dict[
 
     Named and laid out as the worker wrote them into its output directory, for the scripts
     a Lightly user already has: `data/embeddings.csv` (this run's clean samples),
-    `filenames/corrupt_filenames.txt`, `sampled_filenames_excluding_datapool.txt` (this
+    `filenames/corrupt_filenames.txt`, `filenames/duplicate_filenames.txt` (exact and near
+    duplicates), `sampled_filenames_excluding_datapool.txt` (this
     run's picks) and `report.json` with the worker's keys where winnow has the figure.
     """
     rows = pq.read_table(files.samples.path, columns=["id", "status"])
-    corrupt = rows.filter(pc.equal(rows["status"], STATUS_CORRUPT))["id"].to_pylist()
+
+    def listed(status: str) -> bytes:
+        ids = rows.filter(pc.equal(rows["status"], status))["id"].to_pylist()
+        return "".join(f"{one_line(sample_id)}\n" for sample_id in ids).encode()
+
     return {
         f"{LIGHTLY_FOLDER}/data/embeddings.csv": lightly_csv(files.embeddings),
-        f"{LIGHTLY_FOLDER}/filenames/corrupt_filenames.txt": "".join(
-            f"{one_line(i)}\n" for i in corrupt
-        ).encode(),
+        f"{LIGHTLY_FOLDER}/filenames/corrupt_filenames.txt": listed(STATUS_CORRUPT),
+        f"{LIGHTLY_FOLDER}/filenames/duplicate_filenames.txt": listed(STATUS_DUPLICATE),
         f"{LIGHTLY_FOLDER}/sampled_filenames_excluding_datapool.txt": selected,
         f"{LIGHTLY_FOLDER}/report.json": json.dumps(lightly_report(record), indent=2).encode(),
     }
