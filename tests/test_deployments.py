@@ -114,7 +114,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def deployed(server: Server) -> Server:
-    for pool, kind in (("winnow-process", "process"), ("winnow-docker", "docker")):
+    pools = (("winnow-process", "process"), ("winnow-docker", "docker"), ("winnow-gpu", "process"))
+    for pool, kind in pools:
         created = server.cli("work-pool", "create", pool, "--type", kind)
         assert created.returncode == 0, created.stdout + created.stderr
     result = server.cli("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
@@ -216,6 +217,26 @@ def watched_run(
         "output": root / "out",
         "during": {"details": details, "artifacts": artifacts_tab, "progress": [first, later]},
     }
+
+
+def test_deploy_creates_the_four_deployments_with_their_settings(deployed: Server) -> None:
+    deployments = {d["name"]: d for d in deployed.api("POST", "/deployments/filter", {})}
+    assert set(deployments) == {"local", "nightly", "gpu", "gpu-standing"}
+    nightly = deployments["nightly"]
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    assert nightly["global_concurrency_limit"]["limit"] == 1
+    assert nightly["parameters"]["datapool"] == "nightly"
+    gpu = deployments["gpu"]
+    assert gpu["work_pool_name"] == "winnow-docker"
+    requests = gpu["job_variables"]["container_create_kwargs"]["device_requests"]
+    assert requests == [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
+    assert gpu["job_variables"]["image_pull_policy"] == "IfNotPresent"
+    assert deployments["gpu-standing"]["work_pool_name"] == "winnow-gpu"
+    # The run form: every parameter with its description, defaults where there are any.
+    schema = deployments["local"]["parameter_openapi_schema"]["properties"]
+    assert {"source", "n_samples", "datapool", "process_all", "aws_credentials", "training"} <= set(schema)
+    assert "folder or s3://bucket/prefix" in schema["source"]["description"]
+    assert schema["process_all"]["default"] is False
 
 
 def test_a_deployment_run_completes_on_a_process_worker(
