@@ -154,8 +154,12 @@ class TrainingConfig(Section):
 class EmbeddingConfig(Section):
     """How ONNX Runtime embeds the samples with the model."""
 
-    batch_size: int = Field(
-        64, ge=1, le=8192, description="Fixed batch shape; the last batch is padded to it."
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=8192,
+        description="Fixed batch shape; the last batch is padded to it. Default: 256 on a GPU "
+        "(smaller batches leave it waiting on launches), 64 on the CPU.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="ONNX Runtime execution provider: CUDA when usable under auto."

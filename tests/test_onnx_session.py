@@ -13,8 +13,11 @@ from tasks.config import EmbeddingConfig
 from tasks.model_runtime.gpu import nvidia_gpu_count
 from tasks.model_runtime.sessions import (
     CPU,
+    CPU_BATCH,
     CUDA,
+    GPU_BATCH,
     TENSORRT,
+    embedding_batch_size,
     embedding_precision,
     open_session,
     provider_options,
@@ -105,3 +108,13 @@ def test_cuda_never_searches_convolutions_per_shape_and_graphs_only_when_asked(t
     assert plain["enable_cuda_graph"] == "0"
     assert provider_options(CUDA, path, shape, fp16=True, cuda_graph=True)["enable_cuda_graph"] == "1"
     assert provider_options(CPU, path, shape, fp16=False, cuda_graph=False) == {}
+
+
+def test_the_default_batch_follows_the_device(model_path: Path) -> None:
+    """No batch_size given: 64 where the CPU provider runs (this machine has no GPU); a GPU
+    provider would get 256 (embedding_batch_size)."""
+    session = open_session(str(model_path), EmbeddingConfig(device="auto", precision="fp32"))
+    assert (session.provider, session.batch_size) == (CPU, CPU_BATCH) == (CPU, 64)
+    assert embedding_batch_size("cpu") == CPU_BATCH and GPU_BATCH >= 256
+    first = images(70)  # one full default batch and a padded one
+    np.testing.assert_allclose(session.embed(first), plain_run(model_path, first), atol=1e-5)

@@ -46,9 +46,17 @@ def tensorrt_installed() -> bool:
 def requested_providers(device: str) -> list[str]:
     """The providers to ask for on `device` (auto, cpu or cuda), best first, the CPU last."""
     available = ort.get_available_providers()
-    usable = CUDA in available and nvidia_gpu_count() > 0
+    gpus = nvidia_gpu_count()
+    usable = CUDA in available and gpus > 0
     if device == "cuda" and not usable:
         logger.warning("embedding.device is cuda but no usable CUDA GPU was found: embedding on the CPU")
+    elif device == "auto" and gpus > 0 and CUDA not in available:
+        # The machine has a GPU, and the run would quietly be many times slower without it.
+        logger.warning(
+            "this machine has %d NVIDIA GPU(s) but ONNX Runtime has no CUDA provider (is onnxruntime "
+            "installed instead of onnxruntime-gpu?): embedding on the CPU",
+            gpus,
+        )
     if device not in ("cuda", "auto") or not usable:
         return [CPU]
     return [TENSORRT, CUDA, CPU] if TENSORRT in available and tensorrt_installed() else [CUDA, CPU]
@@ -184,8 +192,12 @@ def _cached_session(
         providers=[(p, provider_options(p, path, batch_shape, fp16, graph)) for p in providers],
     )
     used = session.get_providers()[0]
-    if device == "cuda" and used not in GPU_PROVIDERS:
-        logger.warning("embedding.device is cuda but ONNX Runtime could not use it: embedding on the CPU")
+    if providers != [CPU] and used not in GPU_PROVIDERS:
+        logger.warning(
+            "embedding.device is %s and a GPU is here, but ONNX Runtime could not use it (are CUDA "
+            "and cuDNN installed?): embedding on the CPU",
+            device,
+        )
     elif used == CUDA and TENSORRT in providers:
         logger.warning("TensorRT is installed but ONNX Runtime could not use it: embedding with CUDA")
     return BoundSession(session, batch_size)
@@ -199,5 +211,15 @@ def open_session(model_path: str, config: EmbeddingConfig, threads: int | None =
     """
     threads = config.num_threads or threads or os.cpu_count() or 1
     fp16 = embedding_precision(config) == "fp16"
+    batch_size = config.batch_size or embedding_batch_size(config.device)
     with _session_lock:
-        return _cached_session(model_path, config.device, threads, config.batch_size, fp16, config.cuda_graph)
+        return _cached_session(model_path, config.device, threads, batch_size, fp16, config.cuda_graph)
+
+
+# Batches a GPU needs to stay busy between kernel launches; on the CPU larger ones buy nothing.
+GPU_BATCH, CPU_BATCH = 256, 64
+
+
+def embedding_batch_size(device: str) -> int:
+    """The default batch: GPU_BATCH where a GPU provider will run, CPU_BATCH otherwise."""
+    return GPU_BATCH if requested_providers(device) != [CPU] else CPU_BATCH
