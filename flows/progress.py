@@ -8,6 +8,7 @@ each listening sink gets every report.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from prefect.runtime import flow_run
 from prefect.states import Running
 
 from tasks.progress import StageReport
+
+logger = logging.getLogger(__name__)
 
 # How much of a run each stage takes, roughly, on a CPU: weights of the overall bar.
 STAGE_WEIGHTS = {
@@ -111,15 +114,26 @@ class RunProgress:
         """Record the report, show it in the UI (throttled within a stage) and tell every sink."""
         self._fraction[report.stage] = report.done / report.total if report.total else 1.0
         new_stage = report.stage != self._stage
-        if new_stage:
-            self._stage = report.stage
-            show_state_message(stage_text(report))
         now = time.monotonic()
-        if new_stage or report.done == report.total or now - self._shown_at >= MIN_SECONDS_BETWEEN_UPDATES:
-            self._shown_at = now
-            update_progress_artifact(self._artifact, self.percent, description=stage_text(report))
+        due = new_stage or report.done == report.total or now - self._shown_at >= MIN_SECONDS_BETWEEN_UPDATES
+        if due:
+            self._stage, self._shown_at = report.stage, now
+            self._show(stage_text(report), new_stage)
         for sink in _sinks:
             sink(report)
+
+    def _show(self, text: str, new_stage: bool) -> None:
+        """The artifact (and at a new stage the state message) say `text`.
+
+        The UI is where a run is watched, not what it does: a server that fails to answer
+        costs a warning, never the run.
+        """
+        try:
+            if new_stage:
+                show_state_message(text)
+            update_progress_artifact(self._artifact, self.percent, description=text)
+        except Exception as error:  # any client or server failure
+            logger.warning("could not show the run's progress in the Prefect UI: %s", type(error).__name__)
 
     def complete(self, message: str) -> None:
         """The run ended: stages it had no work for count as done, so the bar ends at 100%.
