@@ -1,6 +1,6 @@
 """What this Python lacks of winnow's requirements for the GPU benchmarks, one pip
-requirement a line (pyproject.toml's dependencies and its test extra, which has what the
-benchmarks import beside winnow).
+requirement a line (those of pyproject.toml's dependencies and test extra that the
+benchmarks import: MEASURED).
 
     python -m benchmarks.missing
 
@@ -45,12 +45,38 @@ def installed(requirement: Requirement) -> bool:
     return requirement.specifier.contains(version, prereleases=True)
 
 
+# The requirements the GPU benchmarks (gpu.sh) import, directly or through winnow's modules:
+# what they measure, and nothing of Prefect, boto3 or moto. tests/test_benchmarks.py keeps
+# this list true by importing the benchmarks and naming what they load.
+MEASURED = frozenset(
+    {
+        "torch",
+        "onnx",
+        "onnxruntime-gpu",
+        "onnxconverter-common",
+        "numpy",
+        "pillow",
+        "pyarrow",
+        "av",
+        "nvidia-ml-py",
+        "kmedoids",
+        "pydantic",
+        "pathspec",
+        "scikit-image",
+        "scikit-learn",
+    }
+)
+
+
 def missing(pyproject: Path = PYPROJECT) -> list[str]:
-    """The requirements of `pyproject` that no installed distribution satisfies, in order."""
+    """The requirements of `pyproject` the benchmarks need (MEASURED) that no installed
+    distribution satisfies, in order."""
     project = tomllib.loads(pyproject.read_text())["project"]
     lacking = []
     for line in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
         requirement = Requirement(line)
+        if requirement.name not in MEASURED:
+            continue
         capable = cuda_capable(requirement.name)
         if not (installed(requirement) if capable is None else capable):
             lacking.append(str(requirement))

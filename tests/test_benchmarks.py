@@ -2,8 +2,10 @@
 model-only run it times on a GPU, and what the GPU script installs."""
 
 import json
+import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from benchmarks.missing import missing
+from benchmarks.missing import MEASURED, missing
 from models.embedder import Embedder, ModelConfig
 from models.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from tasks.config import EmbeddingConfig
@@ -72,13 +76,40 @@ def test_run_bound_embeds_the_batch_that_embed_left_bound(tmp_path: Path) -> Non
     np.testing.assert_allclose(session.run_bound().numpy(), plain, atol=1e-5)
 
 
-def test_the_gpu_script_installs_requirements_absent_or_too_old(tmp_path: Path) -> None:
+def test_the_gpu_script_installs_what_the_benchmarks_need_absent_or_too_old(tmp_path: Path) -> None:
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(
-        '[project]\ndependencies = ["numpy>=1", "numpy>=999", "winnow-no-such-package>=1"]\n'
-        '[project.optional-dependencies]\ntest = ["pytest>=1", "moto[server]>=999"]\n'
+        '[project]\ndependencies = ["numpy>=1", "numpy>=999", "prefect>=999", "pillow>=999"]\n'
+        '[project.optional-dependencies]\ntest = ["pytest>=1", "moto[server]>=999", "pyarrow>=999"]\n'
     )
-    assert missing(pyproject) == ["numpy>=999", "winnow-no-such-package>=1", "moto[server]>=999"]
+    # Prefect and moto are not what the benchmarks measure: never installed for them.
+    assert missing(pyproject) == ["numpy>=999", "pillow>=999", "pyarrow>=999"]
+
+
+GPU_BENCHMARKS = ("benchmarks.embed", "benchmarks.train", "benchmarks.embed_e2e", "benchmarks.select")
+
+
+def test_the_gpu_benchmarks_import_only_what_missing_installs() -> None:
+    """Every distribution the GPU benchmarks load that pyproject names is in MEASURED, and
+    none of Prefect, boto3 or moto is loaded at all."""
+    code = (
+        "import importlib, importlib.metadata as md, json, sys\n"
+        f"for name in {GPU_BENCHMARKS!r}: importlib.import_module(name)\n"
+        "top = {n.split('.')[0] for n in sys.modules} - set(sys.stdlib_module_names)\n"
+        "found = md.packages_distributions()\n"
+        "print(json.dumps(sorted({d for n in top for d in found.get(n, [])})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = {canonicalize_name(name) for name in json.loads(result.stdout)}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    named = {
+        canonicalize_name(Requirement(line).name)
+        for line in [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    }
+    assert loaded & named <= {canonicalize_name(name) for name in MEASURED}, sorted(loaded & named)
+    assert not loaded & {"prefect", "boto3", "moto", "prefect-aws", "dask"}
 
 
 def test_a_torch_without_cuda_is_missing_for_the_gpu_and_setup_installed_the_rest() -> None:
@@ -127,3 +158,44 @@ def test_the_typicality_benchmark_compares_the_index_with_the_exact_answer() -> 
     figures = last_json_line("benchmarks.typicality", "--rows", "4000", "--k", "5", "--top", "200")
     assert figures["top_overlap"] >= 0.95 and figures["median_relative_error"] < 0.05
     assert figures["exact_s"] > 0 and figures["index_s"] > 0
+
+
+def test_gpu_sh_dry_run_says_what_it_needs_and_checks_wheels_carried_in_parts(tmp_path: Path) -> None:
+    wheel = tmp_path / "fake-1.0-py3-none-any.whl"
+    wheel.write_bytes(np.random.default_rng(0).bytes(300_000))
+    folder = tmp_path / "wheels"
+    carry = subprocess.run(
+        ["bash", "benchmarks/carry.sh", str(wheel), str(folder)],
+        cwd=ROOT,
+        env={**os.environ, "PART_SIZE": "64K"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert carry.returncode == 0, carry.stderr
+    parts = sorted(folder.glob("fake-1.0-py3-none-any.whl.part-*"))
+    assert len(parts) == 5 and all(part.stat().st_size <= 64 * 1024 for part in parts)
+    assert b"".join(part.read_bytes() for part in parts) == wheel.read_bytes()
+
+    def dry_run() -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "WHEELS": str(folder), "PYTHON": sys.executable, "OUT": str(tmp_path / "out")}
+        command = ["bash", "benchmarks/gpu.sh", "--dry-run"]
+        return subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    listed = dry_run()
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    for requirement in missing():
+        assert f"  {requirement} (pip install --no-index --find-links {folder}" in listed.stdout
+    assert "fake-1.0-py3-none-any.whl: 5 parts, sha256 ok" in listed.stdout
+    assert "parts of at most 60 MiB" in listed.stdout
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing was put together
+    assert not (folder / wheel.name).exists()
+
+    damaged = bytearray(parts[2].read_bytes())
+    damaged[0] ^= 0xFF
+    parts[2].write_bytes(bytes(damaged))
+    checked = dry_run()
+    assert checked.returncode == 1
+    assert "fake-1.0-py3-none-any.whl: sha256 MISMATCH, not installed" in checked.stdout
