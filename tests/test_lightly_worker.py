@@ -241,6 +241,7 @@ def test_a_lightly_configuration_runs_on_s3_and_the_layout_lands_in_the_bucket(
     for name in (
         "data/embeddings.csv",
         "filenames/corrupt_filenames.txt",
+        "filenames/duplicate_filenames.txt",
         "sampled_filenames_excluding_datapool.txt",
         "report.json",
     ):
@@ -249,5 +250,5 @@ def test_a_lightly_configuration_runs_on_s3_and_the_layout_lands_in_the_bucket(
     layout = read_lightly_layout(local)
     assert len(layout["sampled"]) == record["counts"]["selected"] == 3
     assert len(layout["filenames"]) == record["counts"]["embedded"]
-    assert layout["corrupt"] == []
+    assert layout["corrupt"] == [] and layout["duplicates"] == []
     assert record["artifacts"]["lightly/report.json"] == f"s3://{bucket}/{folder}/report.json"
