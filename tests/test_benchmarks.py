@@ -160,6 +160,14 @@ def test_the_typicality_benchmark_compares_the_index_with_the_exact_answer() -> 
     assert figures["exact_s"] > 0 and figures["index_s"] > 0
 
 
+def test_the_inspect_benchmark_reports_the_cost_an_image_and_the_rate_by_workers() -> None:
+    figures = last_json_line("benchmarks.inspect", "--images", "40", "--workers", "1,2", "--rounds", "1")
+    assert figures["images"] == 40
+    assert 0 < figures["cpu_ms_per_image"] <= figures["cpu_ms_per_image_threads"]
+    assert set(figures["images_per_second_by_workers"]) == {"1", "2"}
+    assert all(rate > 0 for rate in figures["images_per_second_by_workers"].values())
+
+
 def test_gpu_sh_dry_run_says_what_it_needs_and_checks_wheels_carried_in_parts(tmp_path: Path) -> None:
     wheel = tmp_path / "fake-1.0-py3-none-any.whl"
     wheel.write_bytes(np.random.default_rng(0).bytes(300_000))
