@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import copy
 import os
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,7 +19,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from flows.local_server import temporary_server
-from tasks.config import RunConfig, describe_validation_error
+from tasks.config import RunConfig, describe_validation_error, set_field
 from tasks.records.run import RunRecord, outcome
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="winnow: curate images.")
@@ -35,15 +35,10 @@ def merge_options(file_fields: dict[str, Any], flags: dict[str, Any]) -> dict[st
 
     A flag's name is its field's path, dots between sections ('training.epochs').
     """
-    merged = json.loads(json.dumps(file_fields))  # a deep copy
+    merged = copy.deepcopy(file_fields)
     for path, value in flags.items():
-        if value is None:
-            continue
-        *sections, field = path.split(".")
-        target = merged
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[field] = value
+        if value is not None:
+            set_field(merged, path, value)
     return merged
 
 
@@ -162,13 +157,13 @@ def run_curate(config: RunConfig, show_progress: bool) -> RunRecord:
             with stage_display() if show_progress else nullcontext():
                 return RunRecord.model_validate(curate_flow(**parameters))
         except (DatapoolConflictError, StorageError, ValueError) as error:
-            # What the user can act on (lost a race, a bucket, a bad source) ends the output in
-            # one line; Prefect has already logged the traceback above it.
-            drain_to_server()
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(1) from None
+            failure = str(error)
         finally:
             drain_to_server()
+    # What the user can act on (lost a race, a bucket, a bad source) ends the output in one
+    # line, after the traceback Prefect logged.
+    typer.echo(f"error: {failure}", err=True)
+    raise typer.Exit(1)
 
 
 def drain_to_server() -> None:

@@ -143,7 +143,7 @@ class RunProgress:
         """
         skipped = [stage for stage, fraction in self._fraction.items() if fraction < 1.0]
         self._fraction = dict.fromkeys(STAGE_WEIGHTS, 1.0)
-        update_progress_artifact(self._artifact, 100.0, description=f"done: {message}")
+        self._show(f"done: {message}", new_stage=False)
         for stage in skipped:
             for sink in _sinks:
                 sink(StageReport(stage, 1, 1, "nothing to do"))

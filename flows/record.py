@@ -73,7 +73,7 @@ def summary_markdown(record: RunRecord, links: list[ResultLink]) -> str:
         + (f"; embedded {speed:.0f} images/s" if speed else "")
         + ".",
     ]
-    lines += ["", links_markdown(links).replace("# Results", "## Results", 1)]
+    lines += ["", links_markdown(links, heading="## Results")]
     if isinstance(record.report, ReportWritten) and record.report.pdf_note:
         lines += ["", f"No report.pdf: {record.report.pdf_note}"]
     return "\n".join(lines)

@@ -738,6 +738,20 @@ def default_datapool_name(output_uri: str) -> str:
     return f"{stem or 'output'}-{digest(output_uri)[:8]}"
 
 
+def set_field(fields: dict[str, Any], path: str | list[str], value: Any) -> None:
+    """Set the field at `path` ('training.epochs', or its parts) in nested `fields`, making sections.
+
+    A ValueError names a part of the path that holds a value rather than a section.
+    """
+    *sections, name = path.split(".") if isinstance(path, str) else path
+    target = fields
+    for section in sections:
+        target = target.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ValueError(f"{section} is not a section")
+    target[name] = value
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line a field: 'training.epochs: Input should be greater than or equal to 1'."""
     lines = []

@@ -12,11 +12,14 @@ silently dropped: `Translation.notes` says what was accepted without a field of 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from tasks.config import set_field
 
 LIGHTLY_SECTIONS = ("worker_config", "selection_config", "lightly_config")
 
@@ -52,11 +55,7 @@ class Translation:
 
     def set(self, path: str, value: Any) -> None:
         """Set winnow's field at the dotted `path` ('training.epochs')."""
-        *sections, name = path.split(".")
-        target = self.fields
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[name] = value
+        set_field(self.fields, path, value)
 
 
 def is_lightly_config(fields: Mapping[str, Any]) -> bool:
@@ -84,15 +83,13 @@ def parse_override(argument: str) -> tuple[list[str], Any]:
 
 def with_overrides(document: Mapping[str, Any], arguments: list[str]) -> dict[str, Any]:
     """The Lightly document with the docker-style `key=value` arguments written into it."""
-    merged: dict[str, Any] = yaml.safe_load(yaml.safe_dump(dict(document)))  # a deep copy
+    merged = copy.deepcopy(dict(document))
     for argument in arguments:
         path, value = parse_override(argument)
-        target = merged
-        for part in path[:-1]:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise LightlyConfigError(argument, f"{part} is not a section")
-        target[path[-1]] = value
+        try:
+            set_field(merged, path, value)
+        except ValueError as error:
+            raise LightlyConfigError(argument, str(error)) from None
     return merged
 
 

@@ -46,9 +46,9 @@ def result_links(artifacts: dict[str, str], aws_credentials: str | None, hours: 
     return links
 
 
-def links_markdown(links: list[ResultLink]) -> str:
-    """The links as markdown: each file linked with its expiry, or its location as code."""
-    lines = ["# Results", ""]
+def links_markdown(links: list[ResultLink], heading: str = "# Results") -> str:
+    """The links as markdown under `heading`: each file linked with its expiry, or its location as code."""
+    lines = [heading, ""]
     for link in links:
         if link.url is not None and link.expires is not None:
             until = link.expires.strftime("%Y-%m-%d %H:%M UTC")
