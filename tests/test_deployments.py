@@ -172,8 +172,9 @@ def watched_run(
 ) -> dict[str, Any]:
     """A deployment run started as the README says, looked at in the UI while it trains.
 
-    It asks for more samples than there are, so selection logs a warning. What the run page
-    showed while training is kept (text, and a screenshot in `screens`) for the tests.
+    It asks for more samples than there are, so selection logs a warning, and to train on
+    CUDA, which these test machines lack (as CI's), so training starts with one. What the
+    run page showed while training is kept (text, and a screenshot in `screens`) for the tests.
     """
     root = tmp_path_factory.mktemp("deployment-run")
     screens = tmp_path_factory.mktemp("screens")
@@ -183,7 +184,8 @@ def watched_run(
         "source": root / "photos",
         "output": root / "out",
         "n_samples": 500,
-        "training": TINY_TRAINING | {"epochs": 400},  # long enough to be looked at while it trains
+        # Long enough to be looked at while it trains.
+        "training": TINY_TRAINING | {"epochs": 400, "device": "cuda"},
     }
     started = run_local(deployed, parameters, watch=False)
     assert started.returncode == 0, started.stdout + started.stderr
@@ -198,6 +200,7 @@ def watched_run(
     first = wait_for(training, "the progress artifact to show a training epoch")
     with open_page(f"{deployed.url}/runs/flow-run/{flow_run_id}", keep=screens / "training.png") as page:
         page.wait_for_timeout(3000)
+        logs = scrolled_to(page, "training.device is cuda")
         details = open_tab(page, "Details")
         artifacts_tab = open_tab(page, "Artifacts")
         page.screenshot(path=screens / "training.png", full_page=True)
@@ -215,7 +218,7 @@ def watched_run(
     return {
         "run": deployed.api("GET", f"/flow_runs/{flow_run_id}"),
         "output": root / "out",
-        "during": {"details": details, "artifacts": artifacts_tab, "progress": [first, later]},
+        "during": {"logs": logs, "details": details, "artifacts": artifacts_tab, "progress": [first, later]},
     }
 
 
@@ -282,7 +285,7 @@ def test_the_block_types_register_and_show_in_the_catalog(deployed: Server, tmp_
         assert "aws credentials" in catalog
 
 
-def test_while_training_the_run_page_shows_the_stage_and_a_rising_progress(
+def test_while_training_the_run_page_shows_the_stage_a_rising_progress_and_a_warning(
     watched_run: dict[str, Any],
 ) -> None:
     during = watched_run["during"]
@@ -292,6 +295,9 @@ def test_while_training_the_run_page_shows_the_stage_and_a_rising_progress(
     assert re.search(r"training: epoch \d+/400, loss \d+\.\d+", during["artifacts"])
     first, later = during["progress"]
     assert 0 < first["data"] < later["data"] < 100
+    # winnow's own warning, logged with plain `logging` as training starts, is in the Logs tab.
+    assert re.search(r"WARNING\s+training.device is cuda but no CUDA device is usable", during["logs"])
+    assert "tasks.model_runtime.training" in during["logs"]
 
 
 def test_after_the_run_the_page_shows_100_percent_the_warning_and_the_gallery(
