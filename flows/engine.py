@@ -1,7 +1,7 @@
 """Where the per-shard stages run: local thread pools, or the workers of a Dask cluster.
 
-Bounded thread pools in the flow's process (engine local), or the workers of a Dask cluster
-through prefect-dask's DaskTaskRunner (engine dask).
+Bounded thread pools in the flow's process, images decoded in worker processes (engine
+local), or the workers of a Dask cluster through prefect-dask's DaskTaskRunner (engine dask).
 
 The flow's own task runner is fixed when `curate` is defined, while the engine is a run
 parameter; so the shard stages submit to a runner opened here for the stage. Their task
@@ -28,6 +28,7 @@ from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
 
 from tasks.config import ExecutionConfig
+from tasks.media.processes import decoding_in_processes
 
 R = TypeVar("R")
 
@@ -60,18 +61,24 @@ class ShardEngine:
     """
 
     def __init__(
-        self, address: str | None, gpu_resource: str | None, start_seconds: float | None = None
+        self,
+        address: str | None,
+        gpu_resource: str | None,
+        start_seconds: float | None = None,
+        decoding_processes: int = 0,
     ) -> None:
         self.address = address
         self.gpu_resource = gpu_resource
         self.start_seconds = start_seconds
+        self.decoding_processes = decoding_processes
 
     @contextmanager
     def runners(self) -> Iterator[ShardRunners]:
         """The task runners of the per-shard stages, open while the context lasts.
 
-        Locally, inspection in a bounded pool and embedding one shard at a time (one ONNX
-        Runtime session already uses every core). On a cluster, one DaskTaskRunner for
+        Locally, inspection in a bounded pool whose threads decode in `decoding_processes`
+        worker processes (tasks/media/processes.py), and embedding one shard at a time (one
+        ONNX Runtime session already uses every core). On a cluster, one DaskTaskRunner for
         both: an embed task then takes an inspect task's future as its input, as Dask
         accepts only futures of the client it submits to.
         """
@@ -81,7 +88,7 @@ class ShardEngine:
             return
         inspect: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=MAX_TASK_WORKERS)
         embed: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=1)
-        with inspect, embed:
+        with inspect, embed, decoding_in_processes(self.decoding_processes):
             yield ShardRunners(inspect=inspect, embed=embed)
 
     def embed_placement(self) -> AbstractContextManager[Any]:
@@ -123,7 +130,7 @@ def shard_engine(execution: ExecutionConfig) -> Iterator[ShardEngine]:
     the run ends.
     """
     if execution.engine == "local":
-        yield ShardEngine(None, None)
+        yield ShardEngine(None, None, decoding_processes=execution.n_workers or os.cpu_count() or 1)
     elif execution.address is not None:
         yield ShardEngine(execution.address, execution.gpu_resource)
     else:

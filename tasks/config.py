@@ -531,8 +531,8 @@ class ExecutionConfig(Section):
     engine: Literal["local", "dask"] = Field(
         "local",
         description="Where the per-shard stages (inspect, embed) run: local, a bounded thread pool "
-        "in the flow's process; dask, a Dask cluster's workers (training and selection stay in the "
-        "flow's process either way).",
+        "in the flow's process that decodes images in n_workers processes; dask, a Dask "
+        "cluster's workers (training and selection stay in the flow's process either way).",
     )
     address: str | None = Field(
         None,
@@ -544,8 +544,8 @@ class ExecutionConfig(Section):
         None,
         ge=1,
         le=1024,
-        description="Worker processes of the LocalCluster dask starts without an address; "
-        "default: one a core.",
+        description="Worker processes on this machine: the local engine's image-decoding "
+        "processes, or the LocalCluster dask starts without an address; default: one a core.",
     )
     gpu_resource: str | None = Field(
         None,

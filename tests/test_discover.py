@@ -1,8 +1,9 @@
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from tasks.ingest.listing import discover_source
+from tasks.records.keys import suffix
 from tasks.records.shards import Shard, read_listing, read_shard_manifest, write_manifests
 from tasks.storage.atomic import written_atomically
 from tasks.storage.interface import contained_key, safe_key
@@ -140,3 +141,11 @@ def test_symbolic_links_are_not_followed_to_files_or_folders(tmp_path: Path) -> 
     (root / "linked-folder").symlink_to(outside / "more", target_is_directory=True)
     (root / "loop").symlink_to(root, target_is_directory=True)
     assert keys_of(root, tmp_path) == ["cam/b.jpg", "real.jpg"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a.mp4", "..mp4", "...MP4", ".mp4", "a/b.tar.gz", "a.b/c", "a.", "x/.hidden", ".x.mp4", "d.v/c.MOV"],
+)
+def test_a_keys_extension_is_pathlibs_suffix(key: str) -> None:
+    assert suffix(key) == PurePosixPath(key).suffix.lower()

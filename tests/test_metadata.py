@@ -1,14 +1,17 @@
+import io
+
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
+from tasks.media.decode import Corrupt, decode_image
 from tasks.media.flags import sample_flags
-from tasks.media.metadata import image_metadata
+from tasks.media.metadata import ANALYSIS_SIZE, image_metadata
 from tests.images import scene
 
 
 def metadata(image: Image.Image) -> dict[str, float]:
-    return image_metadata(np.asarray(image.convert("RGB")))
+    return image_metadata(image.convert("RGB"))
 
 
 def test_blurred_copy_is_less_sharp() -> None:
@@ -52,8 +55,9 @@ def test_entropy_and_grayscale() -> None:
 
 
 def flags_of(image: Image.Image) -> list[str]:
-    rgb = np.asarray(image.convert("RGB"))
-    return sample_flags({**image_metadata(rgb), "width": image.width, "height": image.height})
+    return sample_flags(
+        {**image_metadata(image.convert("RGB")), "width": image.width, "height": image.height}
+    )
 
 
 def test_built_in_flags_on_real_images() -> None:
@@ -67,3 +71,30 @@ def test_built_in_flags_on_real_images() -> None:
     assert "low_information" in flags_of(Image.new("RGB", (64, 64), (40, 90, 200)))
     assert "odd_aspect_ratio" in flags_of(scene("rocket").resize((400, 100)))
     assert "odd_size" in flags_of(scene("rocket").resize((24, 24)))
+
+
+def inspected(image: Image.Image, size: tuple[int, int], blur: float = 0.0) -> dict[str, float]:
+    """The metadata and flags of `image` at `size` (blurred by a Gaussian of `blur` px), saved
+    as a JPEG and decoded as inspection decodes it."""
+    buffer = io.BytesIO()
+    image.resize(size).filter(ImageFilter.GaussianBlur(blur)).save(buffer, "JPEG", quality=90)
+    decoded = decode_image(buffer.getvalue(), 10**9, 64, ANALYSIS_SIZE)
+    assert not isinstance(decoded, Corrupt)
+    metadata = image_metadata(decoded.rgb)
+    return {**metadata, "blurry": float("blurry" in sample_flags({**metadata, "width": 1, "height": 1}))}
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "rocket", "camera"])
+def test_metadata_agree_across_resolutions_and_blur_is_flagged_at_each(name: str) -> None:
+    """Inspection decodes a JPEG at the smallest DCT scale that keeps 128 px on the long
+    side (160 px for 640 and 1,280 wide, 250 for 1,000 wide), and measures luma at 128 px:
+    one photograph scores alike at every resolution, and blurred by 1.6% of its width it
+    is flagged blurry at every one."""
+    photo = scene(name).convert("RGB")
+    sizes = [(640, 480), (1000, 750), (1280, 960), (4000, 3000)]
+    sharp = [inspected(photo, size) for size in sizes]
+    values = [m["sharpness"] for m in sharp]
+    assert max(values) < 1.3 * min(values) and min(values) > 100
+    assert max(m["luminance"] for m in sharp) - min(m["luminance"] for m in sharp) < 0.01
+    assert not any(m["blurry"] for m in sharp)
+    assert all(inspected(photo, size, 0.016 * size[0])["blurry"] for size in sizes)

@@ -28,7 +28,7 @@ from prefect_aws import AwsCredentials
 
 from flows.curate import curate
 from tasks.config import ChecksConfig
-from tasks.media.inspection import inspect_sample
+from tasks.media.inspection import inspect_images
 from tasks.publish.files import copy_selected_images
 from tasks.storage.factory import open_storage
 from tasks.storage.interface import MissingObjectError, StorageError, contained_key
@@ -543,7 +543,7 @@ CHECKS = ChecksConfig()
 
 def inspected(storage: Any, key: str) -> dict[str, Any]:
     info = next(i for i in storage.list_objects() if i.key == key)
-    return inspect_sample(info, storage, 32, CHECKS).row
+    return inspect_images([info], storage, 32, CHECKS)[0].row
 
 
 def test_an_archived_object_is_recorded_unreadable_and_its_neighbour_is_read(
@@ -575,7 +575,7 @@ def test_an_object_the_store_keeps_failing_on_is_recorded_after_its_retries(
     info = next(iter(storage.list_objects()))
     s3_proxy.fail(f"/{bucket}/raw/down.jpg", "slowdown", "slowdown")
 
-    row = inspect_sample(info, storage, 32, CHECKS).row
+    row = inspect_images([info], storage, 32, CHECKS)[0].row
     assert row["status"] == "unreadable"
     assert f"s3 kept failing (SlowDown) to read s3://{bucket}/raw/down.jpg" in row["reason"]
     assert len(s3_proxy.seen(f"/{bucket}/raw/down.jpg")) == 2  # every retry was spent first
@@ -593,7 +593,7 @@ def test_an_object_the_credentials_may_not_read_is_recorded_unreadable(
         f"s3://{locked_s3.bucket}/raw",
         save_credentials("winnow-test-locked-powerless", locked_s3.url, *locked_s3.powerless),
     )
-    row = inspect_sample(info, powerless, 32, CHECKS).row
+    row = inspect_images([info], powerless, 32, CHECKS)[0].row
     assert row["status"] == "unreadable"
     assert "access denied (AccessDenied) to read" in row["reason"]
     assert locked_s3.powerless[1] not in row["reason"]

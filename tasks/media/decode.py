@@ -149,10 +149,3 @@ def resize_square(image: Image.Image, side: int) -> np.ndarray:
     """Resize (aspect ratio not kept, as the model sees every image whole) to (side, side, 3)."""
     resized = image.resize((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(resized, dtype=np.uint8)
-
-
-def analysis_copy(image: Image.Image, max_side: int) -> np.ndarray:
-    """A copy no larger than `max_side` a side, aspect ratio kept, for metadata."""
-    copy = image.copy()
-    copy.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return np.asarray(copy, dtype=np.uint8)

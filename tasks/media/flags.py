@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-# Each flag and the rule that raises it. Sharpness is the Laplacian variance on a copy at
-# most 256 px a side: photographs score 250-800 there, and the same ones blurred with a
-# 4 px Gaussian 4-16 (measured on scikit-image's photographs).
+# Each flag and the rule that raises it. Sharpness is the Laplacian variance of luma at
+# 128 px on the long side (tasks/media/metadata.py): scikit-image's photographs score
+# 200-2,700 there whatever their resolution, and the same ones blurred with a Gaussian of
+# 1.6% of their long side (8 px at 512) 5-30.
 FLAG_RULES: dict[str, tuple[str, Callable[[Mapping[str, float]], bool]]] = {
     "dark": ("luminance < 0.15", lambda m: m["luminance"] < 0.15),
     "bright": ("luminance > 0.85", lambda m: m["luminance"] > 0.85),
-    "blurry": ("sharpness < 25", lambda m: m["sharpness"] < 25),
+    "blurry": ("sharpness < 40", lambda m: m["sharpness"] < 40),
     "low_information": ("entropy < 3 bits", lambda m: m["entropy"] < 3.0),
     "odd_aspect_ratio": (
         "longer side over shorter side > 3",

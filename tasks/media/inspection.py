@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -26,9 +27,16 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from tasks.config import ChecksConfig, VideoConfig
-from tasks.media.decode import Corrupt, analysis_copy, decode_image, resize_square
-from tasks.media.flags import sample_flags
-from tasks.media.metadata import ANALYSIS_SIZE, image_metadata
+from tasks.media.decode import Corrupt
+from tasks.media.examine import (
+    Examined,
+    bytes_hash,
+    examine_image,
+    examine_images,
+    fits_a_process,
+    measured,
+)
+from tasks.media.processes import decoding_executor, decoding_processes, replace_broken
 from tasks.media.video import sample_frames
 from tasks.records.keys import frame_id, is_video_key
 from tasks.records.samples import (
@@ -74,34 +82,86 @@ def unread(row: dict[str, object], error: Exception) -> dict[str, object]:
     return {**row, "status": status, "reason": str(error)}
 
 
-def inspect_sample(info: ObjectInfo, storage: Storage, input_size: int, checks: ChecksConfig) -> _Inspected:
-    """Read, hash, decode and measure one file. Never raises for a bad or vanished file."""
-    row: dict[str, object] = {"id": info.key, "key": info.key, "kind": KIND_IMAGE}
-    try:
-        data = storage.read_object(info)
-    except (MissingObjectError, UnreadableObjectError, ConnectionError) as error:
-        return _Inspected(unread(row, error), None)
-    row |= {
-        "bytes": len(data),
-        "content_hash": hashlib.blake2b(data, digest_size=16).hexdigest(),
-    }
-    decoded = decode_image(data, checks.max_image_pixels, input_size, ANALYSIS_SIZE)
-    if isinstance(decoded, Corrupt):
-        return _Inspected({**row, "status": STATUS_CORRUPT, "reason": decoded.reason}, None)
-    return measured(row, decoded.rgb, decoded.width, decoded.height, input_size)
+def read_files(infos: list[ObjectInfo], storage: Storage) -> list[bytes | _Inspected]:
+    """Each file's bytes, or the row of one that could not be read. Never raises for a vanished file."""
+    results: list[bytes | _Inspected] = []
+    for info in infos:
+        try:
+            results.append(storage.read_object(info))
+        except (MissingObjectError, UnreadableObjectError, ConnectionError) as error:
+            results.append(_Inspected(unread(image_row(info), error), None))
+    return results
 
 
-def measured(
-    row: dict[str, object], rgb: Image.Image, width: int, height: int, input_size: int
-) -> _Inspected:
-    """`row` completed with a clean sample's size, metadata and flags, and its pixels at model resolution.
+def image_row(info: ObjectInfo) -> dict[str, object]:
+    """The start of an image file's sample row."""
+    return {"id": info.key, "key": info.key, "kind": KIND_IMAGE}
 
-    `width` and `height` are the original's (`rgb` may be reduced).
+
+def inspect_images(
+    infos: list[ObjectInfo], storage: Storage, input_size: int, checks: ChecksConfig, processes: int = 0
+) -> list[_Inspected]:
+    """Read, hash, decode and measure a batch of image files, in order. Never raises for a bad file.
+
+    With `processes` (a count), the files a decoding process may take (tasks/media/examine.py
+    `fits_a_process`) are examined in one, in one call; the rest in this thread.
     """
-    metadata = image_metadata(analysis_copy(rgb, ANALYSIS_SIZE))
-    size = {"width": width, "height": height}
-    row = row | {"status": STATUS_OK, **size, **metadata, "flags": sample_flags(metadata | size)}
-    return _Inspected(row, resize_square(rgb, input_size))
+    read = read_files(infos, storage)
+    files = {i: data for i, data in enumerate(read) if isinstance(data, bytes)}
+    remote = [i for i, data in files.items() if fits_a_process(data)] if processes else []
+    examined = dict(
+        zip(
+            remote,
+            examined_in_processes([files[i] for i in remote], processes, checks, input_size),
+            strict=True,
+        )
+    )
+    for i, data in files.items():
+        if i not in examined:
+            examined[i] = examine_image(data, checks.max_image_pixels, input_size)
+    return [
+        item if isinstance(item, _Inspected) else inspected(image_row(infos[i]), examined[i])
+        for i, item in enumerate(read)
+    ]
+
+
+def examined_in_processes(
+    files: list[bytes], processes: int, checks: ChecksConfig, input_size: int
+) -> list[Examined]:
+    """`files` examined in a decoding process, in order.
+
+    A worker that dies (a decoder's crash, the kernel's OOM killer, a kill) takes its batch
+    with it: each file of the batch is then tried alone in a new worker, and one that ends
+    its worker again is recorded corrupt with the reason, so one bad file never stops a run.
+    """
+    if not files:
+        return []
+    pool = decoding_executor(processes)
+    try:
+        return list(pool.submit(examine_images, files, checks.max_image_pixels, input_size).result())
+    except BrokenProcessPool as error:
+        replace_broken(pool)
+        logger.warning(
+            "a decoding process ended (%s): its %d files are tried one at a time", error, len(files)
+        )
+        if len(files) > 1:
+            return [
+                result
+                for data in files
+                for result in examined_in_processes([data], processes, checks, input_size)
+            ]
+        fields = {
+            "bytes": len(files[0]),
+            "content_hash": bytes_hash(files[0]),
+            "status": STATUS_CORRUPT,
+            "reason": f"cannot decode: the decoding process ended while decoding it ({error})",
+        }
+        return [Examined(fields, None)]
+
+
+def inspected(row: dict[str, object], result: Examined) -> _Inspected:
+    """`row` completed with what examining its file or frame measured."""
+    return _Inspected(row | result.fields, result.pixels)
 
 
 def file_hash(path: Path) -> str:
@@ -149,13 +209,40 @@ def inspect_video(
                     "content_hash": frame_hash(video_hash, item.index),
                 }
                 height, width = item.rgb.shape[:2]
-                yield measured(frame, Image.fromarray(item.rgb), width, height, input_size)
+                yield inspected(frame, measured(Image.fromarray(item.rgb), width, height, input_size))
     except (MissingObjectError, UnreadableObjectError, ConnectionError) as error:
         yield _Inspected(unread(row, error), None)
 
 
 # Samples table rows held in memory before they are written (about 1.6 kB each).
 ROWS_PER_BATCH = 4096
+
+# Image files a thread reads and decodes together (one call to a decoding process), and
+# the most bytes of them it holds at once.
+FILES_PER_READ = 16
+BYTES_PER_READ = 16 * 2**20
+
+
+def inspecting_threads(storage: Storage) -> int:
+    """Threads a shard's inspection reads and decodes on: see inspect_shard_files."""
+    cores = os.cpu_count() or 1
+    return 2 * cores + 4 if storage.over_network else cores + 1
+
+
+def read_batches(objects: list[ObjectInfo]) -> list[list[ObjectInfo]]:
+    """`objects` in order, in batches of at most FILES_PER_READ files and BYTES_PER_READ bytes.
+
+    A file larger than BYTES_PER_READ is a batch of its own.
+    """
+    batches: list[list[ObjectInfo]] = []
+    size = 0
+    for info in objects:
+        if not batches or len(batches[-1]) == FILES_PER_READ or size + info.size > BYTES_PER_READ:
+            batches.append([])
+            size = 0
+        batches[-1].append(info)
+        size += info.size
+    return batches
 
 
 def inspect_shard_files(
@@ -174,22 +261,27 @@ def inspect_shard_files(
     batch: list[dict[str, object]] = []
     ok = written = 0
     videos = [o for o in objects if is_video_key(o.key)]
+    processes = decoding_processes()
     scratch = directory / "downloads"
     scratch.mkdir()
-    # Decoding releases the GIL, so threads decode images in parallel. Reads from S3 wait
-    # on the network, so a few more threads than cores keep it busy; each holds one file's
-    # bytes at a time, so memory stays bounded. Videos follow one at a time, their frames
-    # streamed straight into the cache (FFmpeg's own threads decode each in parallel).
+    # Images go in small batches (read_batches) to the threads, which read them and decode
+    # them in a decoding process (tasks/media/processes.py) or themselves: Pillow's decoders
+    # release the GIL, the rest of an image's work does not. From a local disk, one thread
+    # more than cores: more only fight over the GIL (8 threads on 2 cores inspected 635
+    # images/s, 3 threads 1,053). Reads from S3 wait on the network, so twice the cores and
+    # more keep it busy. Each thread holds one batch's bytes at a time: memory stays bounded.
+    # Videos follow one at a time, their frames streamed straight into the cache (FFmpeg's
+    # own threads decode each in parallel).
     # Rows go to the samples table a batch at a time: an hour of video is 100,000 frames.
     with (
-        ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1) + 4) as pool,
+        ThreadPoolExecutor(max_workers=inspecting_threads(storage)) as pool,
         (directory / IMAGES_FILE).open("wb") as images,
         pq.ParquetWriter(directory / SAMPLES_FILE, SAMPLE_SCHEMA) as table,
     ):
+        batches = read_batches([o for o in objects if not is_video_key(o.key)])
         results = chain(
-            pool.map(
-                lambda o: inspect_sample(o, storage, input_size, checks),
-                [o for o in objects if not is_video_key(o.key)],
+            chain.from_iterable(
+                pool.map(lambda b: inspect_images(b, storage, input_size, checks, processes), batches)
             ),
             chain.from_iterable(inspect_video(o, storage, input_size, video, scratch) for o in videos),
         )

@@ -1,16 +1,24 @@
-"""Per-image metadata, each a pure function of one RGB uint8 array (H, W, 3).
+"""Per-image metadata, from the image as inspection decoded it: no RGB copy made for it.
 
-Computed on a copy downscaled to at most ANALYSIS_SIZE pixels a side, so the numbers are
-comparable between images of different resolutions and cheap for large ones.
+Inspection decodes a JPEG in the DCT at the smallest scale whose long side is at least
+ANALYSIS_SIZE (tasks/media/decode.py), so the decoded image is already small: its long side
+lies between ANALYSIS_SIZE and twice that. The measures that count shares of pixels or
+rows (uniform_row_ratio, grayscale) are read from it as it is; an image decoded larger
+(for a larger model input, or a video frame) is first reduced by a whole factor into that
+range. The grey-level measures are read from its luma resized to exactly ANALYSIS_SIZE on
+the long side (one channel, a few thousand pixels): sharpness depends on scale, and at one
+scale it compares between images of any resolution. Images smaller than ANALYSIS_SIZE are
+measured as they are.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
-ANALYSIS_SIZE = 256
+from tasks.media.decode import draft_size, reduced
 
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+ANALYSIS_SIZE = 128
 
 # A row counts as uniform when no channel varies by more than this (of 255) along it.
 UNIFORM_ROW_TOLERANCE = 2
@@ -18,23 +26,39 @@ UNIFORM_ROW_TOLERANCE = 2
 # Pixels whose channels differ by at most this (of 255) count as grey (JPEG chroma noise).
 GRAY_TOLERANCE = 6
 
+GREY_LEVELS = np.arange(256, dtype=np.float64)
 
-def luma(rgb: np.ndarray) -> np.ndarray:
-    """Rec. 601 luma in [0, 255].
 
-    Shape: (H, W, 3) uint8 -> (H, W) float32
+def analysis_luma(image: Image.Image) -> Image.Image:
+    """Rec. 601 luma (Pillow's integer form), its long side resized to ANALYSIS_SIZE if longer."""
+    gray = image.convert("L")
+    width, height = gray.size
+    scale = ANALYSIS_SIZE / max(width, height)
+    if scale >= 1:
+        return gray
+    return gray.resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR
+    )
+
+
+def histogram_statistics(histogram: np.ndarray) -> dict[str, float]:
+    """Luminance, contrast, snr and entropy from a 256-bin luma histogram.
+
+    luminance: mean brightness in [0, 1]. contrast: RMS contrast, the standard deviation of
+    luma / 255, in [0, 0.5]. snr: mean over standard deviation, the deviation floored at
+    one grey level so a flat image has a large, finite value. entropy: Shannon entropy of
+    the histogram in bits, 0 to 8: how much an image can say.
     """
-    return rgb.astype(np.float32) @ LUMA_WEIGHTS
-
-
-def calc_luminance(gray: np.ndarray) -> float:
-    """Mean brightness in [0, 1]."""
-    return float(gray.mean() / 255.0)
-
-
-def calc_contrast(gray: np.ndarray) -> float:
-    """RMS contrast: standard deviation of luma, in [0, 0.5]."""
-    return float(gray.std() / 255.0)
+    shares = histogram / histogram.sum()
+    mean = float(shares @ GREY_LEVELS)
+    deviation = float(np.sqrt(max(float(shares @ (GREY_LEVELS - mean) ** 2), 0.0)))
+    present = shares[shares > 0]
+    return {
+        "luminance": mean / 255.0,
+        "contrast": deviation / 255.0,
+        "snr": mean / max(deviation, 1.0),
+        "entropy": float(-(present * np.log2(present)).sum()),
+    }
 
 
 def calc_sharpness(gray: np.ndarray) -> float:
@@ -48,55 +72,38 @@ def calc_sharpness(gray: np.ndarray) -> float:
     return float(laplacian.var())
 
 
-def calc_snr(gray: np.ndarray) -> float:
-    """Mean over standard deviation of luma.
+def channel_planes(image: Image.Image) -> np.ndarray:
+    """The RGB image as (H, 3, W) uint8: each row's three channels contiguous.
 
-    The deviation is floored at one grey level so a flat image has a large, finite value.
+    numpy reduces over the 3-long, strided channel axis of (H, W, 3) about 50x slower than
+    over a contiguous axis, so the colour measures read this layout.
     """
-    return float(gray.mean() / max(float(gray.std()), 1.0))
+    return np.ascontiguousarray(np.asarray(image).transpose(0, 2, 1))
 
 
-def calc_uniform_row_ratio(rgb: np.ndarray) -> float:
-    """Share of rows whose pixels are all (nearly) the same colour.
+def calc_uniform_row_ratio(planes: np.ndarray) -> float:
+    """Share of rows whose pixels are all (nearly) the same colour. Shape: planes (H, 3, W).
 
     Such rows are the grey or coloured bars of a truncated download or a broken frame.
     """
-    # Reduced along a contiguous axis: numpy reduces over the 3-long, strided channel axis
-    # of (H, W, 3) about 50x slower than over rows of one channel.
-    planes = np.ascontiguousarray(rgb.transpose(0, 2, 1))  # (H, 3, W)
     spread = (planes.max(axis=2).astype(np.int16) - planes.min(axis=2)).max(axis=1)  # (H,)
     return float(np.mean(spread <= UNIFORM_ROW_TOLERANCE))
 
 
-def calc_entropy(gray: np.ndarray) -> float:
-    """Shannon entropy of the luma histogram (256 bins), in bits, 0 to 8.
-
-    It says how much an image can say; a flat or nearly blank image has little.
-    """
-    counts = np.bincount(np.clip(gray, 0, 255).astype(np.uint8).ravel(), minlength=256)
-    shares = counts[counts > 0] / counts.sum()
-    return float(-(shares * np.log2(shares)).sum())
-
-
-def calc_grayscale(rgb: np.ndarray) -> float:
-    """1.0 when (nearly) every pixel has equal channels, else 0.0."""
-    # Elementwise over the three channel planes, not a reduction over the channel axis
-    # (about 25x faster: see calc_uniform_row_ratio).
-    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    brightest = np.maximum(np.maximum(red, green), blue).astype(np.int16)
-    spread = brightest - np.minimum(np.minimum(red, green), blue)
+def calc_grayscale(planes: np.ndarray) -> float:
+    """1.0 when (nearly) every pixel has equal channels, else 0.0. Shape: planes (H, 3, W)."""
+    spread = planes.max(axis=1).astype(np.int16) - planes.min(axis=1)  # (H, W)
     return float(np.mean(spread <= GRAY_TOLERANCE) >= 0.99)
 
 
-def image_metadata(rgb: np.ndarray) -> dict[str, float]:
-    """Every metadata value of the image, by name (luminance, contrast, sharpness, ...)."""
-    gray = luma(rgb)
+def image_metadata(image: Image.Image) -> dict[str, float]:
+    """Every metadata value of the RGB `image`, by name (luminance, contrast, sharpness, ...)."""
+    colour = reduced(image, draft_size(image.size, 1, ANALYSIS_SIZE))  # itself when already small
+    gray = analysis_luma(colour)
+    planes = channel_planes(colour)
     return {
-        "luminance": calc_luminance(gray),
-        "contrast": calc_contrast(gray),
-        "sharpness": calc_sharpness(gray),
-        "snr": calc_snr(gray),
-        "uniform_row_ratio": calc_uniform_row_ratio(rgb),
-        "entropy": calc_entropy(gray),
-        "grayscale": calc_grayscale(rgb),
+        **histogram_statistics(np.asarray(gray.histogram(), dtype=np.float64)),
+        "sharpness": calc_sharpness(np.asarray(gray, dtype=np.float32)),
+        "uniform_row_ratio": calc_uniform_row_ratio(planes),
+        "grayscale": calc_grayscale(planes),
     }

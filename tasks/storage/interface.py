@@ -52,6 +52,9 @@ class Storage(Protocol):
     """A root of '/'-separated keys (a folder, or a bucket and prefix) to read and write objects."""
 
     uri: str
+    # Whether a read waits on a network's latency (S3), so that more reads than cores in
+    # flight keep the store busy; a local disk's reads are served in microseconds.
+    over_network: bool
 
     def check_access(self) -> None:
         """Fail early, with a StorageError naming the location, if it cannot be used."""

@@ -42,6 +42,7 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.uri = str(self.root)
+        self.over_network = False
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*safe_key(key).parts)

@@ -190,6 +190,7 @@ class S3Storage:
     ) -> None:
         self.bucket, self.prefix, self.client = bucket, prefix, client
         self.uri = f"s3://{bucket}/{prefix}".rstrip("/")
+        self.over_network = True
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=max(multipart_threshold, 5 * MIB)
         )

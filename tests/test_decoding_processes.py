@@ -1,0 +1,111 @@
+"""The local engine's decoding processes: the same rows and pixels as the threads, and a
+worker killed mid-shard loses nothing."""
+
+import io
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from tasks.config import ChecksConfig, VideoConfig
+from tasks.media.examine import PROCESS_PIXELS, fits_a_process
+from tasks.media.inspection import inspect_shard_files
+from tasks.media.processes import decoding_in_processes
+from tasks.records.samples import IMAGES_FILE, SAMPLES_FILE
+from tasks.storage.local import LocalStorage
+from tests.images import jpeg_bytes, scene, write_scene_crops
+
+
+def inspect_folder(root: Path, out: Path, processes: int) -> tuple[list[dict[str, object]], bytes]:
+    """Inspect every file under `root` as one shard: (its rows by id, its uint8 cache)."""
+    storage = LocalStorage(root)
+    out.mkdir()
+    with decoding_in_processes(processes):
+        inspect_shard_files(list(storage.list_objects()), 0, storage, 32, ChecksConfig(), VideoConfig(), out)
+    rows = sorted(pq.read_table(out / SAMPLES_FILE).to_pylist(), key=lambda row: str(row["id"]))
+    return rows, (out / IMAGES_FILE).read_bytes()
+
+
+def test_processes_give_the_threads_rows_and_pixels_bad_files_included(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    write_scene_crops(root, per_scene=12)
+    scene("coffee").save(root / "coffee.png")
+    scene("astronaut").resize((40, 30)).save(root / "tiny.webp")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "cut.jpg").write_bytes(jpeg_bytes(scene("chelsea"))[:900])
+    (root / "notes.png").write_bytes(b"plain text pretending to be a picture")
+
+    threads = inspect_folder(root, tmp_path / "threads", processes=0)
+    processes = inspect_folder(root, tmp_path / "processes", processes=2)
+
+    assert processes == threads
+    rows = {row["key"]: row for row in processes[0]}
+    assert sum(row["status"] == "ok" for row in rows.values()) == len(rows) - 3
+    assert rows["empty.jpg"]["reason"] == "zero-byte file"
+    assert "truncated" in str(rows["cut.jpg"]["reason"])
+    assert "not an image" in str(rows["notes.png"]["reason"])
+
+
+def test_only_what_a_process_may_hold_goes_to_one() -> None:
+    """JPEGs decode reduced in the DCT, so any goes; another format only up to PROCESS_PIXELS,
+    as larger ones are decoded under the inspecting process's shared pixel budget."""
+    side = int(PROCESS_PIXELS**0.5) + 1
+    big = Image.new("L", (side, side))
+    assert fits_a_process(jpeg_bytes(big.convert("RGB")))
+    assert not fits_a_process(encode_png(big))
+    assert fits_a_process(encode_png(big.resize((side // 2, side // 2))))
+    assert fits_a_process(b"not an image at all")  # the process records why
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def decoding_workers() -> list[psutil.Process]:
+    """This process's loky decoding workers."""
+    return [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "loky" in " ".join(child.cmdline()) and "resource_tracker" not in " ".join(child.cmdline())
+    ]
+
+
+@pytest.mark.skipif(os.cpu_count() == 1, reason="needs two worker processes")
+def test_a_decoding_worker_killed_mid_shard_loses_no_image(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "images"
+    keys = write_scene_crops(root, per_scene=150, side=160)
+    killed: list[tuple[int, float]] = []  # (pid, when)
+
+    def kill_a_worker() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not killed:
+            workers = decoding_workers()
+            if workers:
+                time.sleep(0.3)  # into the shard's batches
+                os.kill(workers[0].pid, signal.SIGKILL)
+                killed.append((workers[0].pid, time.monotonic()))
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    rows, cache = inspect_folder(root, tmp_path / "out", processes=2)
+    finished = time.monotonic()
+    killer.join()
+
+    assert killed, "no decoding worker started"
+    assert killed[0][1] < finished, "the worker was killed after the shard was done"
+    assert "a decoding process ended" in caplog.text  # its batches were tried again
+    assert len(rows) == len(keys) and all(row["status"] == "ok" for row in rows)
+    pixels = np.frombuffer(cache, np.uint8).reshape(len(keys), 32, 32, 3)
+    assert pixels.std(axis=(1, 2, 3)).min() > 1  # every image's pixels, none left blank
