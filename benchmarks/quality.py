@@ -2,7 +2,7 @@
 
     python -m benchmarks.quality [--sets digits photo_crops] [--budgets 0.01 0.03 0.1]
                                  [--seeds 20] [--method-seeds 5] [--epochs 30] [--width 32]
-                                 [--input-size 32]
+                                 [--input-size 32] [--budget-minutes M]
                                  [--keep DIR]
 
 For each set (benchmarks/quality_sets.py: scikit-learn's digits, random crops of ~20
@@ -138,12 +138,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--width", type=int, default=32, help="training.width of the run")
     parser.add_argument("--input-size", type=int, default=32, help="training.input_size of the run")
+    parser.add_argument(
+        "--budget-minutes", type=float, default=None, help="training.budget_minutes (default: the device's)"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="folder for each set's vectors and labels")
     args = parser.parse_args()
 
     from prefect.testing.utilities import prefect_test_harness
 
-    training = {"epochs": args.epochs, "width": args.width, "input_size": args.input_size}
+    training = {
+        "epochs": args.epochs,
+        "width": args.width,
+        "input_size": args.input_size,
+        "budget_minutes": args.budget_minutes,
+    }
     figures: dict[str, object] = {
         "training": training,
         "random_seeds": args.seeds,

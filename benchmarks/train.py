@@ -63,9 +63,13 @@ def main() -> None:
             inspection = photo_cache(ShardStore(root=folder), str(size), args.images, size)
             model = Embedder(model_config(training))
             cache = ImageCache([inspection], Path(folder))
-            speed, loss = train_simclr(model, cache, np.arange(args.images), training, device)
+            outcome = train_simclr(model, cache, np.arange(args.images), training, device)
+            speed = outcome.images_per_second
             figures[f"img_per_s_{size}"] = round(speed, 1)
-            print(f"{size} px: {speed:.1f} images/s ({args.epochs} epochs of {args.images}, loss {loss:.3f})")
+            print(
+                f"{size} px: {speed:.1f} images/s ({outcome.epochs} epochs of {args.images}, "
+                f"loss {outcome.final_loss:.3f})"
+            )
     print(
         json.dumps(
             {

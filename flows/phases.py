@@ -44,6 +44,7 @@ from tasks.model_runtime.embedding import share_model
 from tasks.model_runtime.sessions import embedding_precision
 from tasks.model_runtime.stage import collect_embeddings, embed_queries, embed_shard, export, quantize, train
 from tasks.model_runtime.telemetry import StageTelemetry
+from tasks.model_runtime.training import budget_seconds, training_device
 from tasks.publish.files import RunFiles
 from tasks.publish.links import links_markdown
 from tasks.publish.stage import copy_selected, publish, record_run, share_results
@@ -246,7 +247,9 @@ def trained_model(
             f"source {config.source!r}: none of its {samples.processed} samples could be decoded"
         )
     with run.timer.stage("train"), run.telemetry.stage("train"):
-        epochs = f"{config.training.epochs} epochs" if config.training.enabled else "off"
+        device = training_device(config.training.device)
+        budget = f"{budget_seconds(config.training, device) / 60:g} min on {device.type}"
+        epochs = f"at most {config.training.epochs} epochs or {budget}" if config.training.enabled else "off"
         run.progress.start("train", f"{samples.ok} clean samples, {epochs}")
         train_state = train(inspections, samples, config.training, run.cache, return_state=True)
         trained, run.cached["train"] = train_state.result(), cached_share([train_state])
@@ -257,7 +260,7 @@ def trained_model(
         export_state = export(trained, run.cache, return_state=True)
         fp32_model, run.cached["export"] = export_state.result(), cached_share([export_state])
         run.progress.update("export", 1, 1, "ONNX model written")
-    precision = embedding_precision(config.embedding, config.execution.gpu_resource is not None)
+    precision = embedding_precision(config.embedding, config.execution.gpu_resource is not None, samples.ok)
     if precision == "fp32":
         return fp32_model, fp32_model, trained
     with run.timer.stage("quantize"):

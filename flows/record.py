@@ -152,6 +152,7 @@ def model_summary(
         trained=trained.trained,
         training_images=trained.images,
         training_epochs=trained.epochs,
+        training_budget_reached=trained.budget_reached,
         training_images_per_second=round(trained.images_per_second, 2),
         training_device=trained.device,
         final_loss=trained.final_loss,

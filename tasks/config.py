@@ -135,7 +135,22 @@ class TrainingConfig(Section):
         "backbone's features before the embedding's principal components; 0: the backbone alone. "
         "input_size must be a multiple of it.",
     )
-    epochs: int = Field(20, ge=1, le=10_000, description="Passes over the clean images.")
+    epochs: int = Field(
+        20, ge=1, le=10_000, description="Passes over the clean images, at most (see budget_minutes)."
+    )
+    budget_minutes: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description="Training stops after this many minutes, its learning rate decayed to zero by "
+        "then, even if epochs remain. Default: 10 on the CPU, 120 on a GPU.",
+    )
+    max_images: int = Field(
+        100_000,
+        ge=2,
+        description="Train on a seeded sample of at most this many clean images; a larger pool is "
+        "still embedded whole.",
+    )
     batch_size: int = Field(64, ge=2, le=8192, description="Images per step (two views each).")
     learning_rate: float = Field(1e-3, gt=0, le=10, description="AdamW learning rate (cosine decay).")
     temperature: float = Field(0.5, gt=0, le=10, description="NT-Xent temperature.")

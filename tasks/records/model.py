@@ -17,6 +17,8 @@ class TrainedModel(BaseModel, frozen=True):
     images_per_second: float
     final_loss: float | None
     device: str
+    # Whether training.budget_minutes ended the training before its epochs did.
+    budget_reached: bool = False
 
 
 MODEL_FILE = "model.onnx"

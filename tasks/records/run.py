@@ -84,6 +84,8 @@ class TrainedModelSummary(ModelSummary, frozen=True):
     trained: bool
     training_images: int
     training_epochs: int
+    # Whether training.budget_minutes ended the training before its epochs did.
+    training_budget_reached: bool = False
     training_images_per_second: float
     training_device: str
     final_loss: float | None
