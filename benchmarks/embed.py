@@ -77,8 +77,8 @@ def images_per_second(
     return {name: float(np.median(values)) for name, values in speeds.items()}
 
 
-def cuda_device_name() -> str:
-    """The GPU both sides run on.
+def cuda_device_name(benchmark: str = "benchmarks.embed") -> str:
+    """The GPU both sides of `benchmark` run on.
 
     Raises:
         SystemExit: no GPU that both PyTorch and ONNX Runtime can use; the message names why.
@@ -91,7 +91,7 @@ def cuda_device_name() -> str:
     if CUDA not in ort.get_available_providers():
         causes.append(f"onnxruntime {ort.__version__} has no CUDA provider (onnxruntime-gpu has)")
     if causes:
-        raise SystemExit(f"benchmarks.embed --device cuda: no usable GPU: {'; '.join(causes)}")
+        raise SystemExit(f"{benchmark} --device cuda: no usable GPU: {'; '.join(causes)}")
     return torch.cuda.get_device_name()
 
 

@@ -1,17 +1,21 @@
 """End to end: JPEG files on disk to embeddings, winnow's pipeline against a naive one.
 
-    python -m benchmarks.embed_e2e [--images 512] [--input-size 64] [--rounds 3]
+    python -m benchmarks.embed_e2e [--images 512] [--input-size 64] [--rounds 3] [--device cpu|cuda]
 
 Writes --images 640x480 JPEGs (about 0.3 megapixels: crops of scikit-image's photographs),
 then, on the same files and the same model weights, times
 - winnow: the inspect stage's own code (parallel decode in draft mode, hashing, metadata,
   the uint8 cache at model resolution), then ONNX Runtime embedding of that cache with the
-  int8 model winnow embeds with on a CPU;
-- naive: per image a full Pillow decode and resize, then PyTorch eager in fp32, batch by
-  batch, as a first script would.
+  model winnow embeds with on the device: int8 on the CPU, fp16 through the CUDA (or
+  TensorRT) provider with `--device cuda`;
+- naive: per image a full Pillow decode and resize, then PyTorch eager in fp32 on the same
+  device, batch by batch, as a first script would.
+With `--device cuda` the GPU's utilisation and memory are sampled through NVML during
+winnow's rounds (`gpu` in the JSON); without a GPU that PyTorch and ONNX Runtime can both
+use it stops at once, in one line naming why.
 Rounds are interleaved (the machine is shared) and each winnow round starts from an empty
-cache, so every image is decoded every round. Building the int8 model (export and
-calibration, once per run in the flow) is reported but not counted. Prints a JSON object
+cache, so every image is decoded every round. Building the device's model (export, then int8
+or fp16, once per run in the flow) is reported but not counted. Prints a JSON object
 of figures on its last line; `ratio` is winnow's images/s over the naive pipeline's.
 """
 
@@ -22,20 +26,25 @@ import json
 import os
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from skimage import data
 
+from benchmarks.embed import cuda_device_name
 from models.embedder import Embedder, ModelConfig
 from models.export import export_onnx
+from models.fp16 import convert_fp16
 from models.quantize import quantize_int8
 from tasks.config import ChecksConfig, EmbeddingConfig, VideoConfig
 from tasks.ingest.listing import list_samples
 from tasks.media.inspection import inspect_shard_into
 from tasks.model_runtime.sessions import open_session
+from tasks.model_runtime.telemetry import merged_summary, sampling
 from tasks.records.samples import ShardInspection
 from tasks.records.shards import write_manifests
 from tasks.storage.local import LocalStorage
@@ -73,16 +82,27 @@ def inspect_all(
     ]
 
 
-def naive_embeddings(model: Embedder, paths: list[Path], input_size: int, batch_size: int) -> np.ndarray:
-    """A full decode and a resize per image, then PyTorch eager, batch by batch."""
+def naive_embeddings(
+    model: Embedder, paths: list[Path], input_size: int, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """A full decode and a resize per image, then PyTorch eager on `device`, batch by batch."""
     out = []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
             images = [Image.open(p).convert("RGB") for p in paths[start : start + batch_size]]
             side = (input_size, input_size)
             batch = np.stack([np.asarray(i.resize(side, Image.Resampling.BILINEAR)) for i in images])
-            out.append(model(torch.from_numpy(batch)).numpy())
+            out.append(model(torch.from_numpy(batch).to(device)).cpu().numpy())
     return np.concatenate(out)
+
+
+def device_model(fp32_path: Path, work: Path, images: np.ndarray, device: str) -> tuple[Path, float]:
+    """The model winnow embeds with on `device`, and its smallest cosine to fp32 on `images`."""
+    if device == "cuda":
+        path = work / "model.fp16.onnx"
+        return path, convert_fp16(fp32_path, path, images)
+    path = work / "model.int8.onnx"
+    return path, quantize_int8(fp32_path, path, images)
 
 
 def main() -> None:
@@ -93,13 +113,17 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=256, help="files per inspect shard")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    if args.device == "cuda":
+        cuda_device_name("benchmarks.embed_e2e")  # stops here, naming why, without a usable GPU
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     size = args.input_size
+    device = torch.device(args.device)
     model = Embedder(ModelConfig(backbone=args.backbone, input_size=size)).eval()
-    embedding = EmbeddingConfig(batch_size=args.batch_size, device="cpu")
+    embedding = EmbeddingConfig(batch_size=args.batch_size, device=args.device)
     with tempfile.TemporaryDirectory() as folder:
         root, work = Path(folder) / "photos", Path(folder) / "work"
         write_photos(root, args.images)
@@ -107,18 +131,22 @@ def main() -> None:
         paths = sorted(root.glob("*.jpg"))
 
         started = time.perf_counter()
-        fp32_path, int8_path = work / "model.onnx", work / "model.int8.onnx"
+        fp32_path = work / "model.onnx"
         export_onnx(model, fp32_path, {"code_version": "benchmark"})
         calibration = np.concatenate(
             [i.open_images(work) for i in inspect_all(storage, args.shard_size, size, work / "calibration")]
         )
-        int8_min_cosine = quantize_int8(fp32_path, int8_path, calibration[:: max(1, len(calibration) // 256)])
-        session = open_session(str(int8_path), embedding)
+        model_path, min_cosine = device_model(
+            fp32_path, work, calibration[:: max(1, len(calibration) // 256)], args.device
+        )
+        session = open_session(str(model_path), embedding)
         model_seconds = time.perf_counter() - started
+        model.to(device)
 
         # Warm-up of both sides on a few files: allocations, kernel selection, page cache.
-        naive_embeddings(model, paths[: args.batch_size], size, args.batch_size)
+        naive_embeddings(model, paths[: args.batch_size], size, args.batch_size, device)
         session.embed(calibration[: args.batch_size])
+        gpu_samples: list[dict[str, Any]] = []
 
         speeds: dict[str, list[float]] = {"winnow": [], "naive": [], "decode": [], "embed": []}
         for round_index in range(args.rounds):
@@ -126,27 +154,34 @@ def main() -> None:
             for side in ("winnow", "naive") if round_index % 2 == 0 else ("naive", "winnow"):
                 if side == "naive":
                     started = time.perf_counter()
-                    naive = naive_embeddings(model, paths, size, args.batch_size)
+                    naive = naive_embeddings(model, paths, size, args.batch_size, device)
                     speeds["naive"].append(len(naive) / (time.perf_counter() - started))
                     continue
-                started = time.perf_counter()
-                inspections = inspect_all(storage, args.shard_size, size, work / f"round-{round_index}")
-                decoded = time.perf_counter()
-                ours = np.concatenate([session.embed(i.open_images(work)) for i in inspections])
-                finished = time.perf_counter()
+                with sampling() if args.device == "cuda" else nullcontext() as sampler:
+                    started = time.perf_counter()
+                    inspections = inspect_all(storage, args.shard_size, size, work / f"round-{round_index}")
+                    decoded = time.perf_counter()
+                    ours = np.concatenate([session.embed(i.open_images(work)) for i in inspections])
+                    finished = time.perf_counter()
+                if sampler is not None and (summary := sampler.summary()) is not None:
+                    gpu_samples.append(summary)
                 speeds["winnow"].append(len(ours) / (finished - started))
                 speeds["decode"].append(len(ours) / (decoded - started))
                 speeds["embed"].append(len(ours) / (finished - decoded))
         agreement = float(np.min(np.sum(ours * naive, axis=1)))
     medians = {name: float(np.median(values)) for name, values in speeds.items()}
+    precision = "fp16" if args.device == "cuda" else "int8"
+    gpu = merged_summary(gpu_samples) if gpu_samples else None
     ratio = medians["winnow"] / medians["naive"]
     print(
         f"{args.images} JPEGs {WIDTH}x{HEIGHT} -> {args.backbone} at {size} px, {threads} cores, "
         f"median of {args.rounds} interleaved rounds: winnow {medians['winnow']:.1f} img/s "
-        f"(inspect {medians['decode']:.1f}, int8 embedding {medians['embed']:.1f}); "
-        f"naive {medians['naive']:.1f} img/s; ratio {ratio:.2f}. Model export + int8 calibration "
+        f"(inspect {medians['decode']:.1f}, {precision} embedding on {args.device} {medians['embed']:.1f}); "
+        f"naive {medians['naive']:.1f} img/s; ratio {ratio:.2f}. Model export + {precision} conversion "
         f"{model_seconds:.1f} s (not counted); smallest cosine winnow vs naive {agreement:.4f}"
     )
+    if gpu is not None:
+        print(f"GPU during winnow's rounds: {json.dumps(gpu)}")
     print(
         json.dumps(
             {
@@ -156,7 +191,9 @@ def main() -> None:
                 "winnow_inspect_img_per_s": round(medians["decode"], 1),
                 "winnow_embed_img_per_s": round(medians["embed"], 1),
                 "model_build_s": round(model_seconds, 1),
-                "int8_min_cosine": round(int8_min_cosine, 4),
+                f"{precision}_min_cosine": round(min_cosine, 4),
+                "device": args.device,
+                "gpu": gpu,
                 "min_cosine_winnow_vs_naive": round(agreement, 4),
                 "images": args.images,
                 "image_size": f"{WIDTH}x{HEIGHT}",

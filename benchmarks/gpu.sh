@@ -101,8 +101,9 @@ bench() {  # bench NAME MODULE [ARGUMENT...]
 # Shortest first: a device call that runs out of time still brings back the earlier ones.
 bench embed benchmarks.embed --device cuda --input-size 224 --batch-sizes 64,256
 bench train benchmarks.train --device cuda
-# embed_e2e has no device option: its figures are the CPU pipeline's, on this machine's cores.
-bench embed_e2e benchmarks.embed_e2e
+# JPEGs on disk to embeddings through the whole pipeline (the host's cores decode), with NVML's
+# utilisation of the GPU during it: what the model-alone figures above hide.
+bench embed_e2e benchmarks.embed_e2e --device cuda --images 4096 --batch-size 256
 # select has no device option either: its torch form runs on the GPU when there is one.
 # 20 naive picks, as the README's million-row figures (the naive form is slow there).
 bench select benchmarks.select --rows 1000000 --picks 10000 --baseline-picks 20

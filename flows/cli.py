@@ -95,7 +95,11 @@ def curate_command(
     cache_dir: Annotated[
         str | None, typer.Option(help="Local cache folder [default: <output>/cache].")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs, at most.")] = None,
+    budget_minutes: Annotated[
+        float | None,
+        typer.Option(help="Training's time budget in minutes [default: 10 on the CPU, 120 on a GPU]."),
+    ] = None,
     no_train: Annotated[bool, typer.Option("--no-train", help="Skip training.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No stage display.")] = False,
     lightly_arguments: Annotated[
@@ -125,6 +129,7 @@ def curate_command(
             "aws_credentials": aws_credentials,
             "cache_dir": cache_dir,
             "training.epochs": epochs,
+            "training.budget_minutes": budget_minutes,
             "training.enabled": False if no_train else None,
         },
     )

@@ -64,6 +64,21 @@ def test_cuda_without_a_usable_gpu_is_one_line_naming_the_cause() -> None:
     assert (f"PyTorch {torch.__version__} cannot use CUDA" in message) == (not torch.cuda.is_available())
 
 
+@pytest.mark.skipif(GPU_USABLE, reason="this machine has a usable GPU")
+def test_the_whole_pipeline_on_cuda_without_a_usable_gpu_stops_naming_the_cause() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.embed_e2e", "--device", "cuda", "--images", "8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    (message,) = result.stderr.strip().splitlines()  # one line: no traceback, no photos written
+    assert message.startswith("benchmarks.embed_e2e --device cuda: no usable GPU: ")
+
+
 def test_run_bound_embeds_the_batch_that_embed_left_bound(tmp_path: Path) -> None:
     config = ModelConfig(backbone="resnet10", width=8, input_size=32, embedding_dim=16)
     torch.manual_seed(0)

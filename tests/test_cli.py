@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app, merge_options
 from tests.images import write_bad_files, write_scene_crops
+from tests.pids import alive
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = "backbone: resnet10, width: 8, input_size: 32, embedding_dim: 16"
@@ -68,6 +69,8 @@ def test_python_dash_m_flows_curates_a_folder(tmp_path: Path) -> None:
         "0.5",
         "--epochs",
         "1",
+        "--budget-minutes",
+        "2.5",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -76,6 +79,8 @@ def test_python_dash_m_flows_curates_a_folder(tmp_path: Path) -> None:
     latest = json.loads((output / "latest.json").read_text())
     record = json.loads(Path(latest["run_json"]).read_text())
     assert record["config"]["training"]["epochs"] == 1  # the flag beat the file
+    assert record["config"]["training"]["budget_minutes"] == 2.5
+    assert not record["model"]["training_budget_reached"]
     assert record["config"]["embedding"]["batch_size"] == 8
     assert record["counts"]["selected"] == 9  # half of the 18 clean images
     assert record["counts"]["corrupt"] == 3
@@ -109,14 +114,6 @@ def children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_a_killed_cli_leaves_no_prefect_server_behind(tmp_path: Path) -> None:

@@ -185,6 +185,7 @@ def test_workers_without_a_shared_disk_exchange_shards_through_the_output_bucket
             n_samples=5,
             training=TINY_TRAINING,
             inputs=SHARDS,
+            embedding={"precision": "int8"},  # as the local run it is compared with
             execution={"engine": "dask", "address": client.scheduler.address},
         )
 

@@ -4,6 +4,8 @@ worker killed mid-shard loses nothing."""
 import io
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from tasks.media.processes import decoding_in_processes
 from tasks.records.samples import IMAGES_FILE, SAMPLES_FILE
 from tasks.storage.local import LocalStorage
 from tests.images import jpeg_bytes, scene, write_scene_crops
+from tests.pids import alive
 
 
 def inspect_folder(root: Path, out: Path, processes: int) -> tuple[list[dict[str, object]], bytes]:
@@ -109,3 +112,36 @@ def test_a_decoding_worker_killed_mid_shard_loses_no_image(
     assert len(rows) == len(keys) and all(row["status"] == "ok" for row in rows)
     pixels = np.frombuffer(cache, np.uint8).reshape(len(keys), 32, 32, 3)
     assert pixels.std(axis=(1, 2, 3)).min() > 1  # every image's pixels, none left blank
+
+
+POOL_PROBE = """
+import sys, time, psutil
+from tasks.media.processes import decoding_executor
+pool = decoding_executor(2)
+assert sorted(pool.map(abs, [-1, -2, -3, -4])) == [1, 2, 3, 4]
+workers = [c.pid for c in psutil.Process().children() if "loky" in " ".join(c.cmdline())]
+print(" ".join(map(str, workers)), flush=True)
+time.sleep(600)
+"""
+
+
+def test_decoding_workers_end_when_their_process_is_killed(tmp_path: Path) -> None:
+    """SIGKILL gives the flow's process no time to stop its pool: the workers notice their
+    parent is gone and end, rather than idling on for minutes."""
+    probe = subprocess.Popen(
+        [sys.executable, "-c", POOL_PROBE],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert probe.stdout is not None
+        workers = [int(pid) for pid in probe.stdout.readline().split()]
+        assert workers, "the pool started no worker"
+    finally:
+        probe.kill()
+        probe.wait()
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers), "a decoding worker outlived its process"

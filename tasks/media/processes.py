@@ -17,7 +17,9 @@ on threads.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -25,6 +27,9 @@ from contextvars import ContextVar
 
 # Workers without work for this long exit; the next run starts them again (under a second).
 IDLE_SECONDS = 120
+
+# How often a worker checks that the process that started it is still there.
+PARENT_CHECK_SECONDS = 1.0
 
 # How many decoding processes the inspection in this context may use; 0: none, threads only.
 _PROCESSES: ContextVar[int] = ContextVar("decoding_processes", default=0)
@@ -60,7 +65,9 @@ def decoding_executor(count: int) -> Executor:
 
     with _POOLS_LOCK:
         if count not in _POOLS:
-            _POOLS[count] = ProcessPoolExecutor(max_workers=count, timeout=IDLE_SECONDS)
+            _POOLS[count] = ProcessPoolExecutor(
+                max_workers=count, timeout=IDLE_SECONDS, initializer=exit_with_parent
+            )
         return _POOLS[count]
 
 
@@ -71,3 +78,21 @@ def replace_broken(pool: Executor) -> None:
             if known is pool:
                 del _POOLS[count]
     pool.shutdown(wait=False)
+
+
+def exit_with_parent() -> None:
+    """Run in each decoding worker as it starts: end the worker once its parent is gone.
+
+    A flow's process killed outright (SIGKILL, the OOM killer) cannot stop its workers, and
+    loky's would live on until their idle timeout. The parent is polled rather than asked
+    to signal (PR_SET_PDEATHSIG fires when the parent's *thread* ends, and workers are
+    started from whichever thread submits).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="winnow-parent-watch", daemon=True).start()

@@ -121,8 +121,15 @@ def train_simclr(
     started = time.perf_counter()
 
     def progress(step: int) -> float:
-        """Where training is, 0 to 1: of its steps or of its budget, whichever is further."""
-        return min(1.0, max(step / total_steps, (time.perf_counter() - started) / budget))
+        """Where training is, 0 to 1: of its steps, or of its budget once the pace so far would overrun it.
+
+        On pace to end within the budget, the schedule follows the steps alone, so the same
+        configuration trains the same model whatever the clock says.
+        """
+        elapsed = time.perf_counter() - started
+        if step == 0 or elapsed * total_steps / step <= budget:
+            return step / total_steps
+        return min(1.0, max(step / total_steps, elapsed / budget))
 
     def eta(step: int) -> str:
         """The time training has left: the rest of its steps at the pace so far, within the budget."""
@@ -165,15 +172,20 @@ def train_simclr(
             if time.perf_counter() - reported >= REPORT_SECONDS:
                 reported = time.perf_counter()
                 report("train", steps, total_steps, f"epoch {epoch + 1}/{training.epochs}, {eta(steps)}")
-        if losses:
+        if losses:  # none when the budget ran out as the epoch began
             epochs, epoch_loss = epoch + 1, float(torch.stack(losses).mean())
-            line = f"epoch {epochs}/{training.epochs}, loss {epoch_loss:.4f}"
-            logger.info("%s, %s", line, eta(steps) if not out_of_time else "stopped at the time budget")
-            report("train", steps, total_steps, f"{line}, {eta(steps)}")
         if out_of_time:
             break
+        line = f"epoch {epochs}/{training.epochs}, loss {epoch_loss:.4f}"
+        if steps < total_steps:
+            line += f", {eta(steps)}"
+        logger.info("%s", line)
+        report("train", steps, total_steps, line)
     elapsed = time.perf_counter() - started
     if out_of_time:
+        line = f"epoch {epochs}/{training.epochs}, loss {epoch_loss:.4f}, stopped at the time budget"
+        logger.info("%s", line)
+        report("train", steps, total_steps, line)
         logger.warning(
             "training stopped at its time budget of %s after %d of %d epochs (training.budget_minutes)",
             f"{budget / 60:g} min",
