@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app, merge_options
 from tests.images import write_bad_files, write_scene_crops
-from tests.pids import alive
+from tests.pids import all_end
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = "backbone: resnet10, width: 8, input_size: 32, embedding_dim: 16"
@@ -139,10 +139,7 @@ def test_a_killed_cli_leaves_no_prefect_server_behind(tmp_path: Path) -> None:
     finally:
         cli.kill()
         cli.wait()
-    deadline = time.monotonic() + 30
-    while any(alive(pid) for pid in servers) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not any(alive(pid) for pid in servers), "the temporary Prefect server outlived the CLI"
+    assert all_end(servers, 30), "the temporary Prefect server outlived the CLI"
 
 
 def test_two_racing_runs_the_loser_gets_the_conflict_error_and_commits_nothing(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from tasks.media.processes import decoding_in_processes
 from tasks.records.samples import IMAGES_FILE, SAMPLES_FILE
 from tasks.storage.local import LocalStorage
 from tests.images import jpeg_bytes, scene, write_scene_crops
-from tests.pids import alive
+from tests.pids import all_end
 
 
 def inspect_folder(root: Path, out: Path, processes: int) -> tuple[list[dict[str, object]], bytes]:
@@ -141,7 +141,27 @@ def test_decoding_workers_end_when_their_process_is_killed(tmp_path: Path) -> No
     finally:
         probe.kill()
         probe.wait()
-    deadline = time.monotonic() + 15
-    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(alive(pid) for pid in workers), "a decoding worker outlived its process"
+    assert all_end(workers, 15), "a decoding worker outlived its process"
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
+    """Workers are fresh interpreters that never re-run the caller's `__main__`: a user's
+    script that calls `curate()` at its top level is not run again by each worker."""
+    script = tmp_path / "curate_my_photos.py"
+    script.write_text(
+        'print("the script runs", flush=True)\n'
+        "from tasks.media.processes import decoding_executor\n"
+        "assert sorted(decoding_executor(2).map(abs, [-1, -2, -3])) == [1, 2, 3]\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("the script runs") == 1

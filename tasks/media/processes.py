@@ -66,7 +66,7 @@ def decoding_executor(count: int) -> Executor:
     with _POOLS_LOCK:
         if count not in _POOLS:
             _POOLS[count] = ProcessPoolExecutor(
-                max_workers=count, timeout=IDLE_SECONDS, initializer=exit_with_parent
+                max_workers=count, timeout=IDLE_SECONDS, initializer=exit_with_parent, initargs=(os.getpid(),)
             )
         return _POOLS[count]
 
@@ -80,15 +80,16 @@ def replace_broken(pool: Executor) -> None:
     pool.shutdown(wait=False)
 
 
-def exit_with_parent() -> None:
-    """Run in each decoding worker as it starts: end the worker once its parent is gone.
+def exit_with_parent(parent: int) -> None:
+    """Run in each decoding worker as it starts: end the worker once `parent` is gone.
 
     A flow's process killed outright (SIGKILL, the OOM killer) cannot stop its workers, and
     loky's would live on until their idle timeout. The parent is polled rather than asked
     to signal (PR_SET_PDEATHSIG fires when the parent's *thread* ends, and workers are
-    started from whichever thread submits).
+    started from whichever thread submits). Its pid comes from the parent itself: a worker
+    still starting when the parent died has been adopted already, and its own parent pid
+    would name the adopter.
     """
-    parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
