@@ -27,6 +27,7 @@ from tasks.config import (
     ReportConfig,
     RunConfig,
     SelectionConfig,
+    StateConfig,
     TrainingConfig,
     VideoConfig,
     describe_validation_error,
@@ -78,6 +79,7 @@ def curate(
     selection: SelectionConfig = SelectionConfig(),  # noqa: B008
     video: VideoConfig = VideoConfig(),  # noqa: B008
     report: ReportConfig = ReportConfig(),  # noqa: B008
+    state: StateConfig = StateConfig(),  # noqa: B008
     execution: ExecutionConfig = ExecutionConfig(),  # noqa: B008
 ) -> dict[str, Any]:
     """Curate `source`: a folder or s3://bucket/prefix of images and videos.
@@ -100,6 +102,7 @@ def curate(
         selection: how many to pick, and by which strategies (REPRESENTATIVE k-medoids by default).
         video: how frames are sampled from videos, sequence selection, the frames' file format.
         report: the run report (report.html, report.pdf, report.json).
+        state: when the datapool's manifest segments are merged, and how many versions stay readable.
         execution: where the per-shard stages run: this process's threads or a Dask cluster.
 
     Returns:
@@ -122,6 +125,7 @@ def curate(
         selection=selection,
         video=video,
         report=report,
+        state=state,
         execution=execution,
     )
     with winnow_logs_to_prefect(), shard_engine(config.execution) as engine:

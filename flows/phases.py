@@ -10,6 +10,7 @@ in tasks/; a phase only decides which task runs next and with what.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -36,7 +37,8 @@ from flows.record import (
     summary_markdown,
 )
 from tasks.config import RunConfig
-from tasks.datapool.stage import commit_state, next_manifest, open_datapool
+from tasks.datapool.block import Datapool
+from tasks.datapool.stage import commit_state, maintain_datapool, next_manifest, open_datapool
 from tasks.datapool.state import DatapoolConflictError, PoolStart, model_pointers
 from tasks.ingest.stage import discover, plan
 from tasks.media.stage import collect_samples, inspect_shard
@@ -57,8 +59,11 @@ from tasks.records.selection import Selection, SelectionInputs, selected_ids
 from tasks.records.shards import Listing
 from tasks.report.stage import render_gallery, render_report
 from tasks.selection.stage import remove_near_duplicates, select, selection_inputs
+from tasks.storage.interface import StorageError
 from tasks.storage.shard_store import FETCHED_FOLDER, SHARDS_FOLDER, ShardStore
 from tasks.storage.uri import is_s3_uri
+
+logger = logging.getLogger(__name__)
 
 
 class StageTimer:
@@ -192,7 +197,7 @@ def prepare(run: RunContext) -> Planned:
         )
         reprocess_all = config.process_all or (start.state.model_onnx is not None and config.training.retrain)
         run_plan = plan(
-            listing, start.manifest, reprocess_all, config.inputs.shard_size, run.shards, run.cache
+            listing, start.segments, reprocess_all, config.inputs.shard_size, run.shards, run.cache
         )
         input_size = start.model.input_size if start.model else config.training.input_size
         inputs = selection_inputs(
@@ -470,6 +475,8 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
             artifacts |= copy_selected(
                 config.source, config.output_uri, config.aws_credentials, run.run_id, files
             )
+    with run.timer.stage("compact"):
+        tidy_datapool(run, start, committed)
     datapool = record.datapool.model_copy(
         update={"version": committed.version, "samples": committed.samples, "selected": committed.selected}
     )
@@ -485,6 +492,21 @@ def finish(run: RunContext, planned: Planned, embedded: Embedded, chosen: Chosen
     record_run(config.output_uri, config.aws_credentials, final)
     run.progress.complete(outcome(final.counts, final.selection.note))
     return final
+
+
+def tidy_datapool(run: RunContext, start: PoolStart, committed: Datapool) -> None:
+    """Merge the datapool's segments past the threshold and apply retention, after the commit.
+
+    The run's commit stands whatever happens here: a failure is a warning, and the next run
+    tries again.
+    """
+    config = run.config
+    try:
+        maintain_datapool(
+            start.name, config.output_uri, config.aws_credentials, committed, config.state, run.cache
+        )
+    except (StorageError, ConnectionError, RuntimeError) as error:
+        logger.warning("datapool %r: merging or pruning its segments failed: %s", start.name, error)
 
 
 def announce(run: RunContext, record: RunRecord, embedded: Embedded, chosen: Chosen) -> None:

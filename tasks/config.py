@@ -540,6 +540,25 @@ class ReportConfig(Section):
     )
 
 
+class StateConfig(Section):
+    """How the datapool keeps its manifest: merged at a threshold, and how many versions stay readable."""
+
+    compact_after_segments: int = Field(
+        16,
+        ge=1,
+        le=1_000,
+        description="Each commit adds its run's changes as one manifest segment; once a version has "
+        "more than this many, the run merges them into one (its own version, same rows).",
+    )
+    keep_versions: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Manifest segments that none of the newest this-many versions names are deleted "
+        "after a commit; every version's small log entry stays.",
+    )
+
+
 class ExecutionConfig(Section):
     """Where the per-shard stages run and keep their results: locally or on a Dask cluster."""
 
@@ -650,6 +669,7 @@ class RunConfig(Section):
     selection: SelectionConfig = SelectionConfig()
     video: VideoConfig = VideoConfig()
     report: ReportConfig = ReportConfig()
+    state: StateConfig = StateConfig()
     execution: ExecutionConfig = ExecutionConfig()
 
     @field_validator("source")

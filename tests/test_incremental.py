@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from examples.make_images import write_scene_crops
 from flows.curate import curate
 from tasks.datapool.block import Datapool
 from tasks.ingest.listing import discover_source
+from tasks.records.manifest import MANIFEST_SCHEMA
 from tasks.records.run import RunRecord, outcome
+from tasks.records.segments import read_live
 from tasks.records.shards import read_listing
 from tasks.storage.interface import StorageError
 from tests.images import jpeg_bytes
@@ -55,10 +58,22 @@ class Bucket:
     def selected(self, record: dict[str, Any]) -> list[str]:
         return self.get(record["artifacts"]["selected_filenames.txt"]).decode().splitlines()
 
+    def rows(self, pool: Datapool) -> dict[str, dict[str, Any]]:
+        return manifest_of(pool, self.get, self.root)
 
-def manifest_of(pool: Datapool, read: Any) -> dict[str, dict[str, Any]]:
-    assert pool.manifest is not None
-    return {row["id"]: row for row in pq.read_table(io.BytesIO(read(pool.manifest))).to_pylist()}
+
+def manifest_of(pool: Datapool, read: Any, scratch: Path) -> dict[str, dict[str, Any]]:
+    """The pool's rows by id: its segments, as `read` (URI -> bytes) gives them, folded."""
+    assert pool.segments and pool.manifest is None
+    copies = []
+    for uri in pool.segments:
+        copies.append(scratch / f"segment-{uuid.uuid4().hex}.parquet")
+        copies[-1].write_bytes(read(uri))
+    return {row["id"]: row for row in read_live([str(c) for c in copies], MANIFEST_SCHEMA.names).to_pylist()}
+
+
+def selected_in(output: Path, record: dict[str, Any]) -> list[str]:
+    return (output / "runs" / record["run_id"] / "selected_filenames.txt").read_text().splitlines()
 
 
 def run(bucket: Bucket, credentials: str, **options: Any) -> dict[str, Any]:
@@ -98,7 +113,7 @@ def second(bucket: Bucket, aws_credentials: str, first: dict[str, Any]) -> dict[
         copy = Image.open(io.BytesIO(bucket.get(f"{bucket.source}/{pick}")))
         bucket.put(f"copies/{pick}", jpeg_bytes(copy, quality=70))
     earlier = set(bucket.selected(first))
-    changed = next(k for k in sorted(manifest_of(load_pool(bucket), bucket.get)) if k not in earlier)
+    changed = next(k for k in sorted(bucket.rows(load_pool(bucket))) if k not in earlier)
     bucket.put(changed, jpeg_bytes(Image.open(bucket.root / "first" / "rocket" / "03.jpg").rotate(180)))
     return run(bucket, aws_credentials, n_samples=3)
 
@@ -129,7 +144,7 @@ def test_the_first_run_processes_the_whole_bucket(bucket: Bucket, first: dict[st
     pool = load_pool(bucket)
     assert (pool.version, pool.samples, pool.selected) == (1, discovered, 4)
     assert pool.model_onnx == first["artifacts"]["model.onnx"]
-    manifest = manifest_of(pool, bucket.get)
+    manifest = bucket.rows(pool)
     assert set(manifest) >= set(ODD_KEYS)
     assert {k for k, row in manifest.items() if row["selected"]} == set(bucket.selected(first))
     assert all(len(row["embedding"]) == 16 and row["run_id"] == first["run_id"] for row in manifest.values())
@@ -165,7 +180,7 @@ def test_new_picks_are_diverse_against_earlier_picks(
     earlier, picks = bucket.selected(first), bucket.selected(second)
     assert len(picks) == 3 and not set(picks) & set(earlier)
     assert not [p for p in picks if p.startswith("copies/")], "a near-duplicate of an earlier pick was picked"
-    manifest = manifest_of(load_pool(bucket), bucket.get)
+    manifest = bucket.rows(load_pool(bucket))
     vector = {k: np.array(row["embedding"]) for k, row in manifest.items() if row["embedding"] is not None}
     copy_gap = max(np.linalg.norm(vector[f"copies/{k}"] - vector[k]) for k in earlier)
     pick_gap = min(np.linalg.norm(vector[p] - vector[e]) for p in picks for e in earlier)
@@ -185,7 +200,7 @@ def test_retrain_trains_anew_reembeds_the_pool_and_keeps_earlier_picks(
     bucket: Bucket, aws_credentials: str, second: dict[str, Any]
 ) -> None:
     before = load_pool(bucket)
-    earlier = {k for k, row in manifest_of(before, bucket.get).items() if row["selected"]}
+    earlier = {k for k, row in bucket.rows(before).items() if row["selected"]}
     record = run(bucket, aws_credentials, n_samples=2, training=TINY_TRAINING | {"retrain": True})
     assert record["counts"]["new"] == record["counts"]["discovered"]  # the whole pool, re-embedded
     assert record["model"]["source"] == "trained by this run"
@@ -194,7 +209,7 @@ def test_retrain_trains_anew_reembeds_the_pool_and_keeps_earlier_picks(
     after = load_pool(bucket)
     assert after.selected == before.selected + 2
     assert after.model_onnx == record["artifacts"]["model.onnx"]
-    assert {k for k, row in manifest_of(after, bucket.get).items() if row["selected"]} == earlier | picks
+    assert {k for k, row in bucket.rows(after).items() if row["selected"]} == earlier | picks
 
 
 def test_the_relevant_filenames_file_may_live_in_the_bucket(
@@ -272,6 +287,43 @@ def test_a_local_folder_is_incremental_and_a_run_that_fails_after_its_commit_is_
     )
     assert third["counts"]["new"] == 1
     assert len(list((output / "selected").rglob("*.jpg"))) == third["counts"]["selected"]
+
+
+def test_segments_are_merged_past_the_threshold_and_old_ones_pruned(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    source, output = tmp_path / "photos", tmp_path / "out"
+    write_scene_crops(source, FIRST_SCENES[:2], per_scene=3, side=64)
+    tidy = {"compact_after_segments": 2, "keep_versions": 1}
+
+    def curate_now(n_samples: int) -> dict[str, Any]:
+        return curate(
+            source=str(source), output=str(output), n_samples=n_samples, training=TINY_TRAINING, state=tidy
+        )
+
+    first = curate_now(2)
+    name = first["datapool"]["name"]
+    runs = [first]
+    for scene in NEW_SCENES:
+        write_scene_crops(source / scene, (scene,), per_scene=2, side=64)
+        runs.append(curate_now(1))
+    # Versions 1-3 are the runs; the third run's 3 segments were merged into version 4.
+    assert [r["datapool"]["version"] for r in runs] == [1, 2, 3]
+    pool = Datapool.load(name)
+    assert isinstance(pool, Datapool) and (pool.version, pool.compacted_from, len(pool.segments)) == (4, 3, 1)
+    assert pool.last_run_id == runs[-1]["run_id"]
+    rows = manifest_of(pool, lambda uri: Path(uri).read_bytes(), tmp_path)
+    assert len(rows) == pool.samples == sum(r["counts"]["new"] for r in runs) == 10
+    picks = {i for r in runs for i in selected_in(output, r)}
+    assert {i for i, row in rows.items() if row["selected"]} == picks
+    # Only the newest version is kept readable: the runs' own segments are gone.
+    files = sorted(p.name for p in (output / "datapool" / name / "manifests").iterdir())
+    assert files == [Path(pool.segments[0]).name]
+    # The next run starts from the merged segment and adds its own.
+    write_scene_crops(source / "last", ("grass",), per_scene=2, side=64)
+    last = curate_now(1)
+    assert (last["counts"]["new"], last["datapool"]["version"]) == (2, 5)
+    assert last["datapool"]["samples_after"] == 12
 
 
 def test_an_output_inside_the_source_is_never_curated_by_the_next_run(
@@ -357,7 +409,7 @@ def test_picks_moved_or_renamed_are_recognised_by_content_and_never_picked_again
         assert (rows[new]["status"], rows[new]["duplicate_of"]) == ("moved", old)
     pool = Datapool.load(second["datapool"]["name"])
     assert isinstance(pool, Datapool) and pool.selected == 2
-    manifest = manifest_of(pool, lambda uri: Path(uri).read_bytes())
+    manifest = manifest_of(pool, lambda uri: Path(uri).read_bytes(), tmp_path)
     assert {i for i, row in manifest.items() if row["selected"]} == set(moved_to.values())
     assert all(manifest[new]["embedding"] is not None for new in moved_to.values())
     assert not set(picks) & set(manifest)  # the old keys are gone from the pool

@@ -78,28 +78,36 @@ def new_state(run_id: str) -> Datapool:
     return Datapool(output="", last_run_id=run_id, samples=1)
 
 
+def commit(name: str, storage: LocalStorage, state: Datapool, rows: pa.Table) -> Datapool:
+    """Commit `rows` as the whole pool of the version after a new datapool's (version 0)."""
+    segment = storage.root.parent / "segments" / f"{uuid.uuid4().hex}.parquet"
+    segment.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(rows, segment)
+    return commit_version(name, storage, Datapool(output=""), state, segment, whole=True)
+
+
 def test_of_two_racing_commits_exactly_one_lands(prefect_server: None, tmp_path: Path) -> None:
     storage, name = LocalStorage(tmp_path / "out"), f"race-{uuid.uuid4().hex[:8]}"
     rows = manifest([("a.jpg", "v1", True)])
-    winner = commit_version(name, storage, 0, new_state("run-a"), rows)
+    winner = commit(name, storage, new_state("run-a"), rows)
     assert winner.version == 1
     # run-b also started from version 0 and finishes second.
     with pytest.raises(DatapoolConflictError, match=r"moved to version 1 \(committed by run run-a\)"):
-        commit_version(name, storage, 0, new_state("run-b"), rows)
+        commit(name, storage, new_state("run-b"), rows)
     block = Datapool.load(name)
     assert isinstance(block, Datapool)
     assert (block.version, block.last_run_id) == (1, "run-a")
     assert Datapool.model_validate_json(storage.read_bytes(version_key(name, 1))).last_run_id == "run-a"
     assert read_state(name, storage).last_run_id == "run-a"
     # A retried commit whose first attempt landed is not a conflict with itself.
-    assert commit_version(name, storage, 0, new_state("run-a"), rows).version == 1
+    assert commit(name, storage, new_state("run-a"), rows).version == 1
 
 
 def test_a_block_left_behind_by_a_crash_is_repaired_from_the_log(
     prefect_server: None, tmp_path: Path
 ) -> None:
     storage, name = LocalStorage(tmp_path / "out"), f"crash-{uuid.uuid4().hex[:8]}"
-    commit_version(name, storage, 0, new_state("run-a"), manifest([]))
+    commit(name, storage, new_state("run-a"), manifest([]))
     # Version 2 reached the log, then the run died before it saved the block.
     logged = Datapool(output=storage.uri, version=2, last_run_id="run-b", manifest=None)
     assert storage.write_new(version_key(name, 2), logged.model_dump_json().encode())
@@ -110,7 +118,7 @@ def test_a_block_left_behind_by_a_crash_is_repaired_from_the_log(
 
 def test_a_datapool_belongs_to_one_output(prefect_server: None, tmp_path: Path) -> None:
     name = f"owned-{uuid.uuid4().hex[:8]}"
-    commit_version(name, LocalStorage(tmp_path / "one"), 0, new_state("run-a"), manifest([]))
+    commit(name, LocalStorage(tmp_path / "one"), new_state("run-a"), manifest([]))
     with pytest.raises(ValueError, match=f"datapool '{name}' belongs to output .*one, not .*two"):
         read_state(name, LocalStorage(tmp_path / "two"))
 
@@ -118,7 +126,7 @@ def test_a_datapool_belongs_to_one_output(prefect_server: None, tmp_path: Path) 
 def test_a_datapool_belongs_to_one_source(prefect_server: None, tmp_path: Path) -> None:
     storage, name, scratch = LocalStorage(tmp_path / "out"), f"source-{uuid.uuid4().hex[:8]}", tmp_path / "d"
     state = Datapool(output="", source="/data/cams", last_run_id="run-a", samples=1)
-    commit_version(name, storage, 0, state, manifest([("a.jpg", "v1", True)]))
+    commit(name, storage, state, manifest([("a.jpg", "v1", True)]))
     assert start_from(name, "/data/cams", storage, False, False, scratch).state.version == 1
     with pytest.raises(
         ValueError, match=r"holds the samples and picks of source /data/cams, not /data/other"
@@ -128,7 +136,7 @@ def test_a_datapool_belongs_to_one_source(prefect_server: None, tmp_path: Path) 
     assert start_from(name, "/data/other", storage, True, False, scratch).source == "/data/other"
     # A pool committed before sources were recorded is adopted by the first run that comes.
     older = f"older-{uuid.uuid4().hex[:8]}"
-    commit_version(older, storage, 0, new_state("run-a"), manifest([]))
+    commit(older, storage, new_state("run-a"), manifest([]))
     assert start_from(older, "/data/any", storage, False, False, scratch).state.version == 1
 
 
@@ -159,7 +167,7 @@ def test_a_run_killed_after_its_commit_is_named_by_latest_json_and_marked_commit
     published = synthetic_record("run-a", {}, embedded=1, selected=1, status="published")
     write_run_json(storage, published)
     storage.write_bytes("latest.json", b'{"run_id": "run-before"}')
-    commit_version(name, storage, 0, new_state("run-a"), manifest([("a.jpg", "v1", True)]))
+    commit(name, storage, new_state("run-a"), manifest([("a.jpg", "v1", True)]))
 
     start_from(name, "/data/cams", storage, False, False, tmp_path / "d")
 
@@ -175,13 +183,13 @@ def test_the_loser_of_a_race_says_so_in_its_run_json_and_is_never_named_latest(
     prefect_server: None, tmp_path: Path
 ) -> None:
     storage, name = LocalStorage(tmp_path / "out"), f"lost-{uuid.uuid4().hex[:8]}"
-    commit_version(name, storage, 0, new_state("run-a"), manifest([]))
+    commit(name, storage, new_state("run-a"), manifest([]))
     write_run_json(storage, synthetic_record("run-a", {}, embedded=1, selected=1))
     storage.write_bytes("latest.json", b'{"run_id": "run-a"}')
     loser = synthetic_record("run-b", {}, embedded=1, selected=1, status="published")
     write_run_json(storage, loser)
     with pytest.raises(DatapoolConflictError) as lost:
-        commit_version(name, storage, 0, new_state("run-b"), manifest([]))
+        commit(name, storage, new_state("run-b"), manifest([]))
     write_run_json(storage, loser.model_copy(update={"status": "conflict", "error": str(lost.value)}))
 
     start_from(name, "/data/cams", storage, False, False, tmp_path / "d")

@@ -20,11 +20,14 @@ from PIL import Image
 
 from flows.curate import curate
 from tasks.config import VideoConfig
+from tasks.datapool.block import Datapool
+from tasks.datapool.state import version_key
 from tasks.ingest.planning import plan_run
 from tasks.media.decode import resize_square
 from tasks.media.video import SampledFrame, sample_frames
 from tasks.records.keys import frame_id
-from tasks.records.manifest import MANIFEST_SCHEMA, read_manifest_table
+from tasks.records.manifest import MANIFEST_SCHEMA
+from tasks.records.segments import read_live
 from tasks.storage.interface import ObjectInfo
 from tests.images import SCENES, write_scene_crops
 from tests.s3 import new_bucket, s3_admin_client, upload_folder
@@ -155,8 +158,15 @@ def test_the_datapool_decides_per_video(first_run: dict[str, Any], source: Path)
     assert second["counts"]["new"] == 1  # files: the rewritten video
     assert set(rows_of(second)) == {frame_id("clips/yard.mkv", i) for i in range(0, 8, 2)}
     name, version = second["datapool"]["name"], second["datapool"]["version"]
-    manifests = Path(output) / "datapool" / name / "manifests"
-    manifest = pq.read_table(manifests / f"{version:08d}-{second['run_id']}.parquet").to_pylist()
+    state = Datapool.model_validate_json((Path(output) / version_key(name, version)).read_text())
+    manifest = read_live(state.segments, MANIFEST_SCHEMA.names).to_pylist()
+    # The second run's segment holds only what changed: the rewritten video, and tombstones.
+    changes = pq.read_table(state.segments[-1]).to_pylist()
+    assert {(r["key"], r["id"] is None) for r in changes} == {
+        ("clips/yard.mkv", True),
+        ("clips/yard.mkv", False),
+        ("cam/old.avi", True),
+    }
     keys = {r["key"] for r in manifest}
     assert "cam/old.avi" not in keys
     yard = sorted(r["id"] for r in manifest if r["key"] == "clips/yard.mkv")
@@ -180,8 +190,8 @@ def test_manifests_written_before_videos_are_read_by_key(tmp_path: Path) -> None
         }
     )
     pq.write_table(old, tmp_path / "old.parquet")
-    previous = read_manifest_table(str(tmp_path / "old.parquet"))
-    assert previous.schema == MANIFEST_SCHEMA
+    previous = read_live([str(tmp_path / "old.parquet")], MANIFEST_SCHEMA.names)
+    assert previous.schema == MANIFEST_SCHEMA and previous["key"].to_pylist() == ["a.jpg", "b.jpg"]
     listed = [ObjectInfo("a.jpg", 3, "1"), ObjectInfo("b.jpg", 3, "2")]
     to_process, kept, selected = plan_run(listed, previous, reprocess_all=False)
     assert [o.key for o in to_process] == ["b.jpg"]

@@ -5,7 +5,8 @@ Register the type so that it shows in the Prefect UI's block catalog:
     prefect block register -m tasks.datapool.block
 
 The block holds a small state and pointers; the rows (every processed key with its
-version, embedding and selected flag) are a Parquet manifest in the output location.
+version, embedding and selected flag) are Parquet segments in the output location: a
+commit adds its run's changes as one segment, and compaction merges them.
 Each committed version is also written once to `<output>/datapool/<name>/versions/`, an
 append-only log that is the arbiter between racing runs (see tasks/datapool/state.py).
 """
@@ -26,7 +27,7 @@ class Datapool(Block):
     _block_type_name = "winnow datapool"
     _block_type_slug = "winnow-datapool"
     _description = (
-        "State of a winnow datapool: where its manifest is, its version, the model that "
+        "State of a winnow datapool: where its manifest segments are, its version, the model that "
         "produced its embeddings, counts and the last run. Written by the curate flow."
     )
 
@@ -37,8 +38,16 @@ class Datapool(Block):
         "is refused. Empty for pools committed before it was recorded.",
     )
     version: int = Field(0, description="Increases by one with every committed run.")
+    segments: list[str] = Field(
+        default_factory=list,
+        description="URIs of the manifest's Parquet segments, oldest first: a base holding every "
+        "row (key, version as ETag/mtime, size, embedding, selected), then one a run with its changes.",
+    )
+    compacted_from: int | None = Field(
+        None, description="Set when this version only merged that version's segments into one."
+    )
     manifest: str | None = Field(
-        None, description="URI of the Parquet manifest: key, version (ETag/mtime), size, embedding, selected."
+        None, description="URI of the whole manifest, in pools committed before segments (read as one)."
     )
     model_onnx: str | None = Field(None, description="URI of the ONNX model that produced the embeddings.")
     model_onnx_sha256: str | None = Field(None, description="sha256 of that ONNX file.")

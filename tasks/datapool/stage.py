@@ -1,4 +1,4 @@
-"""The datapool's tasks: open it before a run, build its next manifest, commit it last."""
+"""The datapool's tasks: open it before a run, build its next manifest, commit it last, then tidy it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from pathlib import Path
 
 from prefect import task
 
+from tasks.config import StateConfig
 from tasks.datapool.block import Datapool
+from tasks.datapool.compaction import maintain
 from tasks.datapool.state import (
     ModelPointers,
     NextManifest,
@@ -51,6 +53,22 @@ def open_datapool(
     storage = open_storage(output, aws_credentials)
     storage.check_write_access()
     return start_from(name, source, storage, process_all, reuse_model, cache_dir / "datapool")
+
+
+@task(name="compact-datapool", **RETRY_TRANSIENT)
+def maintain_datapool(
+    name: str,
+    output: str,
+    aws_credentials: str | None,
+    committed: Datapool,
+    config: StateConfig,
+    cache_dir: Path,
+) -> Datapool:
+    """Merge the datapool's segments past the threshold, and delete those no kept version needs (maintain)."""
+    storage = open_storage(output, aws_credentials)
+    return maintain(
+        name, storage, committed, config.compact_after_segments, config.keep_versions, cache_dir / "datapool"
+    )
 
 
 @task(name="commit-state", **RETRY_TRANSIENT)

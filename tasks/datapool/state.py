@@ -14,7 +14,6 @@ run reads the log, sees the block is behind and repairs it.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from tasks.records.model import OnnxModel
 from tasks.records.plan import RunPlan
 from tasks.records.run import RunRecord
 from tasks.records.samples import STATUS_MISSING, STATUS_MOVED, STATUS_UNREADABLE, SampleTable
+from tasks.records.segments import read_live
 from tasks.records.shards import read_listing
 from tasks.storage.interface import MissingObjectError, Storage, StorageError, download_once
 
@@ -141,12 +141,31 @@ def read_state(name: str, storage: Storage) -> Datapool:
     return state
 
 
-def fetch_manifest(state: Datapool, storage: Storage, directory: Path) -> str | None:
-    """A local copy of the state's manifest (None for a new datapool)."""
-    if state.manifest is None:
-        return None
-    path = directory / f"manifest-{state.version:08d}-{digest(state.manifest)[:8]}.parquet"
-    return str(download_once(storage, relative_key(storage, state.manifest), path))
+def pool_segments(state: Datapool) -> list[str]:
+    """The URIs of the state's manifest segments, oldest first.
+
+    A pool committed before segments has one whole manifest: its one base.
+    """
+    if state.segments:
+        return list(state.segments)
+    return [state.manifest] if state.manifest else []
+
+
+def segment_file_name(uri: str) -> str:
+    """The name of segment `uri`'s local copy."""
+    return f"segment-{digest(uri)[:16]}.parquet"
+
+
+def fetch_segments(state: Datapool, storage: Storage, directory: Path) -> list[str]:
+    """Local copies of the state's segments, oldest first.
+
+    A segment never changes once written, so each is downloaded once: a run fetches only the
+    segments committed since its cache last saw the pool.
+    """
+    return [
+        str(download_once(storage, relative_key(storage, uri), directory / segment_file_name(uri)))
+        for uri in pool_segments(state)
+    ]
 
 
 def fetch_model(state: Datapool, storage: Storage, directory: Path) -> Path:
@@ -169,18 +188,19 @@ def fetch_model(state: Datapool, storage: Storage, directory: Path) -> Path:
     return path
 
 
-def manifest_after_run(
+def run_segment(
     run_plan: RunPlan,
     processed: pa.Table,
     embeddings: dict[str, np.ndarray],
     selected: set[str],
     run_id: str,
 ) -> pa.Table:
-    """The manifest after this run: kept rows, plus a row for each processed sample that was read.
+    """This run's manifest segment: the pool's changes, or the whole pool where nothing was kept.
 
-    A missing or unreadable one is left out, so the next run tries it again. A moved one
-    takes the row of the datapool sample it was, under its new id and key: its embedding,
-    its selected flag and the run that processed it.
+    Tombstones for the keys the pool drops come first (tasks/records/segments.py), then a row
+    for each processed sample that was read, by id. A missing or unreadable one is left out,
+    so the next run tries it again. A moved one takes the row of the datapool sample it was,
+    under its new id and key: its embedding, its selected flag and the run that processed it.
 
     `processed` has the samples table's columns id, key, status, reason, content_hash, duplicate_of.
     """
@@ -218,8 +238,14 @@ def manifest_after_run(
         },
         schema=MANIFEST_SCHEMA,
     )
-    kept = pq.read_table(run_plan.kept_manifest).cast(MANIFEST_SCHEMA)
-    return pa.concat_tables([kept, fresh]).sort_by("id")
+    if starts_over(run_plan):
+        return fresh.sort_by("id")
+    return pa.concat_tables([pq.read_table(run_plan.dropped).cast(MANIFEST_SCHEMA), fresh.sort_by("id")])
+
+
+def starts_over(run_plan: RunPlan) -> bool:
+    """Whether the run keeps nothing of the pool, so its segment holds the whole pool: a new base."""
+    return run_plan.kept == 0
 
 
 def vanished_rows_by_id(run_plan: RunPlan, ids: set[str]) -> dict[str, dict[str, Any]]:
@@ -242,13 +268,14 @@ def moved_row(was: dict[str, Any]) -> dict[str, Any]:
 
 
 class NextManifest(BaseModel, frozen=True):
-    """The datapool's manifest once this run commits, built once.
+    """The datapool's manifest once this run commits: this run's segment, written once.
 
     run.json and the report (written before the commit) take its counts, and the commit
-    writes the file itself.
+    uploads the segment.
     """
 
-    path: str
+    path: str  # the run's segment
+    base: bool  # it holds the whole pool: the next version's only segment
     samples: int
     selected: int
 
@@ -261,54 +288,74 @@ def write_next_manifest(
     run_id: str,
     path: Path,
 ) -> NextManifest:
-    """Write the manifest after this run to `path`, with its counts of samples and selected."""
+    """Write this run's segment to `path`, with the pool's counts of samples and selected after it."""
     ids, vectors = read_embeddings(embeddings)
-    manifest = manifest_after_run(
+    segment = run_segment(
         run_plan, pq.read_table(processed.path), dict(zip(ids, vectors, strict=True)), set(selected), run_id
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(manifest, path)
+    pq.write_table(segment, path)
+    fresh = segment.filter(segment["id"].is_valid())
+    kept_selected = 0 if starts_over(run_plan) else read_live(run_plan.kept_segments, ["id"], True).num_rows
     return NextManifest(
         path=str(path),
-        samples=manifest.num_rows,
-        selected=int(pc.sum(manifest["selected"]).as_py() or 0),
+        base=starts_over(run_plan),
+        samples=run_plan.kept + fresh.num_rows,
+        selected=kept_selected + int(pc.sum(fresh["selected"]).as_py() or 0),
     )
 
 
 def commit_version(
-    name: str, storage: Storage, base_version: int, state: Datapool, manifest: pa.Table
+    name: str, storage: Storage, base: Datapool, state: Datapool, segment: Path, whole: bool
 ) -> Datapool:
-    """Commit `state` (with `manifest`) as version base_version + 1.
+    """Commit `state` with this run's `segment` as the version after `base`, the state the run started from.
+
+    The segment is uploaded first (multipart when large), then the version's log entry is
+    created. A `whole` segment is the version's only one; else it follows base's. Where a
+    compaction of `base` took that version first, the segment follows the compacted one, one
+    version later: compaction changes no row, so it never fails a run.
 
     Raises:
-        DatapoolConflictError: another run committed that version first; nothing of this
-            run's state was committed (its manifest file stays, unreferenced).
+        DatapoolConflictError: another run committed first; nothing of this run's state was
+            committed (its segment file stays, unreferenced, until retention removes it).
     """
-    version = base_version + 1
-    buffer = io.BytesIO()
-    pq.write_table(manifest, buffer)
-    manifest_uri = storage.write_bytes(
-        f"datapool/{name}/manifests/{version:08d}-{state.last_run_id}.parquet", buffer.getvalue()
-    )
-    committed = state.model_copy(update={"version": version, "manifest": manifest_uri, "output": storage.uri})
-    created = storage.write_new(version_key(name, version), committed.model_dump_json(indent=2).encode())
-    winner = (
-        committed if created else Datapool.model_validate_json(storage.read_bytes(version_key(name, version)))
-    )
-    # A retried commit whose first attempt created the entry finds its own run there.
-    if winner.last_run_id != state.last_run_id:
-        raise DatapoolConflictError(
-            f"datapool {name!r} moved to version {version} (committed by run {winner.last_run_id}) while "
-            f"run {state.last_run_id} was working from version {base_version}: this run's state was not "
-            "committed, its files stay under runs/; run again to process what is still new"
-        )
+    key = f"datapool/{name}/manifests/{base.version + 1:08d}-{state.last_run_id}.parquet"
+    uri = storage.upload_file(key, segment)
+    while True:
+        segments = [uri] if whole else [*pool_segments(base), uri]
+        update = {"version": base.version + 1, "segments": segments, "manifest": None, "output": storage.uri}
+        committed = state.model_copy(update=update)
+        winner = create_version(name, storage, committed)
+        if winner.segments == committed.segments:  # ours (a retried commit finds its own entry)
+            break
+        if winner.compacted_from != base.version:
+            raise DatapoolConflictError(
+                f"datapool {name!r} moved to version {winner.version} "
+                f"(committed by run {winner.last_run_id}) "
+                f"while run {state.last_run_id} was working from version {base.version}: this run's state "
+                "was not committed, its files stay under runs/; run again to process what is still new"
+            )
+        base = winner
     committed.save(name, overwrite=True)
-    logger.info("datapool %r: committed version %d (%d samples)", name, version, manifest.num_rows)
+    logger.info(
+        "datapool %r: committed version %d (%d samples, %d segments)",
+        name,
+        committed.version,
+        committed.samples,
+        len(segments),
+    )
     return committed
 
 
+def create_version(name: str, storage: Storage, state: Datapool) -> Datapool:
+    """Create `state`'s log entry unless its version has one; the entry that holds the version after."""
+    if storage.write_new(version_key(name, state.version), state.model_dump_json(indent=2).encode()):
+        return state
+    return Datapool.model_validate_json(storage.read_bytes(version_key(name, state.version)))
+
+
 class PoolStart(BaseModel, frozen=True):
-    """What a run starts from: the datapool's state, a local copy of its manifest, and its model.
+    """What a run starts from: the datapool's state, local copies of its segments, and its model.
 
     The state is the datapool's committed one; the model is there when the run embeds with it.
     """
@@ -316,7 +363,7 @@ class PoolStart(BaseModel, frozen=True):
     name: str
     source: str
     state: Datapool
-    manifest: str | None
+    segments: list[str]  # local copies of the state's manifest segments, oldest first
     model: OnnxModel | None
 
 
@@ -342,11 +389,11 @@ def check_source(name: str, state: Datapool, source: str, process_all: bool) -> 
 def start_from(
     name: str, source: str, storage: Storage, process_all: bool, reuse_model: bool, directory: Path
 ) -> PoolStart:
-    """What a run starts from: the checked state and, unless process_all, its manifest and reused model."""
+    """What a run starts from: the checked state and, unless process_all, its segments and reused model."""
     state = read_state(name, storage)
     check_source(name, state, source, process_all)
     repair_last_run(name, state, storage)
-    manifest = None if process_all else fetch_manifest(state, storage, directory)
+    segments = [] if process_all else fetch_segments(state, storage, directory)
     model = None
     if reuse_model and state.model_onnx is not None and not process_all:
         path = fetch_model(state, storage, directory / "models")
@@ -365,7 +412,7 @@ def start_from(
         state.samples,
         state.selected,
     )
-    return PoolStart(name=name, source=source, state=state, manifest=manifest, model=model)
+    return PoolStart(name=name, source=source, state=state, segments=segments, model=model)
 
 
 def run_json_key(run_id: str) -> str:
@@ -446,6 +493,6 @@ def commit_run(
         last_run_id=run_id,
         last_run_at=utc_now(),
     )
-    committed = commit_version(start.name, storage, start.state.version, state, pq.read_table(manifest.path))
+    committed = commit_version(start.name, storage, start.state, state, Path(manifest.path), manifest.base)
     write_latest(storage, run_id, run_json)
     return committed

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.fingerprint import digest
-from tasks.records.manifest import MANIFEST_SCHEMA, read_manifest_table
+from tasks.records.manifest import MANIFEST_SCHEMA
 from tasks.records.plan import RunPlan
+from tasks.records.segments import read_live, tombstones
 from tasks.records.shards import Listing, read_listing, write_manifests
 from tasks.storage.atomic import written_atomically
 from tasks.storage.interface import ObjectInfo
@@ -28,54 +31,62 @@ def plan_run(
     all its frames again); unchanged keys keep their manifest rows (every frame of an
     unchanged video); keys no longer listed leave the pool. With `reprocess_all` every
     listed key is processed again, and the earlier selection of unchanged keys still stands.
+    Joined in Arrow, not Python: a pool has millions of rows.
 
-    Returns (objects to process, manifest rows kept as they are, ids selected earlier
-    whose object is unchanged).
+    `previous` has at least the columns id, key, version and selected. Returns (objects to
+    process, manifest rows kept as they are, ids selected earlier whose object is unchanged).
     """
-    rows = previous.select(["id", "key", "version", "selected"]).to_pydict()
-    known = dict(zip(rows["key"], rows["version"], strict=True))
-    unchanged = {info.key for info in listed if known.get(info.key) == info.version}
-    previously_selected = {
-        i
-        for i, key, chosen in zip(rows["id"], rows["key"], rows["selected"], strict=True)
-        if chosen and key in unchanged
-    }
+    listed_versions = pa.table(
+        {"key": [info.key for info in listed], "version": [info.version for info in listed]},
+        schema=pa.schema([("key", pa.string()), ("version", pa.string())]),
+    )
+    known = previous.select(["key", "version"]).group_by(["key", "version"]).aggregate([])
+    unchanged = listed_versions.join(known, keys=["key", "version"], join_type="left semi")["key"]
+    keeps = pc.is_in(previous["key"], unchanged)
+    previously_selected = set(
+        previous.filter(pc.and_(keeps, pc.fill_null(previous["selected"], False)))["id"].to_pylist()
+    )
     if reprocess_all:
-        return list(listed), MANIFEST_SCHEMA.empty_table(), previously_selected
-    keep = pa.array([key in unchanged for key in rows["key"]], pa.bool_())
-    to_process = [info for info in listed if info.key not in unchanged]
-    return to_process, previous.filter(keep).cast(MANIFEST_SCHEMA), previously_selected
+        return list(listed), previous.slice(0, 0), previously_selected
+    processed = pc.invert(pc.is_in(listed_versions["key"], unchanged)).to_numpy(zero_copy_only=False)
+    to_process = [listed[i] for i in np.flatnonzero(processed)]
+    return to_process, previous.filter(keeps), previously_selected
 
 
-def vanished_rows(listed: list[ObjectInfo], previous: pa.Table) -> pa.Table:
-    """The previous manifest's rows whose key is no longer listed: deleted, or moved."""
-    keys = {info.key for info in listed}
-    gone = pa.array([key not in keys for key in previous["key"].to_pylist()], pa.bool_())
-    return previous.filter(gone).cast(MANIFEST_SCHEMA)
+def vanished_keys(listed: list[ObjectInfo], previous: pa.Table) -> pa.Array:
+    """The previous manifest's keys that are no longer listed: deleted, or moved."""
+    keys = pc.unique(previous["key"])
+    return keys.filter(pc.invert(pc.is_in(keys, pa.array([info.key for info in listed], pa.string()))))
 
 
 def plan_shards(
     listing: Listing,
-    manifest: str | None,
+    pool: list[str],
     reprocess_all: bool,
     shard_size: int,
     shards: ShardStore,
     directory: Path,
 ) -> RunPlan:
-    """Plan the run: write the new or changed samples' shard manifests, and the kept rows into `directory`."""
-    previous = read_manifest_table(manifest) if manifest else MANIFEST_SCHEMA.empty_table()
+    """Plan the run over the datapool's segments `pool` (local copies, oldest first).
+
+    Writes the new or changed samples' shard manifests, and into `directory` the tombstones
+    of the keys the pool drops (processed again, or gone) and the rows of the gone ones.
+    """
+    previous = read_live(pool, ["id", "key", "version", "selected"])
     listed = read_listing(listing)
     to_process, kept, previously_selected = plan_run(listed, previous, reprocess_all)
     planned = write_manifests(to_process, shard_size, shards)
-    name = digest(listing.path, manifest or "", str(reprocess_all))
-    kept_path = directory / "kept" / f"{name}.parquet"
-    with written_atomically(kept_path) as partial:  # two runs on one cache compute one name
-        pq.write_table(kept, partial)
+    name = digest(listing.path, *pool, str(reprocess_all))
+    dropped = pc.unique(previous["key"].filter(pc.invert(pc.is_in(previous["key"], kept["key"]))))
+    dropped_path = directory / "dropped" / f"{name}.parquet"
+    with written_atomically(dropped_path) as partial:  # two runs on one cache compute one name
+        pq.write_table(tombstones(dropped), partial)
     vanished_path = None
     if not reprocess_all:
         vanished_path = directory / "vanished" / f"{name}.parquet"
         with written_atomically(vanished_path) as partial:
-            pq.write_table(vanished_rows(listed, previous), partial)
+            gone = read_live(pool, MANIFEST_SCHEMA.names, keys=vanished_keys(listed, previous))
+            pq.write_table(gone, partial)
     logger.info(
         "%d new or changed of %d listed; %d kept from the datapool",
         len(to_process),
@@ -86,7 +97,8 @@ def plan_shards(
         listing=listing,
         shards=planned,
         new=len(to_process),
-        kept_manifest=str(kept_path),
+        pool=pool,
+        dropped=str(dropped_path),
         kept=kept.num_rows,
         previously_selected=sorted(previously_selected),
         vanished_manifest=None if vanished_path is None else str(vanished_path),

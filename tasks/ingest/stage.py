@@ -30,11 +30,11 @@ def discover(
 @task(name="plan")
 def plan(
     listing: Listing,
-    manifest: str | None,
+    pool: list[str],
     reprocess_all: bool,
     shard_size: int,
     shards: ShardStore,
     cache_dir: Path,
 ) -> RunPlan:
     """Plan the run: cut the new or changed samples into shards; keep the datapool's unchanged rows."""
-    return plan_shards(listing, manifest, reprocess_all, shard_size, shards, cache_dir)
+    return plan_shards(listing, pool, reprocess_all, shard_size, shards, cache_dir)

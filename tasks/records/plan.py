@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from tasks.records.samples import STATUS_OK
+from tasks.records.segments import read_live
 from tasks.records.shards import Listing, Shard
 
 
@@ -15,12 +16,20 @@ class RunPlan(BaseModel, frozen=True):
     listing: Listing
     shards: list[Shard]
     new: int
-    kept_manifest: str  # Parquet: the previous manifest's rows that stay as they are
+    # Local copies of the datapool's manifest segments, oldest first (tasks/records/segments.py).
+    pool: list[str]
+    # A segment of tombstones for the pool's keys this run drops: processed again, or gone.
+    dropped: str
     kept: int
     previously_selected: list[str]
     # Parquet: the previous manifest's rows whose key is no longer listed (deleted, or moved:
     # their content may come back under a new key). None when the run starts over.
     vanished_manifest: str | None = None
+
+    @property
+    def kept_segments(self) -> list[str]:
+        """The segments that fold into the rows kept as they are: the pool less the dropped keys."""
+        return [*self.pool, self.dropped]
 
 
 def known_content_hashes(run_plan: RunPlan) -> dict[str, str]:
@@ -28,7 +37,7 @@ def known_content_hashes(run_plan: RunPlan) -> dict[str, str]:
 
     A new file with the same content is a duplicate of one of them.
     """
-    kept = pq.read_table(run_plan.kept_manifest, columns=["id", "status", "content_hash"]).to_pydict()
+    kept = read_live(run_plan.kept_segments, ["id", "status", "content_hash"]).to_pydict()
     return {
         h: i
         for i, status, h in zip(kept["id"], kept["status"], kept["content_hash"], strict=True)

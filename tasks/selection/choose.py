@@ -28,9 +28,9 @@ from tasks.config import (
     SelectionStrategy,
 )
 from tasks.records.embeddings import EmbeddingTable, read_embeddings
-from tasks.records.manifest import manifest_vectors
 from tasks.records.plan import RunPlan
 from tasks.records.samples import KIND_FRAME, STATUS_MOVED, SampleTable
+from tasks.records.segments import live_vectors
 from tasks.records.selection import Selection, SelectionInputs
 from tasks.selection.distances import mean_knn_distance
 from tasks.selection.inputs import values_for
@@ -63,17 +63,12 @@ def earlier_picks(
     """
     earlier = set(run_plan.previously_selected)
     reprocessed = np.array([i in earlier for i in ids], dtype=bool)
-    _, kept = manifest_vectors(pq.read_table(run_plan.kept_manifest), earlier)
+    _, kept = live_vectors(run_plan.kept_segments, selected_only=True)
     parts = [kept.reshape(-1, embeddings.shape[1]), embeddings[reprocessed]]
     if moved and run_plan.vanished_manifest is not None:
-        vanished = pq.read_table(run_plan.vanished_manifest)
-        picked = {
-            i
-            for i, chosen in zip(vanished["id"].to_pylist(), vanished["selected"].to_pylist(), strict=True)
-            if chosen
-        }
-        _, moved_picks = manifest_vectors(vanished, moved & picked)
-        parts.append(moved_picks.reshape(-1, embeddings.shape[1]))
+        vanished_ids, vanished_picks = live_vectors([run_plan.vanished_manifest], selected_only=True)
+        came_back = np.array([i in moved for i in vanished_ids], dtype=bool)
+        parts.append(vanished_picks[came_back].reshape(-1, embeddings.shape[1]))
     return np.concatenate(parts), reprocessed
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from tasks.records.embeddings import EmbeddingTable, read_embeddings, write_embedding_table
-from tasks.records.manifest import manifest_vectors
 from tasks.records.plan import RunPlan
 from tasks.records.samples import SampleTable, count_statuses, mark_duplicates
+from tasks.records.segments import live_vectors
 from tasks.selection.distances import BLOCK
 
 
@@ -111,8 +111,7 @@ def remove_near_duplicates_of_pool(
     written into `directory`).
     """
     ids, vectors = read_embeddings(table)
-    kept = pq.read_table(run_plan.kept_manifest)
     # Only the datapool's clean samples have embeddings: they are the earlier representatives.
-    earlier_ids, earlier = manifest_vectors(kept, set(kept["id"].to_pylist()))
+    earlier_ids, earlier = live_vectors(run_plan.kept_segments)
     removed = find_near_duplicates(ids, vectors, threshold, earlier_ids, earlier)
     return mark_near_duplicates(samples, table, removed, directory)

@@ -94,6 +94,9 @@ class Storage(Protocol):
     def write_new(self, key: str, data: bytes) -> bool:
         """Create an object only if none exists at `key`, atomically; False if one did."""
 
+    def delete(self, key: str) -> None:
+        """Remove the object `key`; nothing happens if there is none."""
+
     def upload_file(self, key: str, path: Path) -> str:
         """Write (replace) the object `key` with the local file `path`; returns its URI."""
 

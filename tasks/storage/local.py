@@ -159,6 +159,10 @@ class LocalStorage:
             partial.unlink()
         return True
 
+    def delete(self, key: str) -> None:
+        """Remove the file `key`; nothing happens if there is none."""
+        self._path(key).unlink(missing_ok=True)
+
     def upload_file(self, key: str, path: Path) -> str:
         """Copy the local file `path` to `key`, atomically; returns the copy's path."""
         target = self._path(key)

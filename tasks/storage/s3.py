@@ -285,6 +285,13 @@ class S3Storage:
             raise_for(error, self.bucket, self._full(key), "create")
         return True
 
+    def delete(self, key: str) -> None:
+        """Remove the object `key` (S3 answers a missing key with success too)."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+        except (ClientError, BotoCoreError) as error:
+            raise_for(error, self.bucket, self._full(key), "delete")
+
     def upload_file(self, key: str, path: Path) -> str:
         """Upload the local file `path` to `key` (multipart above the threshold); returns its URI."""
         try:
