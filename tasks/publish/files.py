@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from tasks.config import VideoConfig
 from tasks.publish.frames import FRAMES_FOLDER, write_selected_frames
-from tasks.records.embeddings import EmbeddingTable, read_embeddings
+from tasks.records.embeddings import EmbeddingTable
 from tasks.records.report import ReportFiles
 from tasks.records.run import RunRecord, SelectedFrames
 from tasks.records.samples import (
@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 # Where output_layout lightly puts the Lightly Worker's files inside a run's folder.
 LIGHTLY_FOLDER = "lightly"
+
+# Embedding rows written to the CSV at a time: memory stays flat whatever the run's size.
+CSV_BATCH_ROWS = 16_384
 
 SELECTED_FOLDER = "selected"
 RUN_JSON = "run.json"
@@ -94,26 +97,34 @@ def duplicates_json(samples: SampleTable) -> bytes:
     return json.dumps(duplicates, indent=2, sort_keys=True).encode()
 
 
-def lightly_csv(embeddings: EmbeddingTable) -> bytes:
-    """The Lightly layout: filenames, embedding_0..n-1, labels (0: winnow has no labels)."""
-    ids, vectors = read_embeddings(embeddings)
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    # The csv module quotes a field holding "\n" but not one holding a lone "\r", which a
-    # reader then takes for the row's end: such a row is written quoted throughout.
-    quoting = csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    writer.writerow(["filenames", *(f"embedding_{i}" for i in range(embeddings.dim)), "labels"])
-    for sample_id, vector in zip(ids, vectors, strict=True):
-        row = [sample_id, *(f"{v:.8g}" for v in vector), 0]
-        (quoting if "\r" in sample_id else writer).writerow(row)
-    return text.getvalue().encode()
+def write_lightly_csv(embeddings: EmbeddingTable, path: Path) -> Path:
+    """Write the Lightly layout to `path`: filenames, embedding_0..n-1, labels (0: winnow has no labels).
+
+    A record batch at a time: millions of rows (1.6 kB each at 128 dimensions) are streamed to
+    disk, never held in memory, and the file is uploaded in parts.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as text:
+        writer = csv.writer(text, lineterminator="\n")
+        # The csv module quotes a field holding "\n" but not one holding a lone "\r", which a
+        # reader then takes for the row's end: such a row is written quoted throughout.
+        quoting = csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        writer.writerow(["filenames", *(f"embedding_{i}" for i in range(embeddings.dim)), "labels"])
+        for batch in pq.ParquetFile(embeddings.path).iter_batches(batch_size=CSV_BATCH_ROWS):
+            ids = batch.column("id").to_pylist()
+            vectors = batch.column("embedding").flatten().to_numpy(zero_copy_only=False).reshape(len(ids), -1)
+            for sample_id, vector in zip(ids, vectors, strict=True):
+                row = [sample_id, *(f"{v:.8g}" for v in vector), 0]
+                (quoting if "\r" in sample_id else writer).writerow(row)
+    return path
 
 
 def lightly_layout(files: RunFiles, record: RunRecord, selected: bytes) -> dict[str, bytes]:
     """The Lightly Worker's output files, under `lightly/` (output_layout: lightly).
 
     Named and laid out as the worker wrote them into its output directory, for the scripts
-    a Lightly user already has: `data/embeddings.csv` (this run's clean samples),
+    a Lightly user already has (`data/embeddings.csv`, this run's clean samples, is uploaded
+    beside them by publish_run_files),
     `filenames/corrupt_filenames.txt`, `filenames/duplicate_filenames.txt` (exact and near
     duplicates), `sampled_filenames_excluding_datapool.txt` (this
     run's picks) and `report.json` with the worker's keys where winnow has the figure.
@@ -125,7 +136,6 @@ def lightly_layout(files: RunFiles, record: RunRecord, selected: bytes) -> dict[
         return "".join(f"{one_line(sample_id)}\n" for sample_id in ids).encode()
 
     return {
-        f"{LIGHTLY_FOLDER}/data/embeddings.csv": lightly_csv(files.embeddings),
         f"{LIGHTLY_FOLDER}/filenames/corrupt_filenames.txt": listed(STATUS_CORRUPT),
         f"{LIGHTLY_FOLDER}/filenames/duplicate_filenames.txt": listed(STATUS_DUPLICATE),
         f"{LIGHTLY_FOLDER}/sampled_filenames_excluding_datapool.txt": selected,
@@ -217,12 +227,13 @@ def publish_run_files(
         "corrupt.json": reasons_json(files.samples, (STATUS_CORRUPT,)),
         "unreadable.json": reasons_json(files.samples, (STATUS_MISSING, STATUS_UNREADABLE)),
         "duplicates.json": duplicates_json(files.samples),
-        "embeddings.csv": lightly_csv(files.embeddings),
         "selected_filenames.txt": selected_filenames(files.selection),
     }
     if layout == "lightly":
         blobs |= lightly_layout(files, record, blobs["selected_filenames.txt"])
+    csv_file = write_lightly_csv(files.embeddings, scratch / run_id / "embeddings.csv")
     uploads = {
+        "embeddings.csv": csv_file,
         "embeddings.parquet": Path(files.embeddings.path),
         "selection.parquet": Path(files.selection.path),
         "model.onnx": Path(files.onnx_model),
@@ -236,8 +247,11 @@ def publish_run_files(
         uploads["report.json"] = Path(files.report.json_path)
         if files.report.pdf is not None:
             uploads["report.pdf"] = Path(files.report.pdf)
+    if layout == "lightly":
+        uploads[f"{LIGHTLY_FOLDER}/data/embeddings.csv"] = csv_file
     artifacts = {name: output.write_bytes(f"{prefix}/{name}", data) for name, data in blobs.items()}
     artifacts |= {name: output.upload_file(f"{prefix}/{name}", path) for name, path in uploads.items()}
+    csv_file.unlink()  # a copy of the embeddings: the cache keeps the Parquet table only
     frames = [(r["key"], r["frame_index"]) for r in selected_rows(files) if r["kind"] == KIND_FRAME]
     written = None
     if frames:
