@@ -5,18 +5,42 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from flows.curate import curate
+from tasks.records.manifest import MANIFEST_SCHEMA
+from tasks.records.segments import tombstones
 from tasks.selection.distances import BLOCK
-from tasks.selection.near_duplicates import find_near_duplicates
+from tasks.selection.near_duplicates import find_near_duplicates, near_duplicates_given, pool_match
 from tests.images import jpeg_bytes, write_scene_crops
 from tests.test_curate_flow import TINY_TRAINING
 
 
 def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def manifest_rows(ids: list[str], vectors: np.ndarray) -> pa.Table:
+    """Clean image rows of `ids` with `vectors`, in the manifest's schema."""
+    count = len(ids)
+    return pa.table(
+        {
+            "id": ids,
+            "key": ids,
+            "version": ["1"] * count,
+            "size": [1] * count,
+            "status": ["ok"] * count,
+            "reason": pa.nulls(count, pa.string()),
+            "content_hash": ids,
+            "embedding": vectors.tolist(),
+            "selected": [False] * count,
+            "run_id": ["r"] * count,
+        },
+        schema=MANIFEST_SCHEMA,
+    )
 
 
 def test_each_group_keeps_exactly_one_member_across_blocks() -> None:
@@ -115,3 +139,24 @@ def test_thousands_of_near_identical_rows_need_memory_for_the_rows_not_the_pairs
     tracemalloc.stop()
     assert len(removed) == len(x) - 1 and {v[0] for v in removed.values()} == {"00000"}
     assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB"
+
+
+def test_the_pool_in_segments_is_matched_as_its_live_rows_are(tmp_path: Path) -> None:
+    """A sample whose key a later segment replaced or removed is no representative any more."""
+    rng = np.random.default_rng(4)
+    pool = unit(rng.normal(size=(6, 8)))
+    base = manifest_rows([f"p{i}" for i in range(6)], pool)
+    # The next run re-processed p1 (a new embedding, far away) and found p2 gone.
+    moved = unit(rng.normal(size=(1, 8)))
+    changes = pa.concat_tables([tombstones(pa.array(["p1", "p2"])), manifest_rows(["p1"], moved)])
+    segments = [tmp_path / "0.parquet", tmp_path / "1.parquet"]
+    pq.write_table(base, segments[0])
+    pq.write_table(changes, segments[1])
+    x = unit(np.concatenate([pool[:4] + 1e-4, rng.normal(size=(2, 8))]))
+    ids = [f"n{i}" for i in range(len(x))]
+    match = pool_match(x, [str(s) for s in segments])
+    removed = near_duplicates_given(ids, x, 0.01, match)
+    live_ids = ["p0", "p3", "p4", "p5", "p1"]
+    live = np.concatenate([pool[[0, 3, 4, 5]], moved])
+    assert removed == find_near_duplicates(ids, x, 0.01, live_ids, live)
+    assert {k: v[0] for k, v in removed.items()} == {"n0": "p0", "n3": "p3"}

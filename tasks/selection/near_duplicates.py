@@ -10,14 +10,17 @@ match a row: never all pairs at once, and never the pool with itself.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.records.embeddings import EmbeddingTable, read_embeddings, write_embedding_table
 from tasks.records.plan import RunPlan
 from tasks.records.samples import SampleTable, count_statuses, mark_duplicates
-from tasks.records.segments import live_vectors
+from tasks.records.segments import keys_named_later, segment_batches
 from tasks.selection.distances import BLOCK
 
 
@@ -41,45 +44,105 @@ def nearest_rows(
     return best, best_similarity
 
 
+class PoolMatch(NamedTuple):
+    """Each of this run's rows' most similar datapool sample: its id (None: no pool) and similarity."""
+
+    names: list[str | None]
+    similarity: np.ndarray  # (N,) float32, -inf where there is no pool sample
+
+
+def no_pool_match(count: int) -> PoolMatch:
+    """The match of `count` rows when the datapool is empty."""
+    return PoolMatch([None] * count, np.full(count, -np.inf, dtype=np.float32))
+
+
+def nearest_pool_match(x: np.ndarray, earlier_ids: list[str], earlier: np.ndarray) -> PoolMatch:
+    """Each row's most similar row of `earlier` (the first on a tie), exactly.
+
+    Shape: x (N, D), earlier (M, D)
+    """
+    if len(earlier) == 0:
+        return no_pool_match(len(x))
+    column, similarity = nearest_rows(x, np.ascontiguousarray(earlier.reshape(-1, x.shape[1]), np.float32))
+    return PoolMatch([earlier_ids[int(c)] for c in column], similarity)
+
+
+def better_match(current: PoolMatch, other: PoolMatch) -> PoolMatch:
+    """Row by row, the more similar of two matches (`current` on a tie: it came first)."""
+    better = other.similarity > current.similarity
+    names = [o if b else c for c, o, b in zip(current.names, other.names, better.tolist(), strict=True)]
+    return PoolMatch(names, np.where(better, other.similarity, current.similarity))
+
+
 def find_near_duplicates(
     ids: list[str], x: np.ndarray, threshold: float, earlier_ids: list[str], earlier: np.ndarray
 ) -> dict[str, tuple[str, float]]:
-    """{removed id: (the kept id it duplicates, cosine distance)}.
+    """{removed id: (the kept id it duplicates, cosine distance)}, the pool given as rows in memory.
 
-    Samples of `earlier` (the datapool's, kept already) are representatives; then, in order, a
-    sample is kept unless a representative is within `threshold`, and is removed as a
-    duplicate of the nearest one (the datapool's first on a tie). Only this run's rows are
-    compared: with the pool, and with each other, in tiles, keeping one best match a row,
-    so memory grows with the rows, never with the close pairs, and the pool is never
-    compared with itself. Shape: x (N, D), earlier (M, D)
+    See near_duplicates_given. Shape: x (N, D), earlier (M, D)
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
-    pool = np.ascontiguousarray(earlier.reshape(-1, x.shape[1]), dtype=np.float32)
-    best = np.full(len(x), -1, dtype=np.int64)  # a pool row (< M) or this run's row (M + i)
-    best_similarity = np.full(len(x), -np.inf, dtype=np.float32)
+    return near_duplicates_given(ids, x, threshold, nearest_pool_match(x, earlier_ids, earlier))
+
+
+def near_duplicates_given(
+    ids: list[str], x: np.ndarray, threshold: float, pool: PoolMatch
+) -> dict[str, tuple[str, float]]:
+    """{removed id: (the kept id it duplicates, cosine distance)}, given each row's best pool match.
+
+    The datapool's samples (kept already) are representatives; then, in order, a sample is
+    kept unless a representative is within `threshold`, and is removed as a duplicate of the
+    nearest one (the datapool's on a tie). This run's rows are compared with each other in
+    tiles, keeping one best match a row, so memory grows with the rows, never with the close
+    pairs. Shape: x (N, D) unit
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    best = np.full(len(x), -1, dtype=np.int64)  # this run's row it matches best (-1: the pool's)
+    best_similarity = pool.similarity.astype(np.float32, copy=True)
     kept = np.zeros(len(x), dtype=bool)
     for start in range(0, len(x), BLOCK):
         rows = x[start : start + BLOCK]
         # Rows before this block: whether each was kept is already decided.
-        candidates = [(pool, None, 0), (x[:start], kept[:start], len(pool))]
-        for columns, allowed, offset in candidates:
-            if len(columns):
-                column, similarity = nearest_rows(rows, columns, allowed)
-                better = similarity > best_similarity[start : start + len(rows)]
-                best[start : start + len(rows)][better] = offset + column[better]
-                best_similarity[start : start + len(rows)][better] = similarity[better]
+        if start:
+            column, similarity = nearest_rows(rows, x[:start], kept[:start])
+            better = similarity > best_similarity[start : start + len(rows)]
+            best[start : start + len(rows)][better] = column[better]
+            best_similarity[start : start + len(rows)][better] = similarity[better]
         # Within the block, in order: a row counts once it is kept.
         similar = rows @ rows.T
         for row in range(len(rows)):
             index = start + row
             prior = np.where(kept[start:index], similar[row, :row], -np.inf)
             if row and prior.max() > best_similarity[index]:
-                best[index], best_similarity[index] = len(pool) + start + int(prior.argmax()), prior.max()
+                best[index], best_similarity[index] = start + int(prior.argmax()), prior.max()
             kept[index] = not best_similarity[index] > 1.0 - threshold
-    names = earlier_ids + ids
     return {
-        ids[i]: (names[int(best[i])], 1.0 - float(best_similarity[i])) for i in np.flatnonzero(~kept).tolist()
+        ids[i]: (ids[int(best[i])] if best[i] >= 0 else str(pool.names[i]), 1.0 - float(best_similarity[i]))
+        for i in np.flatnonzero(~kept).tolist()
     }
+
+
+def segment_pool_match(x: np.ndarray, segment: str, replaced: pa.Array) -> PoolMatch:
+    """Each row's most similar live sample of one manifest segment, exactly, a record batch at a time."""
+    match = no_pool_match(len(x))
+    for batch in segment_batches(segment, ["id", "key", "embedding"]):
+        live = pc.and_(
+            batch.column("embedding").is_valid(), pc.invert(pc.is_in(batch.column("key"), replaced))
+        )
+        rows = batch.filter(live)
+        if rows.num_rows:
+            flat = rows.column("embedding").flatten().to_numpy(zero_copy_only=False)
+            vectors = flat.reshape(rows.num_rows, -1).astype(np.float32, copy=False)
+            match = better_match(match, nearest_pool_match(x, rows.column("id").to_pylist(), vectors))
+    return match
+
+
+def pool_match(x: np.ndarray, segments: list[str]) -> PoolMatch:
+    """Each row's most similar clean sample of the pool that `segments` fold into (segment by segment)."""
+    match = no_pool_match(len(x))
+    for segment, replaced in zip(segments, keys_named_later(segments), strict=True):
+        match = better_match(match, segment_pool_match(x, segment, replaced))
+    return match
 
 
 def mark_near_duplicates(
@@ -112,6 +175,5 @@ def remove_near_duplicates_of_pool(
     """
     ids, vectors = read_embeddings(table)
     # Only the datapool's clean samples have embeddings: they are the earlier representatives.
-    earlier_ids, earlier = live_vectors(run_plan.kept_segments)
-    removed = find_near_duplicates(ids, vectors, threshold, earlier_ids, earlier)
+    removed = near_duplicates_given(ids, vectors, threshold, pool_match(vectors, run_plan.kept_segments))
     return mark_near_duplicates(samples, table, removed, directory)
