@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.config import SelectionConfig
+from tasks.datapool.index import build_segment_index
 from tasks.datapool.state import run_segment
 from tasks.ingest.planning import plan_shards
 from tasks.records.manifest import MANIFEST_SCHEMA
@@ -129,9 +130,11 @@ def incremental_run(work: Path, picks: int, whole: bool) -> dict[str, Any]:
     listing = Listing.model_validate_json((work / "listing.json").read_text())
     output = LocalStorage(work / "output")
     with stage(seconds, "plan"):
+        index = work / "pool.faiss"
         plan = plan_shards(
             listing,
             [str(work / "pool.parquet")],
+            [str(index) if index.exists() else None],
             False,
             10_000,
             ShardStore(root=str(work / "shards")),
@@ -145,7 +148,9 @@ def incremental_run(work: Path, picks: int, whole: bool) -> dict[str, Any]:
             removed = find_near_duplicates(ids, new, THRESHOLD, earlier_ids, earlier)
             del earlier
         else:
-            removed = near_duplicates_given(ids, new, THRESHOLD, pool_match(new, plan.kept_segments))
+            removed = near_duplicates_given(
+                ids, new, THRESHOLD, pool_match(new, plan.kept_segments, plan.pool_indexes)
+            )
     clean = np.array([i not in removed for i in ids], dtype=bool)
     candidates = new[clean]
     with stage(seconds, "selection"):
@@ -172,8 +177,12 @@ def incremental_run(work: Path, picks: int, whole: bool) -> dict[str, Any]:
         if whole:  # today's way: the whole manifest, kept rows and this run's, every run
             write_folded([*plan.kept_segments, str(path)], work / "manifest.parquet")
             path = work / "manifest.parquet"
-        written = path.stat().st_size
-        output.upload_file("datapool/bench/manifests/00000002-bench.parquet", path)
+        files = [path]
+        if not whole and build_segment_index(str(path), path.with_suffix(".faiss")):
+            files.append(path.with_suffix(".faiss"))
+        written = sum(file.stat().st_size for file in files)
+        for file in files:
+            output.upload_file(f"datapool/bench/manifests/00000002-bench{file.suffix}", file)
     originals = (work / "planted.txt").read_text().splitlines()
     found = sum(removed.get(i, ("",))[0] == original for i, original in zip(ids, originals, strict=False))
     return {
@@ -188,6 +197,26 @@ def incremental_run(work: Path, picks: int, whole: bool) -> dict[str, Any]:
     }
 
 
+def in_fresh_process(arguments: list[str]) -> dict[str, Any]:
+    """The JSON line that this benchmark, run with `arguments` in a process of its own, prints."""
+    command = [sys.executable, "-m", "benchmarks.scale", *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(arguments)} failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def build_pool_index(work: Path) -> dict[str, Any]:
+    """Build the pool segment's index as a compaction does: its seconds and the process's peak memory."""
+    started = time.perf_counter()
+    build_segment_index(str(work / "pool.parquet"), work / "pool.faiss")
+    return {
+        "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "bytes": (work / "pool.faiss").stat().st_size,
+    }
+
+
 def measure(pool: int, args: argparse.Namespace, whole_too: bool) -> dict[str, Any]:
     """Make the data at `pool` rows and run winnow's way (and today's, if asked), each in a fresh process."""
     work = Path(tempfile.mkdtemp(prefix=f"scale-{pool}-", dir=args.work))
@@ -195,21 +224,15 @@ def measure(pool: int, args: argparse.Namespace, whole_too: bool) -> dict[str, A
         started = time.perf_counter()
         make_data(work, pool, args.new, args.dim, args.planted, args.seed)
         made = round(time.perf_counter() - started, 1)
-        figures = {"pool_rows": pool, "made_in_s": made}
-        for way in ["segments", "whole"] if whole_too else ["segments"]:
-            command = [
-                sys.executable,
-                "-m",
-                "benchmarks.scale",
-                "--run",
-                str(work),
-                "--picks",
-                str(args.picks),
-            ]
-            done = subprocess.run(
-                command + (["--whole"] if way == "whole" else []), capture_output=True, text=True, check=True
-            )
-            figures[way] = json.loads(done.stdout.strip().splitlines()[-1])
+        # Once a compaction, never in a run: the pool segment's index, in a process of its own.
+        figures = {
+            "pool_rows": pool,
+            "made_in_s": made,
+            "pool_index": in_fresh_process(["--build-index", str(work)]),
+        }
+        for way in ["whole", "segments"] if whole_too else ["segments"]:
+            whole = ["--whole"] if way == "whole" else []
+            figures[way] = in_fresh_process(["--run", str(work), "--picks", str(args.picks), *whole])
             shutil.rmtree(work / "output", ignore_errors=True)
             shutil.rmtree(work / "plan", ignore_errors=True)
         return figures
@@ -231,7 +254,11 @@ def main() -> None:
     )
     parser.add_argument("--run", type=Path, help=argparse.SUPPRESS)  # the fresh process's own phase
     parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--build-index", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build_index is not None:
+        print(json.dumps(build_pool_index(args.build_index)))
+        return
     if args.run is not None:
         print(json.dumps(incremental_run(args.run, args.picks, args.whole)))
         return

@@ -197,7 +197,13 @@ def prepare(run: RunContext) -> Planned:
         )
         reprocess_all = config.process_all or (start.state.model_onnx is not None and config.training.retrain)
         run_plan = plan(
-            listing, start.segments, reprocess_all, config.inputs.shard_size, run.shards, run.cache
+            listing,
+            start.segments,
+            start.indexes,
+            reprocess_all,
+            config.inputs.shard_size,
+            run.shards,
+            run.cache,
         )
         input_size = start.model.input_size if start.model else config.training.input_size
         inputs = selection_inputs(

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from flows.curate import curate
+from tasks.datapool.index import INDEX_FROM_ROWS, build_segment_index
 from tasks.records.manifest import MANIFEST_SCHEMA
 from tasks.records.segments import tombstones
 from tasks.selection.distances import BLOCK
@@ -160,3 +161,30 @@ def test_the_pool_in_segments_is_matched_as_its_live_rows_are(tmp_path: Path) ->
     live = np.concatenate([pool[[0, 3, 4, 5]], moved])
     assert removed == find_near_duplicates(ids, x, 0.01, live_ids, live)
     assert {k: v[0] for k, v in removed.items()} == {"n0": "p0", "n3": "p3"}
+
+
+def test_a_segment_s_index_finds_the_near_duplicates_an_exact_search_finds(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(50, 16))
+    pool = unit(
+        centres[rng.integers(0, 50, INDEX_FROM_ROWS + 5000)]
+        + 0.5 * rng.normal(size=(INDEX_FROM_ROWS + 5000, 16))
+    )
+    pool_ids = [f"p{i:06d}" for i in range(len(pool))]
+    copied = rng.choice(len(pool), 300, replace=False)
+    # A later run re-processed a third of the copied originals: they no longer count.
+    gone = [pool_ids[i] for i in copied[:100]]
+    segments = [str(tmp_path / "base.parquet"), str(tmp_path / "later.parquet")]
+    pq.write_table(manifest_rows(pool_ids, pool), segments[0])
+    pq.write_table(tombstones(pa.array(gone)), segments[1])
+    index = tmp_path / "base.faiss"
+    assert build_segment_index(segments[0], index)
+    x = unit(np.concatenate([pool[copied] + 1e-3 * rng.normal(size=(300, 16)), rng.normal(size=(300, 16))]))
+    ids = [f"n{i:04d}" for i in range(len(x))]
+    exact = near_duplicates_given(ids, x, 0.01, pool_match(x, segments))
+    indexed = near_duplicates_given(ids, x, 0.01, pool_match(x, segments, [str(index), None]))
+    assert {k: v[0] for k, v in indexed.items()} == {k: v[0] for k, v in exact.items()}
+    assert {ids[i] for i in range(100, 300)} <= set(indexed)  # the copies of originals still there
+    assert not {v[0] for v in indexed.values()} & set(gone)
+    for sample_id, (_, distance) in indexed.items():
+        assert distance == pytest.approx(exact[sample_id][1], abs=1e-3)  # fp16 storage

@@ -21,7 +21,14 @@ import pytest
 
 from tasks.datapool.block import Datapool
 from tasks.datapool.compaction import compact, prune
-from tasks.datapool.state import commit_version, pool_segments, read_state, run_segment, starts_over
+from tasks.datapool.state import (
+    commit_version,
+    fetch_indexes,
+    pool_segments,
+    read_state,
+    run_segment,
+    starts_over,
+)
 from tasks.ingest.planning import plan_shards
 from tasks.records.keys import frame_id
 from tasks.records.manifest import MANIFEST_SCHEMA
@@ -90,7 +97,7 @@ def test_segments_give_the_pool_a_whole_rewrite_gives_with_or_without_compaction
         listed = next_listing(rng, versions, run)
         listing = write_listing("src", listed, tmp_path / "listings")
         store = ShardStore(root=str(tmp_path / "shards"))
-        plan = plan_shards(listing, segments, False, 4, store, tmp_path / f"plan-{run}")
+        plan = plan_shards(listing, segments, [], False, 4, store, tmp_path / f"plan-{run}")
         objects = [info for shard in plan.shards for info in read_shard_manifest(shard, store)]
         unchanged = {i.key for i in listed if versions.get(i.key) == i.version}
         assert sorted(o.key for o in objects) == sorted(i.key for i in listed if i.key not in unchanged)
@@ -181,9 +188,19 @@ def test_retention_deletes_only_segments_no_kept_version_needs(prefect_server: N
     folder = tmp_path / "out" / "datapool" / name / "manifests"
     (folder / "00000004-run-in-flight.parquet").write_bytes(b"")
     (folder / "notes.txt").write_text("mine")
+    # Indexes go with their segments (these two stand in for large segments' own).
+    indexes = folder.parent / "indexes"
+    indexes.mkdir()
+    for segment in ("00000001-run-1", Path(state.segments[0]).stem):
+        (indexes / f"{segment}.faiss").write_bytes(b"")
     assert prune(name, storage, keep_versions=2) == []  # versions 2 and 3 need all three segments
     deleted = prune(name, storage, keep_versions=1)
-    assert sorted(Path(k).name for k in deleted) == ["00000001-run-1.parquet", "00000002-run-2.parquet"]
+    assert sorted(Path(k).name for k in deleted) == [
+        "00000001-run-1.faiss",
+        "00000001-run-1.parquet",
+        "00000002-run-2.parquet",
+    ]
+    assert [p.name for p in indexes.iterdir()] == [f"{Path(state.segments[0]).stem}.faiss"]
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["00000004-run-in-flight.parquet", "notes.txt", Path(state.segments[0]).name]
     )
@@ -227,3 +244,18 @@ def test_a_compaction_killed_midway_loses_nothing(prefect_server: None, tmp_path
     # The next compaction runs as if the killed one never had.
     merged = compact(name, storage, after, cache)
     assert merged.version == 3 and pool_of(merged, storage) == before
+
+
+def test_a_segment_s_index_is_committed_beside_it_and_fetched_with_it(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    storage, name = LocalStorage(tmp_path / "out"), f"index-{uuid.uuid4().hex[:8]}"
+    first = commit_rows(name, storage, Datapool(output=""), rows(["a"], "run-1"), "run-1", 1)
+    segment, index = tmp_path / "run-2.parquet", tmp_path / "run-2.faiss"
+    pq.write_table(rows(["b"], "run-2"), segment)
+    index.write_bytes(b"an index")
+    state = Datapool(output=storage.uri, last_run_id="run-2", samples=2)
+    second = commit_version(name, storage, first, state, segment, whole=False, index=index)
+    fetched = fetch_indexes(second, storage, tmp_path / "cache")
+    assert fetched[0] is None  # run-1's segment was too small for one
+    assert fetched[1] is not None and Path(fetched[1]).read_bytes() == b"an index"

@@ -28,6 +28,7 @@ from tasks.media.video import SampledFrame, sample_frames
 from tasks.records.keys import frame_id
 from tasks.records.manifest import MANIFEST_SCHEMA
 from tasks.records.segments import read_live
+from tasks.records.shards import listing_table
 from tasks.storage.interface import ObjectInfo
 from tests.images import SCENES, write_scene_crops
 from tests.s3 import new_bucket, s3_admin_client, upload_folder
@@ -193,7 +194,7 @@ def test_manifests_written_before_videos_are_read_by_key(tmp_path: Path) -> None
     previous = read_live([str(tmp_path / "old.parquet")], MANIFEST_SCHEMA.names)
     assert previous.schema == MANIFEST_SCHEMA and previous["key"].to_pylist() == ["a.jpg", "b.jpg"]
     listed = [ObjectInfo("a.jpg", 3, "1"), ObjectInfo("b.jpg", 3, "2")]
-    to_process, kept, selected = plan_run(listed, previous, reprocess_all=False)
+    to_process, kept, selected = plan_run(listing_table(listed), previous, reprocess_all=False)
     assert [o.key for o in to_process] == ["b.jpg"]
     assert kept["id"].to_pylist() == ["a.jpg"] and selected == {"a.jpg"}
 

@@ -1,7 +1,8 @@
 """Compaction and retention: merge a datapool's segments into one, and delete what no version needs.
 
 Both run after a run's commit and are safe to kill at any point:
-- compaction folds the segments into one base file, uploads it, and commits it as a version
+- compaction folds the segments into one base file, uploads it with its index
+  (tasks/datapool/index.py), and commits it as a version
   of its own with create-if-absent, like a run. Killed before that entry exists, the pool is
   as it was, and the new file is an orphan that retention removes later;
 - retention deletes only segment files that none of the newest `keep_versions` versions
@@ -17,6 +18,7 @@ import uuid
 from pathlib import Path, PurePosixPath
 
 from tasks.datapool.block import Datapool
+from tasks.datapool.index import INDEX_FOLDER, build_segment_index, index_key
 from tasks.datapool.state import create_version, fetch_segments, pool_segments, relative_key, versions_prefix
 from tasks.records.segments import write_folded
 from tasks.storage.interface import Storage
@@ -27,6 +29,11 @@ logger = logging.getLogger(__name__)
 def manifests_prefix(name: str) -> str:
     """The prefix of datapool `name`'s segment files."""
     return f"datapool/{name}/manifests"
+
+
+def indexes_prefix(name: str) -> str:
+    """The prefix of datapool `name`'s segment indexes (tasks/datapool/index.py)."""
+    return f"datapool/{name}/{INDEX_FOLDER}"
 
 
 def compact(name: str, storage: Storage, state: Datapool, directory: Path) -> Datapool:
@@ -43,7 +50,12 @@ def compact(name: str, storage: Storage, state: Datapool, directory: Path) -> Da
             f"datapool {name!r}: merging version {state.version}'s segments gave {rows} rows, not the "
             f"{state.samples} samples it holds; the segments were left as they are"
         )
-    uri = storage.upload_file(f"{manifests_prefix(name)}/{state.version + 1:08d}-{merged.name}", merged)
+    key = f"{manifests_prefix(name)}/{state.version + 1:08d}-{merged.name}"
+    index = merged.with_suffix(".faiss")
+    if build_segment_index(str(merged), index):
+        storage.upload_file(index_key(key), index)
+        index.unlink()
+    uri = storage.upload_file(key, merged)
     merged.unlink()
     update = {
         "version": state.version + 1,
@@ -88,16 +100,18 @@ def is_older(key: str, version: int) -> bool:
 
 
 def prune(name: str, storage: Storage, keep_versions: int) -> list[str]:
-    """Delete the segment files that the newest `keep_versions` versions do not need; their keys."""
+    """Delete the segments and indexes that the newest `keep_versions` versions do not need; their keys."""
     entries = sorted(info.key for info in storage.list_objects(versions_prefix(name)))[-keep_versions:]
     if not entries:
         return []
     retained = [Datapool.model_validate_json(storage.read_bytes(key)) for key in entries]
-    needed = {relative_key(storage, uri) for state in retained for uri in pool_segments(state)}
+    segments = {relative_key(storage, uri) for state in retained for uri in pool_segments(state)}
+    needed = segments | {index_key(key) for key in segments}
     oldest = min(state.version for state in retained)
     removable = [
         info.key
-        for info in storage.list_objects(manifests_prefix(name))
+        for prefix in (manifests_prefix(name), indexes_prefix(name))
+        for info in storage.list_objects(prefix)
         if info.key not in needed and is_older(info.key, oldest)
     ]
     for key in removable:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from models.export import onnx_metadata
 from tasks.datapool.block import Datapool
+from tasks.datapool.index import build_segment_index, index_key
 from tasks.fingerprint import digest, file_sha256
 from tasks.records.embeddings import EmbeddingTable, read_embeddings
 from tasks.records.manifest import MANIFEST_SCHEMA, embedding_column
@@ -168,6 +169,18 @@ def fetch_segments(state: Datapool, storage: Storage, directory: Path) -> list[s
     ]
 
 
+def fetch_indexes(state: Datapool, storage: Storage, directory: Path) -> list[str | None]:
+    """Local copies of the state's segments' indexes, aligned with them (None: a segment has none)."""
+    indexes: list[str | None] = []
+    for uri in pool_segments(state):
+        path = directory / segment_file_name(uri).replace(".parquet", ".faiss")
+        try:
+            indexes.append(str(download_once(storage, index_key(relative_key(storage, uri)), path)))
+        except MissingObjectError:  # small segments have none, and pools from before indexes
+            indexes.append(None)
+    return indexes
+
+
 def fetch_model(state: Datapool, storage: Storage, directory: Path) -> Path:
     """The datapool's ONNX model, downloaded once and checked against its sha256.
 
@@ -275,6 +288,7 @@ class NextManifest(BaseModel, frozen=True):
     """
 
     path: str  # the run's segment
+    index: str | None  # its nearest-neighbour index, where it is large enough to have one
     base: bool  # it holds the whole pool: the next version's only segment
     samples: int
     selected: int
@@ -297,8 +311,10 @@ def write_next_manifest(
     pq.write_table(segment, path)
     fresh = segment.filter(segment["id"].is_valid())
     kept_selected = 0 if starts_over(run_plan) else read_live(run_plan.kept_segments, ["id"], True).num_rows
+    index = path.with_suffix(".faiss")
     return NextManifest(
         path=str(path),
+        index=str(index) if build_segment_index(str(path), index) else None,
         base=starts_over(run_plan),
         samples=run_plan.kept + fresh.num_rows,
         selected=kept_selected + int(pc.sum(fresh["selected"]).as_py() or 0),
@@ -306,20 +322,28 @@ def write_next_manifest(
 
 
 def commit_version(
-    name: str, storage: Storage, base: Datapool, state: Datapool, segment: Path, whole: bool
+    name: str,
+    storage: Storage,
+    base: Datapool,
+    state: Datapool,
+    segment: Path,
+    whole: bool,
+    index: Path | None = None,
 ) -> Datapool:
     """Commit `state` with this run's `segment` as the version after `base`, the state the run started from.
 
-    The segment is uploaded first (multipart when large), then the version's log entry is
-    created. A `whole` segment is the version's only one; else it follows base's. Where a
-    compaction of `base` took that version first, the segment follows the compacted one, one
-    version later: compaction changes no row, so it never fails a run.
+    The segment and its `index` are uploaded first (multipart when large), then the
+    version's log entry is created. A `whole` segment is the version's only one; else it
+    follows base's. Where a compaction of `base` took that version first, the segment follows
+    the compacted one, one version later: compaction changes no row, so it never fails a run.
 
     Raises:
         DatapoolConflictError: another run committed first; nothing of this run's state was
             committed (its segment file stays, unreferenced, until retention removes it).
     """
     key = f"datapool/{name}/manifests/{base.version + 1:08d}-{state.last_run_id}.parquet"
+    if index is not None:
+        storage.upload_file(index_key(key), index)
     uri = storage.upload_file(key, segment)
     while True:
         segments = [uri] if whole else [*pool_segments(base), uri]
@@ -364,6 +388,7 @@ class PoolStart(BaseModel, frozen=True):
     source: str
     state: Datapool
     segments: list[str]  # local copies of the state's manifest segments, oldest first
+    indexes: list[str | None] = []  # local copies of their indexes (None: a segment has none)
     model: OnnxModel | None
 
 
@@ -394,6 +419,7 @@ def start_from(
     check_source(name, state, source, process_all)
     repair_last_run(name, state, storage)
     segments = [] if process_all else fetch_segments(state, storage, directory)
+    indexes = [] if process_all else fetch_indexes(state, storage, directory)
     model = None
     if reuse_model and state.model_onnx is not None and not process_all:
         path = fetch_model(state, storage, directory / "models")
@@ -412,7 +438,7 @@ def start_from(
         state.samples,
         state.selected,
     )
-    return PoolStart(name=name, source=source, state=state, segments=segments, model=model)
+    return PoolStart(name=name, source=source, state=state, segments=segments, indexes=indexes, model=model)
 
 
 def run_json_key(run_id: str) -> str:
@@ -493,6 +519,9 @@ def commit_run(
         last_run_id=run_id,
         last_run_at=utc_now(),
     )
-    committed = commit_version(start.name, storage, start.state, state, Path(manifest.path), manifest.base)
+    index = None if manifest.index is None else Path(manifest.index)
+    committed = commit_version(
+        start.name, storage, start.state, state, Path(manifest.path), manifest.base, index
+    )
     write_latest(storage, run_id, run_json)
     return committed

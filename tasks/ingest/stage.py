@@ -31,10 +31,11 @@ def discover(
 def plan(
     listing: Listing,
     pool: list[str],
+    pool_indexes: list[str | None],
     reprocess_all: bool,
     shard_size: int,
     shards: ShardStore,
     cache_dir: Path,
 ) -> RunPlan:
     """Plan the run: cut the new or changed samples into shards; keep the datapool's unchanged rows."""
-    return plan_shards(listing, pool, reprocess_all, shard_size, shards, cache_dir)
+    return plan_shards(listing, pool, pool_indexes, reprocess_all, shard_size, shards, cache_dir)

@@ -18,6 +18,8 @@ class RunPlan(BaseModel, frozen=True):
     new: int
     # Local copies of the datapool's manifest segments, oldest first (tasks/records/segments.py).
     pool: list[str]
+    # Local copies of the segments' indexes, aligned with `pool` (None: the segment has none).
+    pool_indexes: list[str | None] = []
     # A segment of tombstones for the pool's keys this run drops: processed again, or gone.
     dropped: str
     kept: int

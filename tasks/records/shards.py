@@ -60,9 +60,9 @@ def read_shard_manifest(shard: Shard, store: ShardStore) -> list[ObjectInfo]:
 LISTING_SCHEMA = pa.schema([("key", pa.string()), ("size", pa.int64()), ("version", pa.string())])
 
 
-def write_listing(source: str, objects: list[ObjectInfo], directory: Path) -> Listing:
-    """Write `objects` as the source's listing, a Parquet file in `directory` named by its content."""
-    table = pa.table(
+def listing_table(objects: list[ObjectInfo]) -> pa.Table:
+    """`objects` as a listing's rows (key, size, version)."""
+    return pa.table(
         {
             "key": [o.key for o in objects],
             "size": [o.size for o in objects],
@@ -70,6 +70,11 @@ def write_listing(source: str, objects: list[ObjectInfo], directory: Path) -> Li
         },
         schema=LISTING_SCHEMA,
     )
+
+
+def write_listing(source: str, objects: list[ObjectInfo], directory: Path) -> Listing:
+    """Write `objects` as the source's listing, a Parquet file in `directory` named by its content."""
+    table = listing_table(objects)
     name = digest(source, *(f"{o.key}\0{o.size}\0{o.version}" for o in objects))
     path = directory / f"{name}.parquet"
     if not path.exists():
@@ -78,10 +83,20 @@ def write_listing(source: str, objects: list[ObjectInfo], directory: Path) -> Li
     return Listing(source=source, path=str(path), count=len(objects))
 
 
-def read_listing(listing: Listing) -> list[ObjectInfo]:
-    """The objects a listing holds."""
-    rows = pq.read_table(listing.path).to_pydict()
+def read_listing_table(listing: Listing) -> pa.Table:
+    """A listing's rows (key, size, version), as Arrow: millions of keys stay out of Python."""
+    return pq.read_table(listing.path).cast(LISTING_SCHEMA)
+
+
+def listed_objects(rows: pa.Table) -> list[ObjectInfo]:
+    """A listing's rows as objects."""
+    columns = rows.to_pydict()
     return [
         ObjectInfo(key=k, size=s, version=v)
-        for k, s, v in zip(rows["key"], rows["size"], rows["version"], strict=True)
+        for k, s, v in zip(columns["key"], columns["size"], columns["version"], strict=True)
     ]
+
+
+def read_listing(listing: Listing) -> list[ObjectInfo]:
+    """The objects a listing holds."""
+    return listed_objects(read_listing_table(listing))

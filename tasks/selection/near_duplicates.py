@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tasks.datapool.index import live_at, search_segment_index
 from tasks.records.embeddings import EmbeddingTable, read_embeddings, write_embedding_table
 from tasks.records.plan import RunPlan
 from tasks.records.samples import SampleTable, count_statuses, mark_duplicates
@@ -42,6 +43,10 @@ def nearest_rows(
         better = value > best_similarity
         best[better], best_similarity[better] = start + column[better], value[better]
     return best, best_similarity
+
+
+# Nearest rows an index returns a query, of which the best that still counts is its match.
+CANDIDATES = 4
 
 
 class PoolMatch(NamedTuple):
@@ -137,11 +142,36 @@ def segment_pool_match(x: np.ndarray, segment: str, replaced: pa.Array) -> PoolM
     return match
 
 
-def pool_match(x: np.ndarray, segments: list[str]) -> PoolMatch:
-    """Each row's most similar clean sample of the pool that `segments` fold into (segment by segment)."""
+def indexed_segment_match(x: np.ndarray, segment: str, replaced: pa.Array, index: str) -> PoolMatch:
+    """Each row's most similar live sample of one manifest segment, through the segment's index.
+
+    The index's CANDIDATES nearest are checked for whether they still count; the best that does wins.
+    """
+    positions, similarities = search_segment_index(index, x, CANDIDATES)
+    names, live = live_at(segment, replaced, positions)
+    similarities = np.where(live, similarities, -np.inf).astype(np.float32)
+    best = similarities.argmax(axis=1)
+    similarity = similarities[np.arange(len(x)), best]
+    chosen = (np.arange(len(x)) * CANDIDATES + best).tolist()
+    found = np.isfinite(similarity).tolist()
+    return PoolMatch([names[at] if ok else None for at, ok in zip(chosen, found, strict=True)], similarity)
+
+
+def pool_match(x: np.ndarray, segments: list[str], indexes: list[str | None] | None = None) -> PoolMatch:
+    """Each row's most similar clean sample of the pool that `segments` fold into (segment by segment).
+
+    A segment with an index (`indexes`, aligned with the segments; None: none) is searched
+    through it, the others exactly.
+    """
+    indexes = [*(indexes or []), *[None] * len(segments)][: len(segments)]
     match = no_pool_match(len(x))
-    for segment, replaced in zip(segments, keys_named_later(segments), strict=True):
-        match = better_match(match, segment_pool_match(x, segment, replaced))
+    for segment, replaced, index in zip(segments, keys_named_later(segments), indexes, strict=True):
+        found = (
+            segment_pool_match(x, segment, replaced)
+            if index is None
+            else indexed_segment_match(x, segment, replaced, index)
+        )
+        match = better_match(match, found)
     return match
 
 
@@ -175,5 +205,6 @@ def remove_near_duplicates_of_pool(
     """
     ids, vectors = read_embeddings(table)
     # Only the datapool's clean samples have embeddings: they are the earlier representatives.
-    removed = near_duplicates_given(ids, vectors, threshold, pool_match(vectors, run_plan.kept_segments))
+    match = pool_match(vectors, run_plan.kept_segments, run_plan.pool_indexes)
+    removed = near_duplicates_given(ids, vectors, threshold, match)
     return mark_near_duplicates(samples, table, removed, directory)
