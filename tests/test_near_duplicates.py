@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from flows.curate import curate
-from tasks.datapool.index import INDEX_FROM_ROWS, build_segment_index
 from tasks.records.manifest import MANIFEST_SCHEMA
 from tasks.records.segments import tombstones
 from tasks.selection.distances import BLOCK
 from tasks.selection.near_duplicates import find_near_duplicates, near_duplicates_given, pool_match
+from tasks.selection.pool_index import INDEX_FROM_ROWS, build_segment_index
 from tests.images import jpeg_bytes, write_scene_crops
 from tests.test_curate_flow import TINY_TRAINING
 

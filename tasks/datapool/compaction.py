@@ -2,7 +2,7 @@
 
 Both run after a run's commit and are safe to kill at any point:
 - compaction folds the segments into one base file, uploads it with its index
-  (tasks/datapool/index.py), and commits it as a version
+  (tasks/selection/pool_index.py), and commits it as a version
   of its own with create-if-absent, like a run. Killed before that entry exists, the pool is
   as it was, and the new file is an orphan that retention removes later;
 - retention deletes only segment files that none of the newest `keep_versions` versions
@@ -18,9 +18,9 @@ import uuid
 from pathlib import Path, PurePosixPath
 
 from tasks.datapool.block import Datapool
-from tasks.datapool.index import INDEX_FOLDER, build_segment_index, index_key
 from tasks.datapool.state import create_version, fetch_segments, pool_segments, relative_key, versions_prefix
 from tasks.records.segments import write_folded
+from tasks.selection.pool_index import INDEX_FOLDER, build_segment_index, index_key
 from tasks.storage.interface import Storage
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def manifests_prefix(name: str) -> str:
 
 
 def indexes_prefix(name: str) -> str:
-    """The prefix of datapool `name`'s segment indexes (tasks/datapool/index.py)."""
+    """The prefix of datapool `name`'s segment indexes (tasks/selection/pool_index.py)."""
     return f"datapool/{name}/{INDEX_FOLDER}"
 
 

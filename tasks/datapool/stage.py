@@ -55,7 +55,7 @@ def open_datapool(
     return start_from(name, source, storage, process_all, reuse_model, cache_dir / "datapool")
 
 
-@task(name="compact-datapool", **RETRY_TRANSIENT)
+@task(name="maintain-datapool", **RETRY_TRANSIENT)
 def maintain_datapool(
     name: str,
     output: str,

@@ -28,7 +28,6 @@ from pydantic import BaseModel, ValidationError
 
 from models.export import onnx_metadata
 from tasks.datapool.block import Datapool
-from tasks.datapool.index import build_segment_index, index_key
 from tasks.fingerprint import digest, file_sha256
 from tasks.records.embeddings import EmbeddingTable, read_embeddings
 from tasks.records.manifest import MANIFEST_SCHEMA, embedding_column
@@ -38,6 +37,7 @@ from tasks.records.run import RunRecord
 from tasks.records.samples import STATUS_MISSING, STATUS_MOVED, STATUS_UNREADABLE, SampleTable
 from tasks.records.segments import read_live
 from tasks.records.shards import read_listing
+from tasks.selection.pool_index import build_segment_index, index_key
 from tasks.storage.interface import MissingObjectError, Storage, StorageError, download_once
 
 logger = logging.getLogger(__name__)

@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.datapool.index import live_at, search_segment_index
 from tasks.records.embeddings import EmbeddingTable, read_embeddings, write_embedding_table
 from tasks.records.plan import RunPlan
 from tasks.records.samples import SampleTable, count_statuses, mark_duplicates
 from tasks.records.segments import keys_named_later, segment_batches
 from tasks.selection.distances import BLOCK
+from tasks.selection.pool_index import live_at, search_segment_index
 
 
 def nearest_rows(
