@@ -39,7 +39,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.config import SelectionConfig
-from tasks.datapool.index import build_segment_index
 from tasks.datapool.state import run_segment
 from tasks.ingest.planning import plan_shards
 from tasks.records.manifest import MANIFEST_SCHEMA
@@ -47,6 +46,7 @@ from tasks.records.segments import live_vectors, write_folded
 from tasks.records.shards import write_listing
 from tasks.selection.choose import alone_picks
 from tasks.selection.near_duplicates import find_near_duplicates, near_duplicates_given, pool_match
+from tasks.selection.pool_index import build_segment_index
 from tasks.selection.quality import selection_quality
 from tasks.storage.interface import ObjectInfo
 from tasks.storage.local import LocalStorage
@@ -284,10 +284,11 @@ def main() -> None:
             + f"{run['near_duplicates_found']:>5}/{run['near_duplicates_planted']:<4}"
         )
     print(
-        json.dumps(
-            {"pool_rows": large["pool_rows"], "new_rows": args.new, **large["segments"], "baseline": baseline}
-        )
+        f"pool index (built once a compaction): {large['pool_index']['seconds']:.1f} s, "
+        f"{large['pool_index']['peak_rss_gb']:.2f} GB peak, {large['pool_index']['bytes'] / 2**20:.0f} MB"
     )
+    head = {"pool_rows": large["pool_rows"], "new_rows": args.new}
+    print(json.dumps(head | large["segments"] | {"pool_index": large["pool_index"], "baseline": baseline}))
 
 
 if __name__ == "__main__":

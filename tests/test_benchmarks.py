@@ -183,6 +183,31 @@ def test_the_inspect_benchmark_reports_the_cost_an_image_and_the_rate_by_workers
     assert all(rate > 0 for rate in figures["images_per_second_by_workers"].values())
 
 
+def test_the_scale_benchmark_finds_every_planted_duplicate_and_writes_only_the_new_rows() -> None:
+    figures = last_json_line(
+        "benchmarks.scale",
+        *("--pool", "40000", "--baseline-pool", "25000", "--new", "3000", "--planted", "60", "--picks", "30"),
+    )
+    assert (figures["pool_rows"], figures["new_rows"]) == (40_000, 3_000)
+    assert figures["near_duplicates_found"] == figures["near_duplicates_planted"] == 60
+    assert figures["pool_index"]["bytes"] > 0  # the pool is large enough to be searched by its index
+    today, winnow = figures["baseline"]["whole"], figures["baseline"]["segments"]
+    assert today["near_duplicates_found"] == winnow["near_duplicates_found"] == 60
+    # Today's way rewrites the whole manifest; winnow writes this run's rows (and their index).
+    assert winnow["bytes_written_per_run"] < today["bytes_written_per_run"] / 4
+    assert figures["bytes_written_per_run"] < winnow["bytes_written_per_run"] * 1.05
+    assert figures["picks"] == 30 and figures["peak_rss_gb"] > 0 and figures["selection_side_seconds"] > 0
+
+
+def test_the_neighbours_benchmark_measures_recall_against_the_exact_search() -> None:
+    figures = last_json_line(
+        "benchmarks.neighbours", "--pool", "20000", "--queries", "1000", "--libraries", "faiss-ivf-sq16"
+    )
+    ivf = figures["libraries"]["faiss-ivf-sq16"]
+    assert ivf["planted_recall"] == 1.0 and ivf["false_positives"] == 0
+    assert ivf["build_s"] > 0 and ivf["query_s"] > 0 and ivf["index_bytes"] > 0
+
+
 def test_gpu_sh_dry_run_says_what_it_needs_and_checks_wheels_carried_in_parts(tmp_path: Path) -> None:
     wheel = tmp_path / "fake-1.0-py3-none-any.whl"
     wheel.write_bytes(np.random.default_rng(0).bytes(300_000))

@@ -1,11 +1,15 @@
-"""Nearest-neighbour distances in blocks: memory stays O(N * block), never N x N."""
+"""Nearest-neighbour distances in tiles of rows and columns: memory stays bounded, never N x N."""
 
 from __future__ import annotations
 
 import numpy as np
 
-# Rows compared at once: bounds the (N, BLOCK) distance matrix (N x 1024 x 4 bytes).
+# Columns compared at once.
 BLOCK = 1024
+
+# Rows compared at once with a block of columns: a distance tile is at most 64 MB, however
+# many rows there are (an N x BLOCK block was 2.7 GB at 250,000 rows).
+ROW_TILE = 16_384
 
 # Rows up to which density (TYPICALITY) is exact: 20,000^2 distances take seconds.
 EXACT_KNN_ROWS = 20_000
@@ -25,8 +29,10 @@ def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np
     for start in range(0, len(chosen), BLOCK):
         block = np.ascontiguousarray(chosen[start : start + BLOCK], dtype=np.float32)
         block_norms = np.einsum("ij,ij->i", block, block)
-        squared = squared_norms[:, None] - 2.0 * (x @ block.T) + block_norms[None, :]
-        np.minimum(nearest, squared.min(axis=1), out=nearest)
+        for row in range(0, len(x), ROW_TILE):
+            tile = slice(row, row + ROW_TILE)
+            squared = squared_norms[tile, None] - 2.0 * (x[tile] @ block.T) + block_norms[None, :]
+            np.minimum(nearest[tile], squared.min(axis=1), out=nearest[tile])
     return nearest
 
 
@@ -40,10 +46,14 @@ def nearest_other_distances(x: np.ndarray) -> np.ndarray:
     nearest = np.full(len(x), np.inf, dtype=np.float32)
     for start in range(0, len(x), BLOCK):
         block = x[start : start + BLOCK]
-        squared = squared_norms[:, None] - 2.0 * (x @ block.T) + squared_norms[start : start + BLOCK][None, :]
-        rows = np.arange(start, start + len(block))
-        squared[rows, rows - start] = np.inf  # a row is not its own neighbour
-        np.minimum(nearest, squared.min(axis=1), out=nearest)
+        block_norms = squared_norms[start : start + BLOCK]
+        for row in range(0, len(x), ROW_TILE):
+            tile = slice(row, row + ROW_TILE)
+            squared = squared_norms[tile, None] - 2.0 * (x[tile] @ block.T) + block_norms[None, :]
+            # A row is not its own neighbour: the rows both in this tile and in the block.
+            both = np.arange(max(start, row), min(start + len(block), row + ROW_TILE))
+            squared[both - row, both - start] = np.inf
+            np.minimum(nearest[tile], squared.min(axis=1), out=nearest[tile])
     return np.sqrt(np.maximum(nearest, 0.0))
 
 
