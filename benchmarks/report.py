@@ -31,6 +31,7 @@ from tasks.records.samples import METADATA_COLUMNS, SAMPLE_SCHEMA, SampleTable
 from tasks.records.selection import Selection
 from tasks.report.build import ImageReader, write_report
 from tasks.report.pdf import print_pdf
+from tasks.selection.quality import selection_quality
 
 CACHED_IMAGES, SIDE = 4096, 64
 
@@ -80,16 +81,15 @@ def synthetic_samples(ids: list[str], rng: np.random.Generator) -> pa.Table:
 
 def synthetic_run(
     directory: Path, rows: int, dim: int, picks: int, seed: int
-) -> tuple[dict[str, Any], SampleTable, EmbeddingTable, Selection, dict[int, ImageReader]]:
+) -> tuple[RunRecord, SampleTable, EmbeddingTable, Selection, dict[int, ImageReader]]:
     rng = np.random.default_rng(seed)
     ids = [f"cam{i % 7}/{i:07d}.jpg" for i in range(rows)]
     samples = synthetic_samples(ids, rng)
     pq.write_table(samples, directory / "samples.parquet")
     status = np.array(samples["status"].to_pylist())
     ok_ids = [i for i, s in zip(ids, status, strict=True) if s == "ok"]
-    table = write_embedding_table(
-        ok_ids, clustered_embeddings(len(ok_ids), dim, rng), directory / "e.parquet"
-    )
+    vectors = clustered_embeddings(len(ok_ids), dim, rng)
+    table = write_embedding_table(ok_ids, vectors, directory / "e.parquet")
     chosen = sorted(rng.choice(len(ok_ids), size=picks, replace=False).tolist())
     pq.write_table(
         pa.table(
@@ -101,11 +101,9 @@ def synthetic_run(
         ),
         directory / "selection.parquet",
     )
-    quality = {
-        "selected": {"diversity": 0.9, "coverage": 0.6, "balance": {"camera": 0.98}},
-        "random": {"diversity": 0.5, "coverage": 0.55, "balance": {"camera": 0.95}},
-        "random_seed": 0,
-    }
+    # The picks' figures against random subsets, as a run measures them (camera as BALANCE's key).
+    cameras = np.array([int(i[3]) for i in ok_ids])
+    quality = selection_quality(vectors, np.array(chosen), seed, {"camera": cameras})
     selection = Selection(
         path=str(directory / "selection.parquet"),
         requested=picks,

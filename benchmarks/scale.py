@@ -12,7 +12,10 @@ it runs with winnow's own functions what an incremental run does after embedding
 - near duplicates: each new row's nearest pool sample and the run's own, cosine 0.01;
 - selection: REPRESENTATIVE picks `--picks`, the earlier picks as centres;
 - quality: the picks against random subsets of the same size;
-- commit: the run's manifest segment, written and uploaded to a local output.
+- commit: the run's manifest segment (and its index), written and uploaded to a local output;
+- report: the run report over the run's `--new` samples (report.html and report.json, no
+  PDF), on benchmarks/report.py's synthetic run of that size: a report reads the run, never
+  the pool.
 
 The baseline is today's whole-pool way, at `--baseline-pool` rows: every pool embedding in
 memory for the near-duplicate search, and the whole manifest rewritten and uploaded by every
@@ -38,12 +41,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.config import SelectionConfig
+from benchmarks.report import synthetic_run
+from tasks.config import ReportConfig, SelectionConfig
 from tasks.datapool.state import run_segment
 from tasks.ingest.planning import plan_shards
 from tasks.records.manifest import MANIFEST_SCHEMA
 from tasks.records.segments import live_vectors, write_folded
 from tasks.records.shards import write_listing
+from tasks.report.build import write_report
 from tasks.selection.choose import alone_picks
 from tasks.selection.near_duplicates import find_near_duplicates, near_duplicates_given, pool_match
 from tasks.selection.pool_index import build_segment_index
@@ -183,6 +188,12 @@ def incremental_run(work: Path, picks: int, whole: bool) -> dict[str, Any]:
         written = sum(file.stat().st_size for file in files)
         for file in files:
             output.upload_file(f"datapool/bench/manifests/00000002-bench{file.suffix}", file)
+    (work / "report").mkdir(exist_ok=True)
+    record, samples, table, selection, images = synthetic_run(
+        work / "report", len(ids), new.shape[1], picks, 0
+    )
+    with stage(seconds, "report"):
+        write_report(record, samples, table, selection, images, ReportConfig(pdf=False), work / "report")
     originals = (work / "planted.txt").read_text().splitlines()
     found = sum(removed.get(i, ("",))[0] == original for i, original in zip(ids, originals, strict=False))
     return {

@@ -372,7 +372,10 @@ def commit_version(
 
 
 def create_version(name: str, storage: Storage, state: Datapool) -> Datapool:
-    """Create `state`'s log entry unless its version has one; the entry that holds the version after."""
+    """Create `state`'s log entry if its version has none; the entry that holds the version now.
+
+    That is `state` itself when this call created it.
+    """
     if storage.write_new(version_key(name, state.version), state.model_dump_json(indent=2).encode()):
         return state
     return Datapool.model_validate_json(storage.read_bytes(version_key(name, state.version)))
