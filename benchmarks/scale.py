@@ -121,10 +121,20 @@ def make_data(work: Path, pool: int, new: int, dim: int, planted: int, seed: int
 
 @contextmanager
 def stage(seconds: dict[str, float], name: str) -> Iterator[None]:
-    """Time the block as stage `name`."""
+    """Time the block as stage `name`, and note the process's peak memory once it is over."""
     started = time.perf_counter()
     yield
     seconds[name] = round(time.perf_counter() - started, 2)
+    PEAK_AFTER[name] = peak_rss_gb()
+
+
+# The process's peak memory (GB) as each stage ended: which stage set the peak.
+PEAK_AFTER: dict[str, float] = {}
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GB (Linux counts ru_maxrss in kB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
 def incremental_run(work: Path, picks: int, whole: bool) -> dict[str, Any]:
@@ -199,7 +209,8 @@ def incremental_run(work: Path, picks: int, whole: bool) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "selection_side_seconds": round(sum(seconds.values()), 1),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gb": peak_rss_gb(),
+        "peak_rss_gb_after": PEAK_AFTER,
         "bytes_written_per_run": written,
         "near_duplicates_planted": len(originals),
         "near_duplicates_found": found,
@@ -223,7 +234,7 @@ def build_pool_index(work: Path) -> dict[str, Any]:
     build_segment_index(str(work / "pool.parquet"), work / "pool.faiss")
     return {
         "seconds": round(time.perf_counter() - started, 1),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gb": peak_rss_gb(),
         "bytes": (work / "pool.faiss").stat().st_size,
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -23,34 +24,40 @@ logger = logging.getLogger(__name__)
 
 def plan_run(
     listed: pa.Table, previous: pa.Table, reprocess_all: bool
-) -> tuple[list[ObjectInfo], pa.Table, set[str]]:
+) -> tuple[list[ObjectInfo], pa.ChunkedArray, set[str]]:
     """Split the listed objects (a listing's rows) by what the previous manifest knows.
 
     Decided per object key: new or changed keys are processed (a changed video samples
     all its frames again); unchanged keys keep their manifest rows (every frame of an
     unchanged video); keys no longer listed leave the pool. With `reprocess_all` every
     listed key is processed again, and the earlier selection of unchanged keys still stands.
-    Joined in Arrow: only the objects to process become Python objects.
+    Joined in Arrow: only the objects to process become Python objects, and no copy of the
+    pool's rows is made (a mask says which stay).
 
     `previous` has at least the columns id, key, version and selected. Returns (objects to
-    process, manifest rows kept as they are, ids selected earlier whose object is unchanged).
+    process, a mask of the previous rows kept as they are, ids selected earlier whose object
+    is unchanged).
     """
-    known = previous.select(["key", "version"]).group_by(["key", "version"]).aggregate([])
-    unchanged = listed.select(["key", "version"]).join(known, keys=["key", "version"], join_type="left semi")
-    keeps = pc.is_in(previous["key"], unchanged["key"])
+    pairs = ["key", "version"]
+    unchanged = listed.select(pairs).join(previous.select(pairs), keys=pairs, join_type="left semi")["key"]
+    keeps = pc.is_in(previous["key"], unchanged)
     previously_selected = set(
         previous.filter(pc.and_(keeps, pc.fill_null(previous["selected"], False)))["id"].to_pylist()
     )
     if reprocess_all:
-        return listed_objects(listed), previous.slice(0, 0), previously_selected
-    to_process = listed.filter(pc.invert(pc.is_in(listed["key"], unchanged["key"])))
-    return listed_objects(to_process), previous.filter(keeps), previously_selected
+        return (
+            listed_objects(listed),
+            pa.chunked_array([np.zeros(previous.num_rows, bool)]),
+            previously_selected,
+        )
+    to_process = listed.filter(pc.invert(pc.is_in(listed["key"], unchanged)))
+    return listed_objects(to_process), keeps, previously_selected
 
 
-def vanished_keys(listed: pa.Table, previous: pa.Table) -> pa.Array:
-    """The previous manifest's keys that are no longer listed: deleted, or moved."""
-    keys = pc.unique(previous["key"])
-    return keys.filter(pc.invert(pc.is_in(keys, listed["key"])))
+def vanished_keys(listed: pa.Table, dropped: pa.Array) -> pa.Array:
+    """Of the keys the pool drops, those no longer listed: deleted, or moved (the others changed)."""
+    changed = listed["key"].filter(pc.is_in(listed["key"], dropped))
+    return dropped.filter(pc.invert(pc.is_in(dropped, changed)))
 
 
 def plan_shards(
@@ -69,10 +76,11 @@ def plan_shards(
     """
     previous = read_live(pool, ["id", "key", "version", "selected"])
     listed = read_listing_table(listing)
-    to_process, kept, previously_selected = plan_run(listed, previous, reprocess_all)
+    to_process, keeps, previously_selected = plan_run(listed, previous, reprocess_all)
+    kept = int(pc.sum(keeps).as_py() or 0)
     planned = write_manifests(to_process, shard_size, shards)
     name = digest(listing.path, *pool, str(reprocess_all))
-    dropped = pc.unique(previous["key"].filter(pc.invert(pc.is_in(previous["key"], kept["key"]))))
+    dropped = pc.unique(previous["key"].filter(pc.invert(keeps)))
     dropped_path = directory / "dropped" / f"{name}.parquet"
     with written_atomically(dropped_path) as partial:  # two runs on one cache compute one name
         pq.write_table(tombstones(dropped), partial)
@@ -80,13 +88,13 @@ def plan_shards(
     if not reprocess_all:
         vanished_path = directory / "vanished" / f"{name}.parquet"
         with written_atomically(vanished_path) as partial:
-            gone = read_live(pool, MANIFEST_SCHEMA.names, keys=vanished_keys(listed, previous))
+            gone = read_live(pool, MANIFEST_SCHEMA.names, keys=vanished_keys(listed, dropped))
             pq.write_table(gone, partial)
     logger.info(
         "%d new or changed of %d listed; %d kept from the datapool",
         len(to_process),
         listing.count,
-        kept.num_rows,
+        kept,
     )
     return RunPlan(
         listing=listing,
@@ -95,7 +103,7 @@ def plan_shards(
         pool=pool,
         pool_indexes=pool_indexes,
         dropped=str(dropped_path),
-        kept=kept.num_rows,
+        kept=kept,
         previously_selected=sorted(previously_selected),
         vanished_manifest=None if vanished_path is None else str(vanished_path),
     )
