@@ -11,37 +11,17 @@ import pytest
 from PIL import Image
 
 from flows.curate import curate
-from tasks.records.manifest import MANIFEST_SCHEMA
 from tasks.records.segments import tombstones
 from tasks.selection.distances import BLOCK
 from tasks.selection.near_duplicates import find_near_duplicates, near_duplicates_given, pool_match
 from tasks.selection.pool_index import INDEX_FROM_ROWS, build_segment_index
 from tests.images import jpeg_bytes, write_scene_crops
+from tests.manifests import image_rows
 from tests.test_curate_flow import TINY_TRAINING
 
 
 def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def manifest_rows(ids: list[str], vectors: np.ndarray) -> pa.Table:
-    """Clean image rows of `ids` with `vectors`, in the manifest's schema."""
-    count = len(ids)
-    return pa.table(
-        {
-            "id": ids,
-            "key": ids,
-            "version": ["1"] * count,
-            "size": [1] * count,
-            "status": ["ok"] * count,
-            "reason": pa.nulls(count, pa.string()),
-            "content_hash": ids,
-            "embedding": vectors.tolist(),
-            "selected": [False] * count,
-            "run_id": ["r"] * count,
-        },
-        schema=MANIFEST_SCHEMA,
-    )
 
 
 def test_each_group_keeps_exactly_one_member_across_blocks() -> None:
@@ -146,10 +126,10 @@ def test_the_pool_in_segments_is_matched_as_its_live_rows_are(tmp_path: Path) ->
     """A sample whose key a later segment replaced or removed is no representative any more."""
     rng = np.random.default_rng(4)
     pool = unit(rng.normal(size=(6, 8)))
-    base = manifest_rows([f"p{i}" for i in range(6)], pool)
+    base = image_rows([f"p{i}" for i in range(6)], pool, False, "r")
     # The next run re-processed p1 (a new embedding, far away) and found p2 gone.
     moved = unit(rng.normal(size=(1, 8)))
-    changes = pa.concat_tables([tombstones(pa.array(["p1", "p2"])), manifest_rows(["p1"], moved)])
+    changes = pa.concat_tables([tombstones(pa.array(["p1", "p2"])), image_rows(["p1"], moved, False, "r")])
     segments = [tmp_path / "0.parquet", tmp_path / "1.parquet"]
     pq.write_table(base, segments[0])
     pq.write_table(changes, segments[1])
@@ -175,7 +155,7 @@ def test_a_segment_s_index_finds_the_near_duplicates_an_exact_search_finds(tmp_p
     # A later run re-processed a third of the copied originals: they no longer count.
     gone = [pool_ids[i] for i in copied[:100]]
     segments = [str(tmp_path / "base.parquet"), str(tmp_path / "later.parquet")]
-    pq.write_table(manifest_rows(pool_ids, pool), segments[0])
+    pq.write_table(image_rows(pool_ids, pool, False, "r"), segments[0])
     pq.write_table(tombstones(pa.array(gone)), segments[1])
     index = tmp_path / "base.faiss"
     assert build_segment_index(segments[0], index)

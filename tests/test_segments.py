@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from prefect.settings import PREFECT_API_URL
 
 from tasks.datapool.block import Datapool
 from tasks.datapool.compaction import compact, prune
@@ -37,6 +38,7 @@ from tasks.records.shards import read_shard_manifest, write_listing
 from tasks.storage.interface import ObjectInfo
 from tasks.storage.local import LocalStorage
 from tasks.storage.shard_store import ShardStore
+from tests.manifests import image_rows
 
 DIM = 4
 Row = dict[str, Any]
@@ -127,22 +129,7 @@ def test_segments_give_the_pool_a_whole_rewrite_gives_with_or_without_compaction
 
 def rows(keys: list[str], run_id: str) -> pa.Table:
     """Clean, selected rows of images `keys`."""
-    count = len(keys)
-    return pa.table(
-        {
-            "id": keys,
-            "key": keys,
-            "version": ["v1"] * count,
-            "size": [1] * count,
-            "status": ["ok"] * count,
-            "reason": pa.nulls(count, pa.string()),
-            "content_hash": keys,
-            "embedding": [[1.0, 0.0]] * count,
-            "selected": [True] * count,
-            "run_id": [run_id] * count,
-        },
-        schema=MANIFEST_SCHEMA,
-    )
+    return image_rows(keys, np.tile([1.0, 0.0], (len(keys), 1)), True, run_id)
 
 
 def commit_rows(
@@ -209,15 +196,17 @@ def test_retention_deletes_only_segments_no_kept_version_needs(prefect_server: N
     assert len(list((tmp_path / "out" / "datapool" / name / "versions").iterdir())) == 3
 
 
+# The state comes as JSON and the test's Prefect server is named: a process that looked for
+# a server would start one of its own, which the SIGKILL would leave behind.
 COMPACT_SCRIPT = """
 import sys
 from pathlib import Path
+from tasks.datapool.block import Datapool
 from tasks.datapool.compaction import compact
-from tasks.datapool.state import read_state
 from tasks.storage.local import LocalStorage
 
-storage = LocalStorage(Path(sys.argv[1]))
-compact(sys.argv[2], storage, read_state(sys.argv[2], storage), Path(sys.argv[3]))
+state = Datapool.model_validate_json(Path(sys.argv[3]).read_text())
+compact(sys.argv[2], LocalStorage(Path(sys.argv[1])), state, Path(sys.argv[4]))
 """
 
 
@@ -228,9 +217,15 @@ def test_a_compaction_killed_midway_loses_nothing(prefect_server: None, tmp_path
     state = commit_rows(name, storage, first, rows(["z.jpg"], "run-2"), "run-2", len(keys) + 1)
     before = pool_of(state, storage)
     cache = tmp_path / "cache"
+    state_file = tmp_path / "state.json"
+    state_file.write_text(state.model_dump_json())
     worker = subprocess.Popen(
-        [sys.executable, "-c", COMPACT_SCRIPT, str(storage.root), name, str(cache)],
-        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        [sys.executable, "-c", COMPACT_SCRIPT, str(storage.root), name, str(state_file), str(cache)],
+        env=os.environ
+        | {
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        },
     )
     deadline = time.monotonic() + 120
     while not list(cache.glob("compacted-*")) and worker.poll() is None and time.monotonic() < deadline:
