@@ -3,8 +3,10 @@
 One representative of each group is kept (the datapool's samples come first, then this
 run's in id order); each removed sample records which one it duplicates.
 
-This run's rows are compared with the pool and with each other in tiles, keeping one best
-match a row: never all pairs at once, and never the pool with itself.
+This run's rows are compared with the pool segment by segment (through a segment's index
+where it has one, tasks/selection/pool_index.py; exactly, a record batch at a time, where it
+has not) and with each other in tiles, keeping one best match a row: never all pairs at
+once, never the pool with itself, and never every pool embedding in memory.
 """
 
 from __future__ import annotations
