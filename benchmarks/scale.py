@@ -47,7 +47,7 @@ from tasks.datapool.state import run_segment
 from tasks.ingest.planning import plan_shards
 from tasks.records.manifest import MANIFEST_SCHEMA
 from tasks.records.segments import live_vectors, write_folded
-from tasks.records.shards import write_listing
+from tasks.records.shards import Listing, write_listing
 from tasks.report.build import write_report
 from tasks.selection.choose import alone_picks
 from tasks.selection.near_duplicates import find_near_duplicates, near_duplicates_given, pool_match
@@ -139,8 +139,6 @@ def peak_rss_gb() -> float:
 
 def incremental_run(work: Path, picks: int, whole: bool) -> dict[str, Any]:
     """An incremental run's selection side over the data in `work` (whole: today's whole-pool way)."""
-    from tasks.records.shards import Listing
-
     seconds: dict[str, float] = {}
     listing = Listing.model_validate_json((work / "listing.json").read_text())
     output = LocalStorage(work / "output")
