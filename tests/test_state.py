@@ -56,25 +56,31 @@ def test_only_new_and_changed_keys_are_processed() -> None:
         ObjectInfo(key, 1, version)
         for key, version in [("a.jpg", "v1"), ("b.jpg", "v2"), ("c.jpg", "v1"), ("d.jpg", "v1")]
     ]
-    to_process, keeps, earlier = plan_run(listing_table(listed), previous, reprocess_all=False)
-    kept = previous.filter(keeps)
-    assert [o.key for o in to_process] == ["b.jpg", "d.jpg"]  # changed, new
+    plan = plan_run(listing_table(listed), previous, reprocess_all=False)
+    kept = previous.filter(plan.keeps)
+    assert [o.key for o in plan.to_process] == ["b.jpg", "d.jpg"]  # changed, new
     assert kept["id"].to_pylist() == ["a.jpg", "c.jpg"]  # unchanged; gone.jpg left the source
-    assert earlier == {"a.jpg"}  # b.jpg's selected content was replaced
-    everything, keeps_none, still_selected = plan_run(listing_table(listed), previous, reprocess_all=True)
-    kept_none = previous.filter(keeps_none)
-    assert len(everything) == 4 and kept_none.num_rows == 0 and still_selected == {"a.jpg"}
+    assert plan.previously_selected == {"a.jpg"}  # b.jpg's selected content was replaced
+    assert sorted(plan.dropped.to_pylist()) == ["b.jpg", "gone.jpg"]
+    assert plan.vanished.to_pylist() == ["gone.jpg"]
+    again = plan_run(listing_table(listed), previous, reprocess_all=True)
+    assert len(again.to_process) == 4 and previous.filter(again.keeps).num_rows == 0
+    assert again.previously_selected == {"a.jpg"}
+    assert sorted(again.dropped.to_pylist()) == ["a.jpg", "b.jpg", "c.jpg", "gone.jpg"]
+    assert again.vanished.to_pylist() == ["gone.jpg"]
 
 
 def test_a_video_is_kept_resampled_or_dropped_with_all_its_frames() -> None:
     frames = [f"{video}#frame={i:06d}" for video in ("same.mp4", "changed.mp4", "gone.mp4") for i in (0, 5)]
     previous = manifest([(i, "v1", i.endswith("5")) for i in frames])
     listed = [ObjectInfo("same.mp4", 1, "v1"), ObjectInfo("changed.mp4", 1, "v2")]
-    to_process, keeps, earlier = plan_run(listing_table(listed), previous, reprocess_all=False)
-    kept = previous.filter(keeps)
-    assert [o.key for o in to_process] == ["changed.mp4"]
+    plan = plan_run(listing_table(listed), previous, reprocess_all=False)
+    kept = previous.filter(plan.keeps)
+    assert [o.key for o in plan.to_process] == ["changed.mp4"]
     assert kept["id"].to_pylist() == ["same.mp4#frame=000000", "same.mp4#frame=000005"]
-    assert earlier == {"same.mp4#frame=000005"}
+    assert plan.previously_selected == {"same.mp4#frame=000005"}
+    assert sorted(plan.dropped.to_pylist()) == ["changed.mp4", "gone.mp4"]
+    assert plan.vanished.to_pylist() == ["gone.mp4"]
 
 
 def new_state(run_id: str) -> Datapool:

@@ -194,10 +194,10 @@ def test_manifests_written_before_videos_are_read_by_key(tmp_path: Path) -> None
     previous = read_live([str(tmp_path / "old.parquet")], MANIFEST_SCHEMA.names)
     assert previous.schema == MANIFEST_SCHEMA and previous["key"].to_pylist() == ["a.jpg", "b.jpg"]
     listed = [ObjectInfo("a.jpg", 3, "1"), ObjectInfo("b.jpg", 3, "2")]
-    to_process, keeps, selected = plan_run(listing_table(listed), previous, reprocess_all=False)
-    kept = previous.filter(keeps)
-    assert [o.key for o in to_process] == ["b.jpg"]
-    assert kept["id"].to_pylist() == ["a.jpg"] and selected == {"a.jpg"}
+    plan = plan_run(listing_table(listed), previous, reprocess_all=False)
+    kept = previous.filter(plan.keeps)
+    assert [o.key for o in plan.to_process] == ["b.jpg"]
+    assert kept["id"].to_pylist() == ["a.jpg"] and plan.previously_selected == {"a.jpg"}
 
 
 def test_videos_in_a_bucket_are_sampled_and_their_picks_written_to_the_bucket(

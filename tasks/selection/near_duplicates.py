@@ -3,10 +3,10 @@
 One representative of each group is kept (the datapool's samples come first, then this
 run's in id order); each removed sample records which one it duplicates.
 
-This run's rows are compared with the pool segment by segment (through a segment's index
-where it has one, tasks/selection/pool_index.py; exactly, a record batch at a time, where it
-has not) and with each other in tiles, keeping one best match a row: never all pairs at
-once, never the pool with itself, and never every pool embedding in memory.
+This run's rows are compared with the pool segment by segment (tasks/selection/pool_neighbours.py:
+through a segment's index where it has one, exactly where it has not) and with each other
+in tiles, keeping one best match a row: never all pairs at once, never the pool with
+itself, and never every pool embedding in memory.
 """
 
 from __future__ import annotations
@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.records.embeddings import EmbeddingTable, read_embeddings, write_embedding_table
 from tasks.records.plan import RunPlan
 from tasks.records.samples import SampleTable, count_statuses, mark_duplicates
-from tasks.records.segments import keys_named_later, segment_batches
 from tasks.selection.distances import BLOCK
-from tasks.selection.pool_index import live_at, search_segment_index
+from tasks.selection.pool_neighbours import pool_neighbours
 
 
 def nearest_rows(
@@ -45,10 +42,6 @@ def nearest_rows(
         better = value > best_similarity
         best[better], best_similarity[better] = start + column[better], value[better]
     return best, best_similarity
-
-
-# Nearest rows an index returns a query, of which the best that still counts is its match.
-CANDIDATES = 4
 
 
 class PoolMatch(NamedTuple):
@@ -72,13 +65,6 @@ def nearest_pool_match(x: np.ndarray, earlier_ids: list[str], earlier: np.ndarra
         return no_pool_match(len(x))
     column, similarity = nearest_rows(x, np.ascontiguousarray(earlier.reshape(-1, x.shape[1]), np.float32))
     return PoolMatch([earlier_ids[int(c)] for c in column], similarity)
-
-
-def better_match(current: PoolMatch, other: PoolMatch) -> PoolMatch:
-    """Row by row, the more similar of two matches (`current` on a tie: it came first)."""
-    better = other.similarity > current.similarity
-    names = [o if b else c for c, o, b in zip(current.names, other.names, better.tolist(), strict=True)]
-    return PoolMatch(names, np.where(better, other.similarity, current.similarity))
 
 
 def find_near_duplicates(
@@ -129,52 +115,14 @@ def near_duplicates_given(
     }
 
 
-def segment_pool_match(x: np.ndarray, segment: str, replaced: pa.Array) -> PoolMatch:
-    """Each row's most similar live sample of one manifest segment, exactly, a record batch at a time."""
-    match = no_pool_match(len(x))
-    for batch in segment_batches(segment, ["id", "key", "embedding"]):
-        live = pc.and_(
-            batch.column("embedding").is_valid(), pc.invert(pc.is_in(batch.column("key"), replaced))
-        )
-        rows = batch.filter(live)
-        if rows.num_rows:
-            flat = rows.column("embedding").flatten().to_numpy(zero_copy_only=False)
-            vectors = flat.reshape(rows.num_rows, -1).astype(np.float32, copy=False)
-            match = better_match(match, nearest_pool_match(x, rows.column("id").to_pylist(), vectors))
-    return match
-
-
-def indexed_segment_match(x: np.ndarray, segment: str, replaced: pa.Array, index: str) -> PoolMatch:
-    """Each row's most similar live sample of one manifest segment, through the segment's index.
-
-    The index's CANDIDATES nearest are checked for whether they still count; the best that does wins.
-    """
-    positions, similarities = search_segment_index(index, x, CANDIDATES)
-    names, live = live_at(segment, replaced, positions)
-    similarities = np.where(live, similarities, -np.inf).astype(np.float32)
-    best = similarities.argmax(axis=1)
-    similarity = similarities[np.arange(len(x)), best]
-    chosen = (np.arange(len(x)) * CANDIDATES + best).tolist()
-    found = np.isfinite(similarity).tolist()
-    return PoolMatch([names[at] if ok else None for at, ok in zip(chosen, found, strict=True)], similarity)
-
-
 def pool_match(x: np.ndarray, segments: list[str], indexes: list[str | None] | None = None) -> PoolMatch:
-    """Each row's most similar clean sample of the pool that `segments` fold into (segment by segment).
+    """Each row's most similar clean sample of the pool that `segments` fold into (pool_neighbours).
 
     A segment with an index (`indexes`, aligned with the segments; None: none) is searched
     through it, the others exactly.
     """
-    indexes = [*(indexes or []), *[None] * len(segments)][: len(segments)]
-    match = no_pool_match(len(x))
-    for segment, replaced, index in zip(segments, keys_named_later(segments), indexes, strict=True):
-        found = (
-            segment_pool_match(x, segment, replaced)
-            if index is None
-            else indexed_segment_match(x, segment, replaced, index)
-        )
-        match = better_match(match, found)
-    return match
+    nearest = pool_neighbours(x, segments, indexes, 1)
+    return PoolMatch(nearest.names[:, 0].tolist(), nearest.similarity[:, 0])
 
 
 def mark_near_duplicates(

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks.records.segments import columns_schema, segment_batches
+from tasks.records.segments import segment_batches
 from tasks.storage.atomic import written_atomically
 
 # Segments with fewer embedded rows are searched exactly.
@@ -117,13 +117,22 @@ def search_segment_index(path: str, x: np.ndarray, k: int) -> tuple[np.ndarray, 
 def live_at(segment: str, replaced: pa.Array, positions: np.ndarray) -> tuple[list[str | None], np.ndarray]:
     """The ids of a segment's rows at `positions` (-1: none), and which of them still count.
 
-    A row counts unless a later segment names its key. Shape: positions (N, k) -> N*k ids, (N, k) bool
+    A row counts unless a later segment names its key. The segment's ids and keys are read a
+    record batch at a time, each taking the positions that fall in it: never the whole column.
+    Shape: positions (N, k) -> N*k ids, (N, k) bool
     """
-    table = pa.Table.from_batches(
-        list(segment_batches(segment, ["id", "key"])), columns_schema(["id", "key"])
-    )
-    wanted = pa.array(np.where(positions < 0, 0, positions).reshape(-1))
-    rows = table.take(wanted)
-    still = pc.invert(pc.is_in(rows["key"], replaced)).to_numpy(zero_copy_only=False)
-    live = still.reshape(positions.shape) & (positions >= 0)
-    return rows["id"].to_pylist(), live
+    flat = positions.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    ascending = flat[order]
+    ids = np.full(len(flat), None, dtype=object)
+    still = np.zeros(len(flat), dtype=bool)
+    offset = 0
+    for batch in segment_batches(segment, ["id", "key"]):
+        first, last = np.searchsorted(ascending, [offset, offset + batch.num_rows])
+        if last > first:
+            rows = batch.take(pa.array(ascending[first:last] - offset))
+            ids[order[first:last]] = rows.column("id").to_pylist()
+            kept = pc.invert(pc.is_in(rows.column("key"), replaced))
+            still[order[first:last]] = kept.to_numpy(zero_copy_only=False)
+        offset += batch.num_rows
+    return ids.tolist(), still.reshape(positions.shape) & (positions >= 0)
