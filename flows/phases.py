@@ -52,7 +52,7 @@ from tasks.publish.links import links_markdown
 from tasks.publish.stage import copy_selected, publish, record_run, share_results
 from tasks.records.embeddings import EmbeddingTable, ShardEmbeddings
 from tasks.records.model import OnnxModel, TrainedModel
-from tasks.records.plan import RunPlan, known_content_hashes, vanished_content
+from tasks.records.plan import RunPlan
 from tasks.records.run import RunRecord, outcome
 from tasks.records.samples import SampleTable, ShardInspection
 from tasks.records.selection import Selection, SelectionInputs, selected_ids
@@ -319,8 +319,7 @@ def inspect_and_embed(run: RunContext, planned: Planned) -> Embedded:
             samples = collect_samples(
                 inspections,
                 config.checks,
-                known_content_hashes(planned.run_plan),
-                vanished_content(planned.run_plan),
+                planned.run_plan,
                 run.cache,
             )
 

@@ -39,6 +39,7 @@ from tasks.media.examine import (
 from tasks.media.processes import decoding_executor, decoding_processes, replace_broken
 from tasks.media.video import sample_frames
 from tasks.records.keys import frame_id, is_video_key
+from tasks.records.plan import RunPlan, known_content_hashes, vanished_content
 from tasks.records.samples import (
     IMAGES_FILE,
     KIND_FRAME,
@@ -379,23 +380,22 @@ def mark_moved(samples: pa.Table, vanished: dict[str, tuple[str, str]]) -> tuple
 def collect_sample_rows(
     inspections: list[ShardInspection],
     checks: ChecksConfig,
-    known_hashes: dict[str, str],
-    vanished: dict[str, tuple[str, str]],
+    run_plan: RunPlan,
     path: Path,
     scratch: Path,
 ) -> SampleTable:
     """Concatenate the shards' rows in id order, mark moved samples and duplicates, write `path`.
 
-    A sample with the content of a datapool sample whose key vanished (`vanished`) is that
-    sample, moved: never new, never selected again. Duplicates are marked also of the
-    datapool's samples in `known_hashes` and of the moved ones. Remote shards' tables are
+    A sample with the content of a datapool sample whose key vanished (the plan's vanished
+    rows) is that sample, moved: never new, never selected again. Duplicates are marked also
+    of the datapool's samples the run keeps and of the moved ones. Remote shards' tables are
     fetched into `scratch`.
     """
     tables = [pq.read_table(i.samples_file(scratch)) for i in inspections]
     table = pa.concat_tables(tables).sort_by("id") if tables else SAMPLE_SCHEMA.empty_table()
-    table, moved = mark_moved(table, vanished)
+    table, moved = mark_moved(table, vanished_content(run_plan))
     if checks.remove_exact_duplicates:
-        table = mark_exact_duplicates(table, known_hashes | moved)
+        table = mark_exact_duplicates(table, known_content_hashes(run_plan, table["content_hash"]) | moved)
     with written_atomically(path) as partial:
         pq.write_table(table, partial)
     return SampleTable(path=str(path), processed=table.num_rows, **count_statuses(table))

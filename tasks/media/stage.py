@@ -9,6 +9,7 @@ from prefect import task
 from tasks.config import ChecksConfig, VideoConfig
 from tasks.fingerprint import code_version, digest, stage_cache_key
 from tasks.media.inspection import collect_sample_rows, inspect_shard_into
+from tasks.records.plan import RunPlan
 from tasks.records.samples import INSPECT_FOLDER, SampleTable, ShardInspection
 from tasks.records.shards import Shard
 from tasks.storage.factory import open_storage
@@ -42,14 +43,17 @@ def inspect_shard(
 def collect_samples(
     inspections: list[ShardInspection],
     checks: ChecksConfig,
-    known_hashes: dict[str, str],
-    vanished: dict[str, tuple[str, str]],
+    run_plan: RunPlan,
     cache_dir: Path,
 ) -> SampleTable:
-    """The run's samples table: every shard's rows, moved and duplicates marked, under cache_dir/samples."""
-    # Named by content so that tasks downstream, keyed on this record, stay cached.
-    known = "".join(f"{h}{i}" for h, i in sorted(known_hashes.items()))
-    gone = "".join(f"{h}{i}{k}" for h, (i, k) in sorted(vanished.items()))
-    key = digest(*(i.location for i in inspections), checks.model_dump_json(), known, gone, code_version())
+    """The run's samples table: every shard's rows, moved and duplicates marked, under cache_dir/samples.
+
+    Duplicates of the datapool's samples are looked up in the plan's segments (never passed
+    in: at 10 M samples a dict of every hash was GBs, and a task's inputs are hashed).
+    """
+    # Named by content so that tasks downstream, keyed on this record, stay cached: the plan
+    # names the pool's segments, which never change.
+    plan = run_plan.model_dump_json()
+    key = digest(*(i.location for i in inspections), checks.model_dump_json(), plan, code_version())
     path = cache_dir / "samples" / f"{key}.parquet"
-    return collect_sample_rows(inspections, checks, known_hashes, vanished, path, cache_dir / FETCHED_FOLDER)
+    return collect_sample_rows(inspections, checks, run_plan, path, cache_dir / FETCHED_FOLDER)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from tasks.records.samples import STATUS_OK
-from tasks.records.segments import read_live
+from tasks.records.segments import live_batches
 from tasks.records.shards import Listing, Shard
 
 
@@ -34,17 +36,23 @@ class RunPlan(BaseModel, frozen=True):
         return [*self.pool, self.dropped]
 
 
-def known_content_hashes(run_plan: RunPlan) -> dict[str, str]:
-    """Content hash -> id of the clean samples the datapool keeps.
+def known_content_hashes(run_plan: RunPlan, among: pa.ChunkedArray) -> dict[str, str]:
+    """Content hash -> id of the clean samples the datapool keeps, of the hashes `among` (this run's).
 
-    A new file with the same content is a duplicate of one of them.
+    A new file with the same content is a duplicate of one of them. The pool is streamed a
+    record batch at a time, so the dict holds this run's matches, never the pool's every hash.
     """
-    kept = read_live(run_plan.kept_segments, ["id", "status", "content_hash"]).to_pydict()
-    return {
-        h: i
-        for i, status, h in zip(kept["id"], kept["status"], kept["content_hash"], strict=True)
-        if status == STATUS_OK and h is not None
-    }
+    wanted = pc.unique(among.drop_null())
+    found: dict[str, str] = {}
+    for batch in live_batches(run_plan.kept_segments, ["id", "status", "content_hash"]):
+        match = pc.and_(
+            pc.equal(batch.column("status"), STATUS_OK), pc.is_in(batch.column("content_hash"), wanted)
+        )
+        rows = batch.filter(pc.fill_null(match, False))
+        found |= dict(
+            zip(rows.column("content_hash").to_pylist(), rows.column("id").to_pylist(), strict=True)
+        )
+    return found
 
 
 def vanished_content(run_plan: RunPlan) -> dict[str, tuple[str, str]]:

@@ -35,6 +35,7 @@ from tasks.records.selection import Selection, SelectionInputs
 from tasks.selection.distances import mean_knn_distance
 from tasks.selection.inputs import values_for
 from tasks.selection.kcenter import kcenter_greedy, kcenter_greedy_torch
+from tasks.selection.pool_neighbours import pool_neighbours
 from tasks.selection.quality import selection_quality
 from tasks.selection.representative import RepresentativePicks, representative_picks
 from tasks.selection.sequences import frame_windows, window_embeddings
@@ -154,8 +155,9 @@ def strategy_terms(
     ids: list[str],
     embeddings: np.ndarray,
     inputs: SelectionInputs,
+    run_plan: RunPlan,
 ) -> tuple[list[Threshold], list[Objective], dict[str, np.ndarray]]:
-    """The thresholds, the objectives, and the categories of each BALANCE key."""
+    """The thresholds, the objectives, and the categories of each BALANCE key (`run_plan`: the pool)."""
     metadata = SampleMetadata(samples, ids, config, inputs)
     thresholds: list[Threshold] = []
     objectives: list[Objective] = []
@@ -171,8 +173,12 @@ def strategy_terms(
         if strategy.type == "DIVERSITY":
             objectives.append(Diversity(strategy.strength, config.min_distance))
         elif strategy.type == "TYPICALITY":
-            # Dense neighbourhoods are typical: the closer the k nearest, the higher.
-            typical = 1.0 / (1.0 + mean_knn_distance(embeddings, strategy.neighbours, seed=config.seed))
+            # Dense neighbourhoods are typical: the closer the k nearest, the higher. The
+            # neighbours are the datapool's samples as well as this run's: typical of all the data.
+            k = strategy.neighbours
+            pool = pool_neighbours(embeddings, run_plan.kept_segments, run_plan.pool_indexes, k)
+            density = mean_knn_distance(embeddings, k, seed=config.seed, outside=pool.squared_distances())
+            typical = 1.0 / (1.0 + density)
             objectives.append(Score(typical, strategy.strength))
         elif strategy.type == "SIMILARITY":
             query = query_embeddings(rule, index, ids, embeddings, inputs)
@@ -299,7 +305,7 @@ def select_from_pool(
     elif config.alone:  # the default: no metadata to read, nothing to combine
         picks, reasons, device = alone_picks(embeddings, requested, config, chosen)
     else:
-        thresholds, objectives, balanced = strategy_terms(config, samples, ids, embeddings, inputs)
+        thresholds, objectives, balanced = strategy_terms(config, samples, ids, embeddings, inputs, run_plan)
         allowed = passing(thresholds, len(ids))
         if config.representative:
             rows = np.flatnonzero(allowed)

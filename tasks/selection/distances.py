@@ -25,15 +25,24 @@ def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np
 
     Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)
     """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    # min_j |x - c_j|^2 = |x|^2 + min_j (|c_j|^2 - 2 x.c_j): the row's own norm is added once,
+    # after the minimum, and each tile is computed in one buffer. Half the time of building
+    # the full expression (23 s against 47 s for 100,000 x 100,000 at 128-d, 2 cores), which
+    # is memory traffic, not arithmetic.
     nearest = np.full(len(x), np.inf, dtype=np.float32)
+    buffer = np.empty((min(len(x), ROW_TILE), BLOCK), dtype=np.float32)
     for start in range(0, len(chosen), BLOCK):
         block = np.ascontiguousarray(chosen[start : start + BLOCK], dtype=np.float32)
         block_norms = np.einsum("ij,ij->i", block, block)
         for row in range(0, len(x), ROW_TILE):
             tile = slice(row, row + ROW_TILE)
-            squared = squared_norms[tile, None] - 2.0 * (x[tile] @ block.T) + block_norms[None, :]
-            np.minimum(nearest[tile], squared.min(axis=1), out=nearest[tile])
-    return nearest
+            partial = buffer[: len(x[tile]), : len(block)]
+            np.matmul(x[tile], block.T, out=partial)
+            partial *= -2.0
+            partial += block_norms[None, :]
+            np.minimum(nearest[tile], partial.min(axis=1), out=nearest[tile])
+    return nearest + squared_norms.astype(np.float32)
 
 
 def nearest_other_distances(x: np.ndarray) -> np.ndarray:
@@ -57,38 +66,63 @@ def nearest_other_distances(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(nearest, 0.0))
 
 
-def mean_knn_distance(x: np.ndarray, k: int, exact_rows: int = EXACT_KNN_ROWS, seed: int = 0) -> np.ndarray:
+def mean_knn_distance(
+    x: np.ndarray,
+    k: int,
+    exact_rows: int = EXACT_KNN_ROWS,
+    seed: int = 0,
+    outside: np.ndarray | None = None,
+) -> np.ndarray:
     """Each row's mean Euclidean distance to its k nearest other rows (fewer when there are not k others).
 
+    `outside` adds squared distances to neighbours beyond `x` (the datapool's samples): each
+    row's k nearest are then taken among both. Shape: x (N, D), outside (N, m) -> (N,)
+    """
+    squared = knn_squared_distances(x, k, exact_rows, seed)
+    if outside is not None:
+        squared = np.sort(np.concatenate([squared, outside.astype(np.float32)], axis=1), axis=1)[:, :k]
+    distances = np.sqrt(np.maximum(squared, 0.0))
+    found = np.isfinite(distances)
+    total = np.where(found, distances, 0.0).sum(axis=1)
+    return (total / np.maximum(found.sum(axis=1), 1)).astype(np.float32)
+
+
+def knn_squared_distances(
+    x: np.ndarray, k: int, exact_rows: int = EXACT_KNN_ROWS, seed: int = 0
+) -> np.ndarray:
+    """Each row's squared Euclidean distances to its k nearest other rows, ascending (inf: none).
+
     Exact in blocks up to `exact_rows` rows, through an inverted-file index beyond
-    (approximate_mean_knn_distance), so the cost grows as N sqrt(N), not N^2.
-    Shape: (N, D) -> (N,)
+    (approximate_knn_squared_distances), so the cost grows as N sqrt(N), not N^2.
+    Shape: (N, D) -> (N, k)
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     count = len(x)
-    k = min(k, count - 1)
-    if k <= 0:
-        return np.zeros(count, dtype=np.float32)
+    result = np.full((count, k), np.inf, dtype=np.float32)
+    found = min(k, count - 1)
+    if found <= 0:
+        return result
     if count > exact_rows:
-        return approximate_mean_knn_distance(x, k, seed)
+        result[:, :found] = approximate_knn_squared_distances(x, found, seed)
+        return result
     squared_norms = np.einsum("ij,ij->i", x, x)
-    result = np.empty(count, dtype=np.float32)
     for start in range(0, count, BLOCK):
         stop = min(start + BLOCK, count)
         squared = squared_norms[start:stop, None] - 2.0 * (x[start:stop] @ x.T) + squared_norms[None, :]
         rows = np.arange(start, stop)
         squared[rows - start, rows] = np.inf  # a row is not its own neighbour
-        nearest = np.partition(squared, k - 1, axis=1)[:, :k]
-        result[start:stop] = np.sqrt(np.maximum(nearest, 0.0)).mean(axis=1)
+        nearest = np.partition(squared, found - 1, axis=1)[:, :found]
+        result[start:stop, :found] = np.sort(np.maximum(nearest, 0.0), axis=1)
     return result
 
 
-def approximate_mean_knn_distance(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """mean_knn_distance through faiss's IVF-Flat index.
+def approximate_knn_squared_distances(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """knn_squared_distances through faiss's IVF-Flat index.
 
     K-means cells (4 sqrt(N), seeded), each row's neighbours searched exactly in the IVF_PROBES
     cells nearest to it. Unlike a graph index its answer does not depend on the order of parallel
-    inserts, so a run is reproducible. Shape: (N, D) float32 -> (N,)
+    inserts, so a run is reproducible. Shape: (N, D) float32 -> (N, k), inf where the probed
+    cells held fewer than k others
     """
     # Imported here: only pools past EXACT_KNN_ROWS need faiss and its OpenMP runtime.
     import faiss
@@ -104,7 +138,4 @@ def approximate_mean_knn_distance(x: np.ndarray, k: int, seed: int) -> np.ndarra
     squared, neighbours = index.search(x, k + 1)
     # Drop each row itself (and any slot the probed cells could not fill), keep k.
     mine = (neighbours == np.arange(count)[:, None]) | (neighbours < 0)
-    squared = np.sort(np.where(mine, np.inf, squared), axis=1)[:, :k]
-    distances = np.sqrt(np.maximum(squared, 0.0))
-    found = np.isfinite(distances)
-    return (np.where(found, distances, 0.0).sum(axis=1) / np.maximum(found.sum(axis=1), 1)).astype(np.float32)
+    return np.sort(np.where(mine, np.inf, np.maximum(squared, 0.0)), axis=1)[:, :k].astype(np.float32)

@@ -30,6 +30,11 @@ class PoolNeighbours(NamedTuple):
     names: np.ndarray  # (N, k) object: the samples' ids, None where there is none
     similarity: np.ndarray  # (N, k) float32 cosine similarity, -inf where there is none
 
+    def squared_distances(self) -> np.ndarray:
+        """The neighbours' squared Euclidean distances (unit vectors: 2 - 2 cos), inf where none."""
+        finite = np.isfinite(self.similarity)
+        return np.where(finite, np.maximum(2.0 - 2.0 * self.similarity, 0.0), np.inf).astype(np.float32)
+
 
 def no_neighbours(count: int, k: int) -> PoolNeighbours:
     """The neighbours of `count` rows in an empty pool."""
