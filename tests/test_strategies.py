@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from tasks.config import RunConfig, SelectionStrategy, describe_validation_error
 from tasks.records.selection import SelectionInputs
 from tasks.selection.choose import query_embeddings, similarity_to
-from tasks.selection.distances import BLOCK, mean_knn_distance
+from tasks.selection.distances import BLOCK, mean_knn_distance, squared_distance_to_set
 from tasks.selection.kcenter import kcenter_greedy
 from tasks.selection.quality import selection_quality
 from tasks.selection.strategies import Balance, Diversity, Score, Threshold, Weights, combined_greedy
@@ -127,6 +127,20 @@ def test_mean_knn_distance_matches_brute_force_across_blocks() -> None:
     x = unit_rows(BLOCK + 20, seed=6)
     brute = np.sort(np.linalg.norm(x[:, None] - x[None], axis=2), axis=1)[:, 1:4].mean(axis=1)
     np.testing.assert_allclose(mean_knn_distance(x, 3), brute, rtol=1e-3, atol=1e-3)
+
+
+def test_the_nearest_earlier_pick_through_an_index_is_the_exact_one() -> None:
+    """Past INDEXED_PAIRS the distance to earlier picks is searched through an IVF index."""
+    rng = np.random.default_rng(8)
+    centres = rng.normal(size=(60, 32))
+    chosen = centres[rng.integers(0, 60, 6000)] + 0.3 * rng.normal(size=(6000, 32))
+    chosen = (chosen / np.linalg.norm(chosen, axis=1, keepdims=True)).astype(np.float32)
+    x = chosen[rng.choice(6000, 2000, replace=False)] + 0.05 * rng.normal(size=(2000, 32)).astype(np.float32)
+    norms = np.einsum("ij,ij->i", x, x)
+    exact = squared_distance_to_set(x, norms, chosen)  # 12 M pairs: below the threshold
+    indexed = squared_distance_to_set(x, norms, chosen, indexed_from=0)
+    assert np.mean(np.abs(indexed - exact) < 1e-4) > 0.99
+    assert np.all(indexed >= exact - 1e-4)  # a miss can only overstate the distance
 
 
 def test_similarity_picks_the_nearest_to_the_query() -> None:

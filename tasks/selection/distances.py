@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 # Columns compared at once.
@@ -19,13 +21,31 @@ EXACT_KNN_ROWS = 20_000
 # 1,000 most typical rows, at a median error of 2.4% in the mean distance, 30x faster.
 IVF_PROBES = 16
 
+# faiss wants at least 39 rows a cell to train its k-means.
+FAISS_ROWS_PER_CELL = 39
 
-def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+# Row x chosen pairs from which squared_distance_to_set searches through an index: exactly,
+# 100,000 new rows against 100,000 earlier picks (a 10 M pool's 1%) take 22 s on 2 cores.
+INDEXED_PAIRS = 2_000_000_000
+
+# Cells of that index searched a row. At 64 of the 1,264 cells over 100,000 earlier picks,
+# every one of 99,000 rows found its exact nearest pick (16: 98.7%), in 9 s with the build
+# (benchmarks/scale.py's data); a miss would only overstate a distance.
+SET_PROBES = 64
+
+
+def squared_distance_to_set(
+    x: np.ndarray, squared_norms: np.ndarray, chosen: np.ndarray, indexed_from: int = INDEXED_PAIRS
+) -> np.ndarray:
     """Each row's squared Euclidean distance to its nearest row of `chosen`.
 
+    Exact in tiles below `indexed_from` row x chosen pairs, through an IVF index over `chosen`
+    from there (indexed_squared_distance_to_set).
     Shape: x (N, D), squared_norms (N,), chosen (M, D) -> (N,)
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if len(x) * len(chosen) >= indexed_from and len(chosen) >= 2 * FAISS_ROWS_PER_CELL:
+        return indexed_squared_distance_to_set(x, squared_norms, np.ascontiguousarray(chosen, np.float32))
     # min_j |x - c_j|^2 = |x|^2 + min_j (|c_j|^2 - 2 x.c_j): the row's own norm is added once,
     # after the minimum, and each tile is computed in one buffer. Half the time of building
     # the full expression (23 s against 47 s for 100,000 x 100,000 at 128-d, 2 cores), which
@@ -43,6 +63,43 @@ def squared_distance_to_set(x: np.ndarray, squared_norms: np.ndarray, chosen: np
             partial += block_norms[None, :]
             np.minimum(nearest[tile], partial.min(axis=1), out=nearest[tile])
     return nearest + squared_norms.astype(np.float32)
+
+
+def indexed_squared_distance_to_set(
+    x: np.ndarray, squared_norms: np.ndarray, chosen: np.ndarray
+) -> np.ndarray:
+    """squared_distance_to_set through faiss's IVF-Flat index over `chosen` (seeded, 4 sqrt(M) cells).
+
+    A row whose probed cells hold no row of `chosen` is measured exactly.
+    Shape: x (N, D) float32, squared_norms (N,), chosen (M, D) float32 -> (N,)
+    """
+    index = ivf_index(chosen, seed=0)
+    index.nprobe = min(SET_PROBES, index.nlist)
+    squared, nearest = index.search(x, 1)
+    result = np.maximum(squared[:, 0], 0.0).astype(np.float32)
+    unmatched = np.flatnonzero(nearest[:, 0] < 0)
+    if len(unmatched):
+        exactly = len(x) * len(chosen) + 1
+        result[unmatched] = squared_distance_to_set(x[unmatched], squared_norms[unmatched], chosen, exactly)
+    return result
+
+
+def ivf_index(rows: np.ndarray, seed: int) -> Any:
+    """Faiss's IVF-Flat index (L2) over `rows`, trained and filled: 4 sqrt(N) k-means cells, seeded.
+
+    Unlike a graph index its answers do not depend on the order of parallel inserts, so a run
+    is reproducible. Shape: rows (N, D) float32
+    """
+    # Imported here: only large sets need faiss and its OpenMP runtime.
+    import faiss
+
+    count, dim = rows.shape
+    cells = max(1, min(int(4 * np.sqrt(count)), count // FAISS_ROWS_PER_CELL))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, cells)
+    index.cp.seed = seed
+    index.train(rows)
+    index.add(rows)
+    return index
 
 
 def nearest_other_distances(x: np.ndarray) -> np.ndarray:
@@ -119,22 +176,12 @@ def knn_squared_distances(
 def approximate_knn_squared_distances(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     """knn_squared_distances through faiss's IVF-Flat index.
 
-    K-means cells (4 sqrt(N), seeded), each row's neighbours searched exactly in the IVF_PROBES
-    cells nearest to it. Unlike a graph index its answer does not depend on the order of parallel
-    inserts, so a run is reproducible. Shape: (N, D) float32 -> (N, k), inf where the probed
-    cells held fewer than k others
+    Each row's neighbours are searched exactly in the IVF_PROBES cells (ivf_index) nearest to
+    it. Shape: (N, D) float32 -> (N, k), inf where the probed cells held fewer than k others
     """
-    # Imported here: only pools past EXACT_KNN_ROWS need faiss and its OpenMP runtime.
-    import faiss
-
-    count, dim = x.shape
-    # faiss wants at least 39 rows a cell to train its k-means.
-    cells = max(1, min(int(4 * np.sqrt(count)), count // 39))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, cells)
-    index.cp.seed = seed
-    index.train(x)
-    index.add(x)
-    index.nprobe = min(IVF_PROBES, cells)
+    count = len(x)
+    index = ivf_index(x, seed)
+    index.nprobe = min(IVF_PROBES, index.nlist)
     squared, neighbours = index.search(x, k + 1)
     # Drop each row itself (and any slot the probed cells could not fill), keep k.
     mine = (neighbours == np.arange(count)[:, None]) | (neighbours < 0)
