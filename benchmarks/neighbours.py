@@ -41,7 +41,6 @@ import gc
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,8 @@ from typing import Any
 
 import numpy as np
 import psutil
+
+from benchmarks.memory import peak_rss_mb
 
 DIM = 128
 CHUNK = 100_000
@@ -391,15 +392,6 @@ CANDIDATES: dict[str, type[Candidate]] = {
 
 def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: that survives exec, so a child starts at
-    its parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**10
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
 
 
 def reset_peak_rss() -> None:

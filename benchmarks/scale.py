@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.memory import peak_rss_mb
 from benchmarks.report import synthetic_run
 from tasks.config import ReportConfig, SelectionConfig
 from tasks.datapool.state import run_segment
@@ -133,8 +133,8 @@ PEAK_AFTER: dict[str, float] = {}
 
 
 def peak_rss_gb() -> float:
-    """This process's peak resident memory so far, in GB (Linux counts ru_maxrss in kB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    """This process's peak resident memory so far, in GB."""
+    return round(peak_rss_mb() / 2**10, 2)
 
 
 def incremental_run(work: Path, picks: int, whole: bool) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -61,7 +62,7 @@ def parse_value_table(data: bytes, location: str, field: str) -> pa.Table:
     raise ValueError(f"{field}: {location!r} is neither a .csv nor a .parquet file")
 
 
-def check_value_table(table: pa.Table, location: str, field: str, known_keys: set[str]) -> str:
+def check_value_table(table: pa.Table, location: str, field: str, known_keys: pa.ChunkedArray) -> str:
     """The join column ('id' or 'key'), after checking it names each listed sample once.
 
     Raises:
@@ -76,7 +77,9 @@ def check_value_table(table: pa.Table, location: str, field: str, known_keys: se
     repeated = sorted(name for name, times in Counter(names).items() if times > 1)
     if repeated:
         raise ValueError(f"{field}: {location!r} names samples more than once: {repeated[:SHOWN]}")
-    unknown = sorted({n for n in names if sample_key(n) not in known_keys})
+    # Looked up in Arrow: a listing of millions of keys never becomes a Python set.
+    held = pc.is_in(pa.array([sample_key(n) for n in names], pa.string()), known_keys)
+    unknown = sorted({n for n, h in zip(names, held.to_pylist(), strict=True) if not h})
     if unknown:
         more = f" and {len(unknown) - SHOWN} more" if len(unknown) > SHOWN else ""
         raise ValueError(
@@ -96,7 +99,7 @@ def is_numeric(column_type: pa.DataType) -> bool:
 
 
 def read_value_file(
-    storage: Storage, location: str, field: str, known_keys: set[str], directory: Path
+    storage: Storage, location: str, field: str, known_keys: pa.ChunkedArray, directory: Path
 ) -> ValueFile:
     """Read, check and copy a value file locally.
 
@@ -149,7 +152,7 @@ def check_metadata_keys(config: SelectionConfig, metadata: ValueFile | None) -> 
 
 
 def read_scores(
-    config: SelectionConfig, storage: Storage, known_keys: set[str], directory: Path
+    config: SelectionConfig, storage: Storage, known_keys: pa.ChunkedArray, directory: Path
 ) -> dict[int, ValueFile]:
     """The SCORES file of each strategy that has one, checked.
 
@@ -213,7 +216,7 @@ def prepare_selection_inputs(
     if not needs_files:
         return SelectionInputs()
     storage = open_storage(source, aws_credentials)
-    known_keys = set(pq.read_table(listing.path, columns=["key"])["key"].to_pylist())
+    known_keys = pq.read_table(listing.path, columns=["key"])["key"]
     metadata = None
     if config.metadata_file is not None:
         metadata = read_value_file(
