@@ -42,8 +42,9 @@ def plan_run(listed: pa.Table, previous: pa.Table, reprocess_all: bool) -> PoolP
     listed key is processed again, and the earlier selection of unchanged keys still stands.
 
     One hash table over the listing's keys finds each pool row's listed object; the rest is
-    masks. Only the objects to process become Python objects, and no copy of the pool's rows
-    is made: at 10 M keys this is a few hundred MB, where a join and two set lookups were GBs.
+    masks (at 10 M keys, 0.9 GB on top of the two tables' 0.8 GB; an Arrow join and two set
+    lookups did it before). Only the objects to process become Python objects, and no copy
+    of the pool's rows is made.
     `previous` has at least the columns id, key, version and selected.
     """
     at = pc.index_in(previous["key"], value_set=listed["key"])
