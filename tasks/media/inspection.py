@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from tasks.config import ChecksConfig, VideoConfig
+from tasks.fingerprint import code_version, digest
 from tasks.media.decode import Corrupt
 from tasks.media.examine import (
     Examined,
@@ -381,21 +382,34 @@ def collect_sample_rows(
     inspections: list[ShardInspection],
     checks: ChecksConfig,
     run_plan: RunPlan,
-    path: Path,
+    directory: Path,
     scratch: Path,
 ) -> SampleTable:
-    """Concatenate the shards' rows in id order, mark moved samples and duplicates, write `path`.
+    """Concatenate the shards' rows in id order, mark moved samples and duplicates, write into `directory`.
 
     A sample with the content of a datapool sample whose key vanished (the plan's vanished
     rows) is that sample, moved: never new, never selected again. Duplicates are marked also
-    of the datapool's samples the run keeps and of the moved ones. Remote shards' tables are
-    fetched into `scratch`.
+    of the datapool's samples the run keeps and of the moved ones; the pool is looked up for
+    this run's content hashes only (never a dict of its every hash). Remote shards' tables
+    are fetched into `scratch`.
     """
     tables = [pq.read_table(i.samples_file(scratch)) for i in inspections]
     table = pa.concat_tables(tables).sort_by("id") if tables else SAMPLE_SCHEMA.empty_table()
-    table, moved = mark_moved(table, vanished_content(run_plan))
+    vanished = vanished_content(run_plan)
+    known = known_content_hashes(run_plan, table["content_hash"]) if checks.remove_exact_duplicates else {}
+    # Named by what it is made of, so that tasks downstream, keyed on this record, stay cached
+    # (a run over the same files with the same pool matches, whatever its plan is called).
+    key = digest(
+        *(i.location for i in inspections),
+        checks.model_dump_json(),
+        *(f"{h}\0{i}" for h, i in sorted(known.items())),
+        *(f"{h}\0{i}\0{k}" for h, (i, k) in sorted(vanished.items())),
+        code_version(),
+    )
+    path = directory / f"{key}.parquet"
+    table, moved = mark_moved(table, vanished)
     if checks.remove_exact_duplicates:
-        table = mark_exact_duplicates(table, known_content_hashes(run_plan, table["content_hash"]) | moved)
+        table = mark_exact_duplicates(table, known | moved)
     with written_atomically(path) as partial:
         pq.write_table(table, partial)
     return SampleTable(path=str(path), processed=table.num_rows, **count_statuses(table))

@@ -48,12 +48,9 @@ def collect_samples(
 ) -> SampleTable:
     """The run's samples table: every shard's rows, moved and duplicates marked, under cache_dir/samples.
 
-    Duplicates of the datapool's samples are looked up in the plan's segments (never passed
-    in: at 10 M samples a dict of every hash was GBs, and a task's inputs are hashed).
+    Duplicates of the datapool's samples are looked up in the plan's segments, never passed
+    in: at 10 M samples a dict of every hash was GBs, and a task's inputs are hashed.
     """
-    # Named by content so that tasks downstream, keyed on this record, stay cached: the plan
-    # names the pool's segments, which never change.
-    plan = run_plan.model_dump_json()
-    key = digest(*(i.location for i in inspections), checks.model_dump_json(), plan, code_version())
-    path = cache_dir / "samples" / f"{key}.parquet"
-    return collect_sample_rows(inspections, checks, run_plan, path, cache_dir / FETCHED_FOLDER)
+    return collect_sample_rows(
+        inspections, checks, run_plan, cache_dir / "samples", cache_dir / FETCHED_FOLDER
+    )
