@@ -1,12 +1,20 @@
 """The datapool's nearest samples to a run's rows, and TYPICALITY's density over the pool and the run."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.config import SelectionConfig
+from tasks.records.embeddings import write_embedding_table
+from tasks.records.plan import RunPlan
+from tasks.records.samples import SAMPLE_SCHEMA, SampleTable
 from tasks.records.segments import tombstones
+from tasks.records.selection import SelectionInputs
+from tasks.records.shards import Listing
+from tasks.selection.choose import select_from_pool
 from tasks.selection.distances import BLOCK, mean_knn_distance
 from tasks.selection.pool_index import INDEX_FROM_ROWS, build_segment_index
 from tasks.selection.pool_neighbours import pool_neighbours
@@ -96,3 +104,54 @@ def test_typicality_counts_the_pool_s_samples_as_neighbours(tmp_path: Path) -> N
         assert abs(density[row] - reference) < 1e-4
     alone = mean_knn_distance(x, 10)  # the run's rows only: the crowded one looks as lonely
     assert density[0] < np.median(density) and alone[0] > density[0] * 2
+
+
+def select_typical(tmp_path: Path, pool: list[str], ids: list[str], x: np.ndarray) -> list[str]:
+    """select_from_pool with TYPICALITY alone over this run's `ids` (vectors `x`), the datapool `pool`."""
+    columns: dict[str, list[Any]] = {field.name: [None] * len(ids) for field in SAMPLE_SCHEMA}
+    columns |= {"id": ids, "key": ids, "kind": ["image"] * len(ids), "status": ["ok"] * len(ids)}
+    pq.write_table(pa.Table.from_pydict(columns, schema=SAMPLE_SCHEMA), tmp_path / "samples.parquet")
+    samples = SampleTable(
+        path=str(tmp_path / "samples.parquet"),
+        processed=len(ids),
+        ok=len(ids),
+        corrupt=0,
+        duplicates=0,
+        missing=0,
+    )
+    pq.write_table(tombstones(pa.array([], pa.string())), tmp_path / "dropped.parquet")
+    plan = RunPlan(
+        listing=Listing(source=str(tmp_path), path=str(tmp_path / "listing.parquet"), count=len(ids)),
+        shards=[],
+        new=len(ids),
+        pool=pool,
+        dropped=str(tmp_path / "dropped.parquet"),
+        kept=0,
+        previously_selected=[],
+    )
+    config = SelectionConfig(
+        strategies=[{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "TYPICALITY"}}]
+    )
+    table = write_embedding_table(ids, x, tmp_path / "embeddings.parquet")
+    selection = select_from_pool(
+        table, 3, config, None, plan, samples, SelectionInputs(), tmp_path / "sel.parquet"
+    )
+    return list(pq.read_table(selection.path)["id"].to_pylist())
+
+
+def test_typicality_prefers_a_new_sample_the_pool_crowds_around(tmp_path: Path) -> None:
+    """A new sample among many of the pool's is the most typical, though the run has nothing near it."""
+    rng = np.random.default_rng(6)
+    centre = unit(rng.normal(size=(1, 16)))
+    crowd = unit(centre + 0.02 * rng.normal(size=(200, 16)))
+    pq.write_table(
+        image_rows([f"pool/{i:03d}.jpg" for i in range(200)], crowd, False, "r1"), tmp_path / "pool.parquet"
+    )
+    beside = unit(centre + 0.02 * rng.normal(size=(1, 16)))
+    group = unit(unit(rng.normal(size=(1, 16))) + 0.15 * rng.normal(size=(30, 16)))  # near each other only
+    ids = ["new/beside.jpg", *[f"new/group-{i:02d}.jpg" for i in range(30)]]
+    x = np.concatenate([beside, group])
+    assert select_typical(tmp_path, [str(tmp_path / "pool.parquet")], ids, x)[0] == "new/beside.jpg"
+    # Without the pool, the same rows rank it last of all: nothing of this run is near it.
+    alone = select_typical(tmp_path, [], ids, x)
+    assert "new/beside.jpg" not in alone
