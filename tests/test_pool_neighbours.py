@@ -152,6 +152,6 @@ def test_typicality_prefers_a_new_sample_the_pool_crowds_around(tmp_path: Path) 
     ids = ["new/beside.jpg", *[f"new/group-{i:02d}.jpg" for i in range(30)]]
     x = np.concatenate([beside, group])
     assert select_typical(tmp_path, [str(tmp_path / "pool.parquet")], ids, x)[0] == "new/beside.jpg"
-    # Without the pool, the same rows rank it last of all: nothing of this run is near it.
+    # Without the pool, the same rows leave it out of the top 3: nothing of this run is near it.
     alone = select_typical(tmp_path, [], ids, x)
     assert "new/beside.jpg" not in alone
