@@ -187,7 +187,7 @@ def cuda_figures(
                 f"{session.provider} (the warning above says why)"
             )
         providers.add(session.provider)
-        # The one host -> device copy: `embed` leaves the batch in the bound input, which is
+        # The one host -> device copy: `embed` leaves the batch in a bound input, which is
         # what run_bound then runs on, batch after batch.
         ort_embeddings = session.embed(batch)
         with torch.inference_mode():

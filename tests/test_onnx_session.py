@@ -2,6 +2,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -21,6 +22,7 @@ from tasks.model_runtime.sessions import (
     embedding_precision,
     open_session,
     provider_options,
+    session_options,
 )
 
 SMALL = ModelConfig(backbone="resnet10", width=8, input_size=32, embedding_dim=16)
@@ -52,6 +54,35 @@ def test_io_bound_fixed_batches_embed_as_a_plain_run_does(model_path: Path) -> N
     # The bound buffers are reused: a second, different call is not served stale rows.
     np.testing.assert_allclose(session.embed(again), plain_run(model_path, again), atol=1e-5)
     assert session.embed(images(0)).shape == (0, SMALL.embedding_dim)
+
+
+def test_many_batches_through_the_two_slots_embed_as_a_plain_run_does(model_path: Path) -> None:
+    # 16 batches of 4, the last padded: each slot is filled while the other one runs, 8 times.
+    session = open_session(str(model_path), EmbeddingConfig(batch_size=4, device="cpu", precision="fp32"))
+    for seed, count in ((3, 63), (4, 64), (5, 2)):
+        batch = images(count, seed=seed)
+        np.testing.assert_allclose(session.embed(batch), plain_run(model_path, batch), atol=1e-5)
+
+
+def optimized_operators(model_path: Path, options: ort.SessionOptions, out: Path) -> set[str]:
+    """The operator types left in the graph after ONNX Runtime's optimisations on the CPU."""
+    options.optimized_model_filepath = str(out)
+    ort.InferenceSession(str(model_path), sess_options=options, providers=[CPU])
+    return {node.op_type for node in onnx.load(str(out)).graph.node}
+
+
+def test_the_fixed_batch_folds_away_the_shape_nodes_a_cuda_graph_cannot_capture(
+    model_path: Path, tmp_path: Path
+) -> None:
+    dynamic = ort.SessionOptions()
+    dynamic.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The exported graph has a free batch axis, which leaves a Shape node to run on the CPU.
+    assert "Shape" in optimized_operators(model_path, dynamic, tmp_path / "dynamic.onnx")
+    fixed = session_options(str(model_path), num_threads=1, batch_size=8)
+    assert "Shape" not in optimized_operators(model_path, fixed, tmp_path / "fixed.onnx")
+    session = ort.InferenceSession(str(model_path), sess_options=session_options(str(model_path), 1, 8))
+    assert session.get_inputs()[0].shape == [8, 32, 32, 3]
+    assert session.get_outputs()[0].shape == [8, SMALL.embedding_dim]
 
 
 def test_fp16_model_runs_through_the_bound_session(model_path: Path, tmp_path: Path) -> None:
@@ -88,26 +119,24 @@ def test_auto_precision_is_fp16_when_a_clusters_gpu_workers_embed() -> None:
     assert embedding_precision(EmbeddingConfig(device="cpu"), gpu_workers=True) == "int8"
 
 
-def test_tensorrt_engines_are_cached_beside_the_model_for_the_fixed_batch(tmp_path: Path) -> None:
-    shape = (64, 32, 32, 3)
-    options = provider_options(TENSORRT, tmp_path / "model.onnx", shape, fp16=True, cuda_graph=False)
+def test_tensorrt_engines_are_cached_beside_the_model(tmp_path: Path) -> None:
+    options = provider_options(TENSORRT, tmp_path / "model.onnx", fp16=True, cuda_graph=False)
     assert options["trt_engine_cache_path"] == str(tmp_path / "tensorrt")
     assert options["trt_timing_cache_path"] == str(tmp_path / "tensorrt")
     assert options["trt_engine_cache_enable"] == options["trt_timing_cache_enable"] == "1"
-    # One shape: min, opt and max profile are the padded batch every run has.
-    shapes = {options[f"trt_profile_{k}_shapes"] for k in ("min", "opt", "max")}
-    assert shapes == {f"{INPUT_NAME}:64x32x32x3"}
+    # The session fixes the batch: a static graph needs no optimisation profile.
+    assert not any(key.startswith("trt_profile") for key in options)
     assert options["trt_fp16_enable"] == "1"
 
 
 def test_cuda_never_searches_convolutions_per_shape_and_graphs_only_when_asked(tmp_path: Path) -> None:
-    path, shape = tmp_path / "model.onnx", (64, 32, 32, 3)
-    plain = provider_options(CUDA, path, shape, fp16=True, cuda_graph=False)
+    path = tmp_path / "model.onnx"
+    plain = provider_options(CUDA, path, fp16=True, cuda_graph=False)
     assert plain["cudnn_conv_algo_search"] == "HEURISTIC"
     assert plain["prefer_nhwc"] == "1"
     assert plain["enable_cuda_graph"] == "0"
-    assert provider_options(CUDA, path, shape, fp16=True, cuda_graph=True)["enable_cuda_graph"] == "1"
-    assert provider_options(CPU, path, shape, fp16=False, cuda_graph=False) == {}
+    assert provider_options(CUDA, path, fp16=True, cuda_graph=True)["enable_cuda_graph"] == "1"
+    assert provider_options(CPU, path, fp16=False, cuda_graph=False) == {}
 
 
 def test_the_default_batch_follows_the_device(model_path: Path) -> None:

@@ -1,6 +1,7 @@
 """ONNX Runtime sessions for embedding: which provider, with which options, and a fixed batch.
 
-The batch's input and output live on the provider's device (IO binding).
+The batch axis is fixed when the session is built (a static graph, as CUDA graphs need), and
+batches run through two slots bound to buffers on the provider's device (IO binding).
 
 TensorRT, then CUDA, when a GPU is asked for (or `auto`) and usable; the CPU otherwise.
 The provider that actually runs is read back from the session, never assumed, and a GPU
@@ -13,6 +14,7 @@ import ctypes.util
 import logging
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,8 +22,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from models.export import INPUT_NAME, OUTPUT_NAME
 from tasks.config import EmbeddingConfig
+from tasks.model_runtime.batch_slots import SLOTS, batch_slots
 from tasks.model_runtime.gpu import nvidia_gpu_count
 
 logger = logging.getLogger(__name__)
@@ -87,10 +89,8 @@ def embedding_precision(
     return "int8" if samples is None or samples >= INT8_FROM_SAMPLES else "fp32"
 
 
-def provider_options(
-    provider: str, model_path: Path, batch_shape: tuple[int, ...], fp16: bool, cuda_graph: bool
-) -> dict[str, str]:
-    """The options winnow runs `provider` with for a model fed batches of `batch_shape`."""
+def provider_options(provider: str, model_path: Path, fp16: bool, cuda_graph: bool) -> dict[str, str]:
+    """The options winnow runs `provider` with, for the model at `model_path` with its batch fixed."""
     if provider == CUDA:
         return {
             # HEURISTIC: a new input shape must not trigger a cuDNN benchmark.
@@ -101,84 +101,127 @@ def provider_options(
         }
     if provider == TENSORRT:
         cache = str(model_path.parent / TENSORRT_CACHE_DIR)
-        # One profile, the fixed batch: an engine is built once (minutes), then loaded.
-        shape = f"{INPUT_NAME}:{'x'.join(str(d) for d in batch_shape)}"
+        # The session fixes the batch axis, so the graph TensorRT sees is static: one engine,
+        # built once (minutes), then loaded, and no optimisation profile to give.
         return {
             "trt_fp16_enable": "1" if fp16 else "0",
             "trt_engine_cache_enable": "1",
             "trt_engine_cache_path": cache,
             "trt_timing_cache_enable": "1",
             "trt_timing_cache_path": cache,
-            "trt_profile_min_shapes": shape,
-            "trt_profile_opt_shapes": shape,
-            "trt_profile_max_shapes": shape,
         }
     return {}
 
 
-def image_shape(model_path: str) -> tuple[int, ...]:
-    """The model's input shape without its batch axis, read from the graph.
-
-    Shape: (S, S, 3)
-    """
+def batch_axis_name(model_path: str) -> str | None:
+    """The name of the model input's free batch dimension; None where the graph fixes it."""
     graph = onnx.load(model_path, load_external_data=False).graph
-    return tuple(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])
+    return graph.input[0].type.tensor_type.shape.dim[0].dim_param or None
+
+
+def session_options(model_path: str, num_threads: int, batch_size: int) -> ort.SessionOptions:
+    """Full graph optimisation, with the model's batch axis fixed to `batch_size`.
+
+    With the axis fixed, constant folding removes the graph's Shape nodes. Left in, they
+    would run on the CPU between the GPU's kernels, and ONNX Runtime refuses to capture a
+    CUDA graph over a model whose nodes are not all on the CUDA provider.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    axis = batch_axis_name(model_path)
+    if axis is not None:
+        options.add_free_dimension_override_by_name(axis, batch_size)
+    return options
 
 
 class BoundSession:
-    """A session and one batch of fixed shape bound to buffers on its provider's device.
+    """A session whose batches, all of one fixed shape, run through two bound slots.
 
     Every run has the same shape (the last batch is padded), so the provider never sees a
-    new one, and a CUDA graph, which replays fixed addresses, stays valid. uint8 images
-    travel to the device; the graph normalises them there. One embedding runs at a time.
+    new one. While the model runs one slot's batch, a thread of the session copies the next
+    batch into the other slot and starts its upload. uint8 images travel to the device; the
+    graph normalises them there. One embedding runs at a time.
     """
 
     def __init__(self, session: ort.InferenceSession, batch_size: int) -> None:
         self.session = session
         self.provider: str = session.get_providers()[0]
-        device = "cuda" if self.provider in GPU_PROVIDERS else "cpu"
         image_shape = tuple(int(d) for d in session.get_inputs()[0].shape[1:])
-        dim = int(session.get_outputs()[0].shape[1])
-        self._host_batch = np.zeros((batch_size, *image_shape), dtype=np.uint8)
-        self._input = ort.OrtValue.ortvalue_from_numpy(self._host_batch, device, 0)
-        self._output = ort.OrtValue.ortvalue_from_shape_and_type((batch_size, dim), np.float32, device, 0)
-        self._binding = session.io_binding()
-        self._binding.bind_ortvalue_input(INPUT_NAME, self._input)
-        self._binding.bind_ortvalue_output(OUTPUT_NAME, self._output)
+        self._dim = int(session.get_outputs()[0].shape[1])
+        self._batch_size = batch_size
+        self._slots = batch_slots(self.provider in GPU_PROVIDERS, (batch_size, *image_shape), self._dim)
+        self._bindings: list[ort.IOBinding] = []
+        self._run_options: list[ort.RunOptions] = []
+        for slot in range(SLOTS):
+            binding = session.io_binding()
+            self._slots.bind(binding, slot)
+            self._bindings.append(binding)
+            options = ort.RunOptions()
+            # A CUDA graph replays the addresses it captured: one graph a slot.
+            options.add_run_config_entry("gpu_graph_id", str(slot))
+            self._run_options.append(options)
+        self._stager = ThreadPoolExecutor(max_workers=1, thread_name_prefix="winnow-batches")
+        self._last_slot = 0
         self._lock = threading.Lock()
 
     @property
     def batch_size(self) -> int:
         """Images in the fixed batch every run processes."""
-        return len(self._host_batch)
+        return self._batch_size
+
+    def _stage(self, images: np.ndarray, start: int, slot: int) -> int:
+        """Copy the batch of `images` from `start` into `slot` and start its upload.
+
+        Returns its number of images; the pad rows keep earlier images, whose embeddings
+        are never read.
+        """
+        count = min(self._batch_size, len(images) - start)
+        self._slots.staging(slot)[:count] = images[start : start + count]
+        self._slots.upload(slot)
+        return count
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Embed uint8 images in fixed batches.
 
         Shape: (N, S, S, 3) -> float32 (N, D)
         """
-        count, batch_size = len(images), self.batch_size
-        out = np.empty((count, self._output.shape()[1]), dtype=np.float32)
+        out = np.empty((len(images), self._dim), dtype=np.float32)
+        starts = range(0, len(images), self._batch_size)
         with self._lock:
-            for start in range(0, count, batch_size):
-                n = min(batch_size, count - start)
-                self._host_batch[:n] = images[start : start + n]
-                self._input.update_inplace(self._host_batch)  # the one host -> device copy
-                self.session.run_with_iobinding(self._binding)
-                out[start : start + n] = self._binding.copy_outputs_to_cpu()[0][:n]
+            staged: Future[int] | None = None
+            try:
+                for number, start in enumerate(starts):
+                    slot = number % SLOTS
+                    count = staged.result() if staged else self._stage(images, start, slot)
+                    following = start + self._batch_size
+                    staged = (
+                        self._stager.submit(self._stage, images, following, 1 - slot)
+                        if following < len(images)
+                        else None
+                    )
+                    self._slots.wait_uploaded(slot)
+                    self.session.run_with_iobinding(self._bindings[slot], self._run_options[slot])
+                    out[start : start + count] = self._slots.download(slot)[:count]
+                    self._last_slot = slot
+            finally:
+                # A failed run must not leave a copy running into a slot the next call fills.
+                if staged is not None:
+                    wait([staged])
         return out
 
-    def run_bound(self) -> ort.OrtValue:
-        """Run the model once on the batch already in the bound input, copying nothing in or out.
+    def run_bound(self) -> np.ndarray:
+        """Run the model once on the batch `embed` ran last, copying nothing in.
 
-        The batch is the last one `embed` copied there; the run takes the model's own time, as a
-        benchmark measures it.
+        The run takes the model's own time, as a benchmark measures it, plus the copy of the
+        batch's embeddings out (a few hundred KB).
 
-        Returns the bound output, on the provider's device. Shape: (batch_size, D)
+        Returns the batch's embeddings on the host. Shape: (batch_size, D)
         """
         with self._lock:
-            self.session.run_with_iobinding(self._binding)
-        return self._output
+            slot = self._last_slot
+            self.session.run_with_iobinding(self._bindings[slot], self._run_options[slot])
+            return self._slots.download(slot)
 
 
 # Sessions are reused across shards of a run: building one costs more than a small shard,
@@ -190,18 +233,15 @@ _session_lock = threading.Lock()
 def _cached_session(
     model_path: str, device: str, num_threads: int, batch_size: int, fp16: bool, cuda_graph: bool
 ) -> BoundSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = num_threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = session_options(model_path, num_threads, batch_size)
     providers = requested_providers(device)
-    batch_shape = (batch_size, *image_shape(model_path))
     # CUDA graphs capture the CUDA provider's kernels; TensorRT runs its own engine.
     graph = cuda_graph and TENSORRT not in providers
     path = Path(model_path)
     session = ort.InferenceSession(
         model_path,
         sess_options=options,
-        providers=[(p, provider_options(p, path, batch_shape, fp16, graph)) for p in providers],
+        providers=[(p, provider_options(p, path, fp16, graph)) for p in providers],
     )
     used = session.get_providers()[0]
     if providers != [CPU] and used not in GPU_PROVIDERS:
