@@ -11,6 +11,7 @@ from models.embedder import Embedder, ModelConfig
 from models.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from models.fp16 import convert_fp16
 from tasks.config import EmbeddingConfig
+from tasks.model_runtime.batch_slots import batch_slots
 from tasks.model_runtime.gpu import nvidia_gpu_count
 from tasks.model_runtime.sessions import (
     CPU,
@@ -147,3 +148,23 @@ def test_the_default_batch_follows_the_device(model_path: Path) -> None:
     assert embedding_batch_size("cpu") == CPU_BATCH and GPU_BATCH >= 256
     first = images(70)  # one full default batch and a padded one
     np.testing.assert_allclose(session.embed(first), plain_run(model_path, first), atol=1e-5)
+
+
+@pytest.mark.skipif(nvidia_gpu_count() > 0, reason="this machine has a GPU")
+def test_a_gpu_session_whose_pytorch_cannot_pin_gets_host_slots_and_a_warning(
+    model_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # This machine's PyTorch is a CPU build: the slots a GPU provider would get fall back
+    # to host memory, and the run says so instead of failing to pin.
+    with caplog.at_level(logging.WARNING):
+        slots = batch_slots(True, (4, 32, 32, 3), SMALL.embedding_dim)
+    assert "copied to the GPU from pageable memory" in caplog.text
+    session = ort.InferenceSession(str(model_path), sess_options=session_options(str(model_path), 1, 4))
+    binding = session.io_binding()
+    slots.bind(binding, 0)
+    batch = images(4, seed=6)
+    slots.staging(0)[:] = batch
+    slots.upload(0)
+    slots.wait_uploaded(0)
+    session.run_with_iobinding(binding)
+    np.testing.assert_allclose(slots.download(0), plain_run(model_path, batch), atol=1e-5)

@@ -8,12 +8,15 @@ fixed address: a CUDA graph replays the addresses it captured, one graph a slot.
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
 
 from models.export import INPUT_NAME, OUTPUT_NAME
+
+logger = logging.getLogger(__name__)
 
 SLOTS = 2
 
@@ -149,6 +152,24 @@ class CudaSlots:
         return self._pinned_outputs[slot].numpy()
 
 
+def pinned_memory_available() -> bool:
+    """Whether PyTorch can pin host memory and drive the GPU: a CUDA build and a usable GPU."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def batch_slots(on_gpu: bool, batch_shape: tuple[int, ...], dim: int) -> BatchSlots:
-    """The slots for a session whose provider runs on a GPU (`on_gpu`) or on the CPU."""
-    return CudaSlots(batch_shape, dim) if on_gpu else HostSlots(batch_shape, dim)
+    """The slots for a session whose provider runs on a GPU (`on_gpu`) or on the CPU.
+
+    On a GPU whose PyTorch is a CPU build, host slots: ONNX Runtime then copies each batch
+    to the device and back itself, synchronously, and says so in a warning.
+    """
+    if on_gpu and pinned_memory_available():
+        return CudaSlots(batch_shape, dim)
+    if on_gpu:
+        logger.warning(
+            "PyTorch here cannot use the GPU (a CPU build?): embedding batches are copied to the "
+            "GPU from pageable memory, synchronously, and embedding.cuda_graph is off"
+        )
+    return HostSlots(batch_shape, dim)

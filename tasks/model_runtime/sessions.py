@@ -23,7 +23,7 @@ import onnx
 import onnxruntime as ort
 
 from tasks.config import EmbeddingConfig
-from tasks.model_runtime.batch_slots import SLOTS, batch_slots
+from tasks.model_runtime.batch_slots import SLOTS, batch_slots, pinned_memory_available
 from tasks.model_runtime.gpu import nvidia_gpu_count
 
 logger = logging.getLogger(__name__)
@@ -235,8 +235,9 @@ def _cached_session(
 ) -> BoundSession:
     options = session_options(model_path, num_threads, batch_size)
     providers = requested_providers(device)
-    # CUDA graphs capture the CUDA provider's kernels; TensorRT runs its own engine.
-    graph = cuda_graph and TENSORRT not in providers
+    # CUDA graphs capture the CUDA provider's kernels (TensorRT runs its own engine), and
+    # need the device buffers only the pinned slots bind.
+    graph = cuda_graph and providers != [CPU] and TENSORRT not in providers and pinned_memory_available()
     path = Path(model_path)
     session = ort.InferenceSession(
         model_path,
