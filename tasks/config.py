@@ -85,7 +85,10 @@ class InputsConfig(Section):
 
 
 class ChecksConfig(Section):
-    """Checks on the samples: decompression bombs, exact duplicates and near duplicates."""
+    """Checks on the samples: decompression bombs, exact duplicates and near duplicates.
+
+    And how JPEGs are decoded to check them.
+    """
 
     max_image_pixels: int = Field(
         178_956_970,
@@ -103,6 +106,12 @@ class ChecksConfig(Section):
         description="Mark samples whose embedding is within this cosine distance of an earlier "
         "sample's (the datapool's first) as near duplicates, never selected; off when empty. "
         "Re-encoded or slightly resized copies are within about 0.01.",
+    )
+    jpeg_decoder: Literal["pillow", "nvimgcodec"] = Field(
+        "pillow",
+        description="How inspection decodes JPEGs: pillow (libjpeg-turbo, reduced in the DCT), or "
+        "nvimgcodec (NVIDIA nvImageCodec: nvJPEG on a GPU, for machines whose CPU cores are the "
+        "limit; its CPU backend without a GPU, slower than pillow). Needs the gpu-decode extra.",
     )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tasks.media.budget import DECODE_PIXELS, PixelBudget
+from tasks.media.gpu_jpeg import decode_jpeg
 
 # EXIF orientations that rotate by 90 degrees and so swap width and height.
 TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
@@ -99,7 +100,9 @@ def reduced(image: Image.Image, needed: tuple[int, int]) -> Image.Image:
     return image.reduce(factor)
 
 
-def decode_image(data: bytes, max_pixels: int, min_side: int, min_long_side: int = 0) -> Decoded | Corrupt:
+def decode_image(
+    data: bytes, max_pixels: int, min_side: int, min_long_side: int = 0, jpeg_decoder: str = "pillow"
+) -> Decoded | Corrupt:
     """Decode `data`, reducing JPEGs in the DCT (Pillow's draft mode).
 
     JPEGs are reduced as far as the sides the caller needs allow.
@@ -109,6 +112,8 @@ def decode_image(data: bytes, max_pixels: int, min_side: int, min_long_side: int
         max_pixels: larger images are rejected as decompression bombs before decoding.
         min_side: the short side the caller needs (a square resize to it must not upscale).
         min_long_side: the long side the caller needs (an aspect-keeping copy of that size).
+        jpeg_decoder: pillow, or nvimgcodec: JPEGs decoded at full scale by nvImageCodec
+            (tasks/media/gpu_jpeg.py), then reduced by box averaging as far as those sides allow.
     """
     if not data:
         return Corrupt("zero-byte file")
@@ -129,10 +134,17 @@ def decode_image(data: bytes, max_pixels: int, min_side: int, min_long_side: int
             with DECODE_BUDGET.reserve(width * height):
                 if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
                     width, height = height, width
-                needed = draft_size(image.size, min_side, min_long_side)
-                image.draft("RGB", needed)
-                image.load()
-                rgb = _to_rgb(ImageOps.exif_transpose(reduced(image, needed)))
+                pixels = (
+                    decode_jpeg(data) if jpeg_decoder == "nvimgcodec" and image.format == "JPEG" else None
+                )
+                if pixels is not None:  # already turned as its EXIF says
+                    full = Image.fromarray(pixels)
+                    rgb = reduced(full, draft_size(full.size, min_side, min_long_side))
+                else:
+                    needed = draft_size(image.size, min_side, min_long_side)
+                    image.draft("RGB", needed)
+                    image.load()
+                    rgb = _to_rgb(ImageOps.exif_transpose(reduced(image, needed)))
     except UnidentifiedImageError:
         return Corrupt("not an image: unrecognised file format")
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError) as error:

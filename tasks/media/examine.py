@@ -52,19 +52,19 @@ def bytes_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def examine_image(data: bytes, max_pixels: int, input_size: int) -> Examined:
+def examine_image(data: bytes, max_pixels: int, input_size: int, jpeg_decoder: str = "pillow") -> Examined:
     """Hash, decode and measure one file's bytes. Never raises for a bad file."""
     fields: dict[str, object] = {"bytes": len(data), "content_hash": bytes_hash(data)}
-    decoded = decode_image(data, max_pixels, input_size, ANALYSIS_SIZE)
+    decoded = decode_image(data, max_pixels, input_size, ANALYSIS_SIZE, jpeg_decoder)
     if isinstance(decoded, Corrupt):
         return Examined(fields | {"status": STATUS_CORRUPT, "reason": decoded.reason}, None)
     result = measured(decoded.rgb, decoded.width, decoded.height, input_size)
     return Examined(fields | result.fields, result.pixels)
 
 
-def examine_images(files: list[bytes], max_pixels: int, input_size: int) -> list[Examined]:
+def examine_images(files: list[bytes], max_pixels: int, input_size: int, jpeg_decoder: str) -> list[Examined]:
     """`examine_image` over several files: one call to a decoding process a batch."""
-    return [examine_image(data, max_pixels, input_size) for data in files]
+    return [examine_image(data, max_pixels, input_size, jpeg_decoder) for data in files]
 
 
 def fits_a_process(data: bytes) -> bool:

@@ -120,7 +120,7 @@ def inspect_images(
     )
     for i, data in files.items():
         if i not in examined:
-            examined[i] = examine_image(data, checks.max_image_pixels, input_size)
+            examined[i] = examine_image(data, checks.max_image_pixels, input_size, checks.jpeg_decoder)
     return [
         item if isinstance(item, _Inspected) else inspected(image_row(infos[i]), examined[i])
         for i, item in enumerate(read)
@@ -140,7 +140,11 @@ def examined_in_processes(
         return []
     pool = decoding_executor(processes)
     try:
-        return list(pool.submit(examine_images, files, checks.max_image_pixels, input_size).result())
+        return list(
+            pool.submit(
+                examine_images, files, checks.max_image_pixels, input_size, checks.jpeg_decoder
+            ).result()
+        )
     except BrokenProcessPool as error:
         replace_broken(pool)
         logger.warning(

@@ -189,7 +189,9 @@ def read_query_images(
         for location in rule.strategy.query_images:
             data = read_named_file(storage, location, field)
             # Decoded as inspect decodes samples: a query that copies a sample embeds as it does.
-            decoded = decode_image(data, checks.max_image_pixels, input_size, ANALYSIS_SIZE)
+            decoded = decode_image(
+                data, checks.max_image_pixels, input_size, ANALYSIS_SIZE, checks.jpeg_decoder
+            )
             if isinstance(decoded, Corrupt):
                 raise ValueError(f"{field}: {location!r} does not decode: {decoded.reason}")
             images.append(resize_square(decoded.rgb, input_size))
