@@ -1,11 +1,13 @@
 """End to end: JPEG files on disk to embeddings, winnow's pipeline against a naive one.
 
     python -m benchmarks.embed_e2e [--images 512] [--input-size 64] [--rounds 3] [--device cpu|cuda]
+                                   [--jpeg-decoder pillow|nvimgcodec]
 
 Writes --images 640x480 JPEGs (about 0.3 megapixels: crops of scikit-image's photographs),
 then, on the same files and the same model weights, times
 - winnow: the inspect stage's own code (parallel decode in draft mode, hashing, metadata,
-  the uint8 cache at model resolution), then ONNX Runtime embedding of that cache with the
+  the uint8 cache at model resolution; `--jpeg-decoder nvimgcodec` decodes the JPEGs with
+  nvImageCodec, on the GPU), then ONNX Runtime embedding of that cache with the
   model winnow embeds with on the device: int8 on the CPU, fp16 through the CUDA (or
   TensorRT) provider with `--device cuda`;
 - naive: per image a full Pillow decode and resize, then PyTorch eager in fp32 on the same
@@ -70,12 +72,12 @@ def write_photos(root: Path, count: int, seed: int = 0) -> None:
 
 
 def inspect_all(
-    storage: LocalStorage, shard_size: int, input_size: int, cache: Path
+    storage: LocalStorage, shard_size: int, input_size: int, cache: Path, checks: ChecksConfig
 ) -> list[ShardInspection]:
     """The inspect stage over every file of `storage`, shard after shard, as the flow runs it."""
     store = ShardStore(root=str(cache))
     shards = write_manifests(list_samples(storage, None), shard_size, store)
-    checks, video = ChecksConfig(), VideoConfig()
+    video = VideoConfig()
     return [
         inspect_shard_into(shard, storage, input_size, checks, video, store, f"inspect/{shard.index}")
         for shard in shards
@@ -114,7 +116,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--jpeg-decoder", default="pillow", choices=["pillow", "nvimgcodec"])
     args = parser.parse_args()
+    checks = ChecksConfig(jpeg_decoder=args.jpeg_decoder)
     if args.device == "cuda":
         cuda_device_name("benchmarks.embed_e2e")  # stops here, naming why, without a usable GPU
     threads = os.cpu_count() or 1
@@ -134,7 +138,10 @@ def main() -> None:
         fp32_path = work / "model.onnx"
         export_onnx(model, fp32_path, {"code_version": "benchmark"})
         calibration = np.concatenate(
-            [i.open_images(work) for i in inspect_all(storage, args.shard_size, size, work / "calibration")]
+            [
+                i.open_images(work)
+                for i in inspect_all(storage, args.shard_size, size, work / "calibration", checks)
+            ]
         )
         model_path, min_cosine = device_model(
             fp32_path, work, calibration[:: max(1, len(calibration) // 256)], args.device
@@ -159,7 +166,9 @@ def main() -> None:
                     continue
                 with sampling() if args.device == "cuda" else nullcontext() as sampler:
                     started = time.perf_counter()
-                    inspections = inspect_all(storage, args.shard_size, size, work / f"round-{round_index}")
+                    inspections = inspect_all(
+                        storage, args.shard_size, size, work / f"round-{round_index}", checks
+                    )
                     decoded = time.perf_counter()
                     ours = np.concatenate([session.embed(i.open_images(work)) for i in inspections])
                     finished = time.perf_counter()
@@ -193,6 +202,7 @@ def main() -> None:
                 "model_build_s": round(model_seconds, 1),
                 f"{precision}_min_cosine": round(min_cosine, 4),
                 "device": args.device,
+                "jpeg_decoder": args.jpeg_decoder,
                 "gpu": gpu,
                 "min_cosine_winnow_vs_naive": round(agreement, 4),
                 "images": args.images,

@@ -1,6 +1,6 @@
 """What this Python lacks of winnow's requirements for the GPU benchmarks, one pip
-requirement a line (those of pyproject.toml's dependencies and test extra that the
-benchmarks import: MEASURED).
+requirement a line (those of pyproject.toml's dependencies, test and gpu-decode extras
+that the benchmarks import: MEASURED).
 
     python -m benchmarks.missing
 
@@ -64,8 +64,13 @@ MEASURED = frozenset(
         "pathspec",
         "scikit-image",
         "scikit-learn",
+        "nvidia-nvimgcodec-cu13",
+        "nvidia-nvjpeg",
     }
 )
+
+# The extras whose requirements the benchmarks may need, beside the dependencies.
+EXTRAS = ("test", "gpu-decode")
 
 
 def missing(pyproject: Path = PYPROJECT) -> list[str]:
@@ -73,7 +78,8 @@ def missing(pyproject: Path = PYPROJECT) -> list[str]:
     distribution satisfies, in order."""
     project = tomllib.loads(pyproject.read_text())["project"]
     lacking = []
-    for line in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+    extras = project["optional-dependencies"]
+    for line in [*project["dependencies"], *(line for extra in EXTRAS for line in extras.get(extra, []))]:
         requirement = Requirement(line)
         if requirement.name not in MEASURED:
             continue

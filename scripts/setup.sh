@@ -11,7 +11,8 @@ fi
 # instead of the several GB of CUDA packages an unpinned resolve would pull.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 # bench: the peers benchmarks/quality.py compares with; its parts are tested too.
-.venv/bin/python -m pip install --quiet -e ".[test,bench]"
+# gpu-decode: nvImageCodec, whose CPU backend the tests run checks.jpeg_decoder on.
+.venv/bin/python -m pip install --quiet -e ".[test,bench,gpu-decode]"
 # The lightly package's own loader reads the Lightly layout back in the tests. Without its
 # dependencies: they include torchvision (a 5.5 GB CUDA build here), and the loader needs
 # numpy alone.

@@ -4,6 +4,7 @@ reasons; and inspection in decoding processes gives the rows the default decoder
 
 import io
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 
 from tasks.config import ChecksConfig, VideoConfig
 from tasks.media.decode import Corrupt, Decoded, decode_image, reduced
-from tasks.media.gpu_jpeg import jpeg_decoder
+from tasks.media.gpu_jpeg import decode_jpeg, gpu_unusable
 from tasks.media.inspection import inspect_shard_files
 from tasks.media.processes import decoding_in_processes
 from tasks.model_runtime.gpu import nvidia_gpu_count
@@ -76,10 +77,18 @@ def test_a_file_it_cannot_decode_gets_pillows_reason() -> None:
 
 @pytest.mark.skipif(nvidia_gpu_count() > 0, reason="this machine has a GPU")
 def test_without_a_gpu_it_says_it_decodes_on_the_cpu(caplog: pytest.LogCaptureFixture) -> None:
-    jpeg_decoder.cache_clear()
+    gpu_unusable.cache_clear()
     with caplog.at_level(logging.WARNING):
-        jpeg_decoder()
+        assert gpu_unusable() is not None
     assert "cannot use a GPU here" in caplog.text and "CPU backend" in caplog.text
+
+
+def test_threads_decoding_at_once_each_get_their_image() -> None:
+    data = jpeg_bytes(scene("astronaut").resize((320, 240)))
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    with ThreadPoolExecutor(4) as pool:
+        decoded = list(pool.map(lambda _: decode_jpeg(data), range(200)))
+    assert all(pixels is not None and np.array_equal(pixels, expected) for pixels in decoded)
 
 
 def inspected(root: Path, out: Path, decoder: str) -> tuple[list[dict[str, object]], np.ndarray]:

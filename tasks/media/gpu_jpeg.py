@@ -11,6 +11,7 @@ decode: there the option is for checking, not for speed.
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -22,8 +23,8 @@ INSTALL_HINT = "pip install 'winnow[gpu-decode]' (nvidia-nvimgcodec-cu13 and nvi
 
 
 @lru_cache(maxsize=1)
-def jpeg_decoder() -> Any:
-    """This process's nvImageCodec decoder: on the GPU where CUDA can use one, else on the CPU.
+def nvimgcodec() -> Any:
+    """The nvImageCodec module.
 
     Raises:
         RuntimeError: nvImageCodec is not installed.
@@ -34,16 +35,41 @@ def jpeg_decoder() -> Any:
         raise RuntimeError(
             f"checks.jpeg_decoder is nvimgcodec, but nvImageCodec is not installed: {INSTALL_HINT}"
         ) from error
+    return nvimgcodec
+
+
+@lru_cache(maxsize=1)
+def gpu_unusable() -> str | None:
+    """Why nvImageCodec cannot decode on a GPU in this process; None when it can. Warns once."""
     try:
-        return nvimgcodec.Decoder()
+        nvimgcodec().Decoder()
     except RuntimeError as error:  # no CUDA runtime, driver or device
         logger.warning(
             "checks.jpeg_decoder is nvimgcodec but it cannot use a GPU here (%s): it decodes on its "
             "CPU backend, slower than the default Pillow decoder",
             error,
         )
-        cpu = nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)
-        return nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, backends=[cpu])
+        return str(error)
+    return None
+
+
+# A decoder serves one thread at a time: decoding with one from several threads at once
+# returned no image for about one call in ten.
+_THREAD = threading.local()
+
+
+def jpeg_decoder() -> Any:
+    """This thread's nvImageCodec decoder: on the GPU where CUDA can use one, else on the CPU."""
+    decoder = getattr(_THREAD, "decoder", None)
+    if decoder is None:
+        module = nvimgcodec()
+        if gpu_unusable() is None:
+            decoder = module.Decoder()
+        else:
+            cpu = module.Backend(module.BackendKind.CPU_ONLY)
+            decoder = module.Decoder(device_id=module.NVIMGCODEC_DEVICE_CPU_ONLY, backends=[cpu])
+        _THREAD.decoder = decoder
+    return decoder
 
 
 def decode_jpeg(data: bytes) -> np.ndarray | None:
