@@ -64,7 +64,7 @@ if [ "$dry_run" -eq 1 ]; then
   echo "  onnxruntime-gpu for CUDA 13 (onnxruntime_gpu-1.31.1-cp312-...whl, 256 MB) travels in"
   echo "  parts of at most 60 MiB: bash benchmarks/carry.sh WHEEL $wheels_dir (5 parts)"
   assemble
-  echo "gpu.sh --dry-run: then the benchmarks embed, train, embed_e2e, embed_e2e_nvjpeg and select, into $out"
+  echo "gpu.sh --dry-run: then the benchmarks embed, train, embed_e2e, embed_e2e_nvjpeg, inspect_nvjpeg, inspect and select, into $out"
   [ "$carried_ok" -eq 1 ]
   exit
 fi
@@ -104,8 +104,11 @@ bench train benchmarks.train --device cuda
 # JPEGs on disk to embeddings through the whole pipeline (the host's cores decode), with NVML's
 # utilisation of the GPU during it: what the model-alone figures above hide.
 bench embed_e2e benchmarks.embed_e2e --device cuda --images 4096 --batch-size 256
-# The same with the JPEGs decoded on the GPU (nvJPEG through nvImageCodec).
+# The same with the JPEGs decoded on the GPU (nvJPEG through nvImageCodec), and the host's
+# CPU-ms an image that leaves, against Pillow's, with 1 and 8 decoding processes.
 bench embed_e2e_nvjpeg benchmarks.embed_e2e --device cuda --images 4096 --batch-size 256 --jpeg-decoder nvimgcodec
+bench inspect_nvjpeg benchmarks.inspect --images 4096 --workers 1,8 --jpeg-decoder nvimgcodec
+bench inspect benchmarks.inspect --images 4096 --workers 1,8
 # select has no device option either: its torch form runs on the GPU when there is one.
 # 20 naive picks, as the README's million-row figures (the naive form is slow there).
 bench select benchmarks.select --rows 1000000 --picks 10000 --baseline-picks 20

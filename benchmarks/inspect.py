@@ -1,6 +1,7 @@
 """The inspect stage's cost an image and how it scales: threads alone against decoding processes.
 
     python -m benchmarks.inspect [--images 600] [--workers 1,2] [--rounds 2]
+                                 [--jpeg-decoder pillow|nvimgcodec]
 
 Writes --images 640x480 JPEGs (crops of scikit-image's photographs, as benchmarks.embed_e2e),
 then inspects them as one shard with the stage's own code (draft decode, hashing, metadata,
@@ -56,7 +57,9 @@ def warm_up(workers: int) -> None:
     list(decoding_executor(workers).map(bytes_hash, [b""] * (4 * workers)))
 
 
-def timed(root: Path, objects: list[ObjectInfo], scratch: Path, workers: int) -> tuple[float, float]:
+def timed(
+    root: Path, objects: list[ObjectInfo], scratch: Path, workers: int, checks: ChecksConfig
+) -> tuple[float, float]:
     """(images/s, CPU ms an image) for one shard: threads alone (0 workers) or with `workers` processes."""
     if workers:
         warm_up(workers)
@@ -65,7 +68,7 @@ def timed(root: Path, objects: list[ObjectInfo], scratch: Path, workers: int) ->
     cpu, started = cpu_seconds(), time.perf_counter()
     with decoding_in_processes(workers):
         ok, _ = inspect_shard_files(
-            objects, 0, LocalStorage(root), INPUT_SIZE, ChecksConfig(), VideoConfig(), directory
+            objects, 0, LocalStorage(root), INPUT_SIZE, checks, VideoConfig(), directory
         )
     wall = time.perf_counter() - started
     assert ok == len(objects), f"{len(objects) - ok} images failed to inspect"
@@ -77,7 +80,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--workers", default="1,2", help="process counts, comma-separated")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--jpeg-decoder", default="pillow", choices=["pillow", "nvimgcodec"], help="checks.jpeg_decoder"
+    )
     args = parser.parse_args()
+    checks = ChecksConfig(jpeg_decoder=args.jpeg_decoder)
     counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="winnow-inspect-") as folder:
         root, scratch = Path(folder) / "photos", Path(folder) / "scratch"
@@ -86,18 +93,22 @@ def main() -> None:
         threads: list[tuple[float, float]] = []
         processes: dict[int, list[tuple[float, float]]] = {w: [] for w in counts}
         for _ in range(args.rounds):
-            threads.append(timed(root, objects, scratch, 0))
+            threads.append(timed(root, objects, scratch, 0, checks))
             for workers in counts:
-                processes[workers].append(timed(root, objects, scratch, workers))
+                processes[workers].append(timed(root, objects, scratch, workers, checks))
     best_threads = max(threads)
     best = {w: max(rounds) for w, rounds in processes.items()}
-    print(f"{args.images} images of 640x480, {os.cpu_count()} cores, best of {args.rounds} rounds")
+    print(
+        f"{args.images} images of 640x480, {os.cpu_count()} cores, JPEGs decoded by {args.jpeg_decoder}, "
+        f"best of {args.rounds} rounds"
+    )
     print(f"  threads alone:          {best_threads[0]:7.1f} images/s, {best_threads[1]:.2f} CPU-ms an image")
     for workers, (rate, cpu) in best.items():
         print(f"  {workers} decoding process(es): {rate:7.1f} images/s, {cpu:.2f} CPU-ms an image")
     figures = {
         "images": args.images,
         "cores": os.cpu_count(),
+        "jpeg_decoder": args.jpeg_decoder,
         "cpu_ms_per_image": round(min(cpu for _, cpu in [best_threads, *best.values()]), 3),
         "cpu_ms_per_image_threads": round(best_threads[1], 3),
         "images_per_second_threads": round(best_threads[0], 1),

@@ -64,6 +64,7 @@ MEASURED = frozenset(
         "pathspec",
         "scikit-image",
         "scikit-learn",
+        "psutil",
         "nvidia-nvimgcodec-cu13",
         "nvidia-nvjpeg",
     }

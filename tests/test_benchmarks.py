@@ -101,7 +101,13 @@ def test_the_gpu_script_installs_what_the_benchmarks_need_absent_or_too_old(tmp_
     assert missing(pyproject) == ["numpy>=999", "pillow>=999", "pyarrow>=999"]
 
 
-GPU_BENCHMARKS = ("benchmarks.embed", "benchmarks.train", "benchmarks.embed_e2e", "benchmarks.select")
+GPU_BENCHMARKS = (
+    "benchmarks.embed",
+    "benchmarks.train",
+    "benchmarks.embed_e2e",
+    "benchmarks.inspect",
+    "benchmarks.select",
+)
 
 
 def test_the_gpu_benchmarks_import_only_what_missing_installs() -> None:
