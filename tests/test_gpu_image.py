@@ -1,12 +1,17 @@
 """The GPU image and its deployments, read from Dockerfile.gpu, deployments/prefect.yaml and
-the README (no Docker engine runs here, so the image is checked by what it says)."""
+the README (no Docker engine runs here, so the image is checked by what it says), and, where
+a Docker engine runs and WINNOW_TEST_DOCKER=1 asks for it, built and run."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,3 +63,48 @@ def test_the_benchmarks_are_in_the_image() -> None:
     build_stage = DOCKERFILE.rsplit("\nFROM ", 1)[0]
     assert "benchmarks benchmarks" in instruction("COPY", build_stage)
     assert any(c.endswith("/src /opt/winnow/src") for c in instruction("COPY"))
+
+
+def docker_engine() -> bool:
+    """Whether a Docker engine answers here (none does on the machines winnow is developed on)."""
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=60).returncode == 0
+
+
+# Building pulls the CUDA base image (GBs) and installs every dependency: asked for, not assumed.
+@pytest.mark.skipif(
+    os.environ.get("WINNOW_TEST_DOCKER") != "1" or not docker_engine(),
+    reason="builds the GPU image: needs a Docker engine and WINNOW_TEST_DOCKER=1",
+)
+def test_the_built_image_runs_winnow_as_its_user_and_polls_the_pool() -> None:
+    tag = "winnow-gpu:test"
+    subprocess.run(
+        ["docker", "build", "-f", "Dockerfile.gpu", "-t", tag, "."], cwd=REPO, check=True, timeout=3600
+    )
+
+    def in_image(*command: str) -> str:
+        result = subprocess.run(
+            ["docker", "run", "--rm", "--entrypoint", command[0], tag, *command[1:]],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+        return result.stdout.strip()
+
+    assert in_image("id", "-u") == "10001"
+    # The working directory, the default output and cache under it, and the benchmarks run.
+    probe = (
+        "from pathlib import Path; import benchmarks.embed_e2e, flows.curate, nvidia.nvimgcodec; "
+        "out = Path('winnow-output/probe/cache'); out.mkdir(parents=True); (out / 'x').write_text('ok'); "
+        "print(Path.cwd())"
+    )
+    assert in_image("python", "-c", probe) == instruction("WORKDIR")[0]
+    configured = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Cmd}}", tag],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert yaml.safe_load(configured.stdout) == yaml.safe_load(instruction("CMD")[0])
