@@ -76,9 +76,15 @@ def decode_jpeg(data: bytes) -> np.ndarray | None:
     """The JPEG's pixels as RGB, turned as its EXIF orientation says; None if it does not decode.
 
     A file nvImageCodec cannot decode (truncated, malformed, a variant it lacks) is left to
-    Pillow, which decodes it or says why not.
+    Pillow, which decodes it or says why not. So is one whose decode raises (a CUDA error):
+    a bad file, or a GPU gone bad, must not stop the run, and Pillow still decodes right.
 
     Shape: (H, W, 3) uint8
     """
-    image = jpeg_decoder().decode(data)
+    decoder = jpeg_decoder()
+    try:
+        image = decoder.decode(data)
+    except RuntimeError as error:
+        logger.warning("nvImageCodec failed on a JPEG (%s): Pillow decodes it", error)
+        return None
     return None if image is None else np.asarray(image.cpu())

@@ -193,7 +193,7 @@ class BoundSession:
             try:
                 for number, start in enumerate(starts):
                     slot = number % SLOTS
-                    count = staged.result() if staged else self._stage(images, start, slot)
+                    count = staged.result() if staged is not None else self._stage(images, start, slot)
                     following = start + self._batch_size
                     staged = (
                         self._stager.submit(self._stage, images, following, 1 - slot)
