@@ -144,7 +144,11 @@ def decode_image(
                     needed = draft_size(image.size, min_side, min_long_side)
                     image.draft("RGB", needed)
                     image.load()
-                    rgb = _to_rgb(ImageOps.exif_transpose(reduced(image, needed)))
+                    # In place: the image is this call's own, and a copy a step costs more
+                    # than the transposition at a small decoded size.
+                    small = reduced(image, needed)
+                    ImageOps.exif_transpose(small, in_place=True)
+                    rgb = small if small.mode == "RGB" else _to_rgb(small)
     except UnidentifiedImageError:
         return Corrupt("not an image: unrecognised file format")
     except (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError) as error:

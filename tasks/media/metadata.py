@@ -86,13 +86,14 @@ def calc_uniform_row_ratio(planes: np.ndarray) -> float:
 
     Such rows are the grey or coloured bars of a truncated download or a broken frame.
     """
-    spread = (planes.max(axis=2).astype(np.int16) - planes.min(axis=2)).max(axis=1)  # (H,)
+    # uint8 throughout: a maximum minus its minimum never wraps.
+    spread = (planes.max(axis=2) - planes.min(axis=2)).max(axis=1)  # (H,)
     return float(np.mean(spread <= UNIFORM_ROW_TOLERANCE))
 
 
 def calc_grayscale(planes: np.ndarray) -> float:
     """1.0 when (nearly) every pixel has equal channels, else 0.0. Shape: planes (H, 3, W)."""
-    spread = planes.max(axis=1).astype(np.int16) - planes.min(axis=1)  # (H, W)
+    spread = planes.max(axis=1) - planes.min(axis=1)  # (H, W), uint8: it never wraps
     return float(np.mean(spread <= GRAY_TOLERANCE) >= 0.99)
 
 
