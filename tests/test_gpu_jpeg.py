@@ -47,6 +47,15 @@ def test_a_jpeg_decodes_to_the_full_pillow_decode_reduced_and_keeps_its_size() -
     assert (pillow.width, pillow.height) == (640, 480)
 
 
+def test_a_phones_multi_picture_jpeg_decodes_its_first_picture() -> None:
+    first, second = scene("astronaut").resize((640, 480)), scene("coffee").resize((640, 480))
+    buffer = io.BytesIO()
+    first.save(buffer, "MPO", save_all=True, append_images=[second])
+    result = nvimgcodec_decoded(buffer.getvalue(), min_side=64, min_long_side=128)
+    full = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")  # the first picture
+    assert np.array_equal(np.asarray(result.rgb), np.asarray(reduced(full, (128, 64))))
+
+
 def test_exif_orientation_is_applied_once() -> None:
     image = Image.new("RGB", (80, 40), (255, 0, 0))
     image.paste((0, 0, 255), (0, 0, 40, 40))  # blue left half

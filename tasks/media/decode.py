@@ -16,6 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tasks.media.budget import DECODE_PIXELS, PixelBudget
 from tasks.media.gpu_jpeg import decode_jpeg
 
+# Pillow's names for JPEG files: MPO is a phone's JPEG with more pictures after the first.
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+
 # EXIF orientations that rotate by 90 degrees and so swap width and height.
 TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
@@ -134,9 +137,8 @@ def decode_image(
             with DECODE_BUDGET.reserve(width * height):
                 if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSING_ORIENTATIONS:
                     width, height = height, width
-                pixels = (
-                    decode_jpeg(data) if jpeg_decoder == "nvimgcodec" and image.format == "JPEG" else None
-                )
+                gpu_decodes = jpeg_decoder == "nvimgcodec" and image.format in JPEG_FORMATS
+                pixels = decode_jpeg(data) if gpu_decodes else None
                 if pixels is not None:  # already turned as its EXIF says
                     full = Image.fromarray(pixels)
                     rgb = reduced(full, draft_size(full.size, min_side, min_long_side))
