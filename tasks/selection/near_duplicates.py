@@ -21,7 +21,7 @@ from tasks.records.embeddings import EmbeddingTable, read_embeddings, write_embe
 from tasks.records.plan import RunPlan
 from tasks.records.samples import SampleTable, count_statuses, mark_duplicates
 from tasks.selection.distances import BLOCK
-from tasks.selection.pool_neighbours import pool_neighbours
+from tasks.selection.pool_neighbours import PoolNeighbours, exact_neighbours, pool_neighbours
 
 
 def nearest_rows(
@@ -51,9 +51,9 @@ class PoolMatch(NamedTuple):
     similarity: np.ndarray  # (N,) float32, -inf where there is no pool sample
 
 
-def no_pool_match(count: int) -> PoolMatch:
-    """The match of `count` rows when the datapool is empty."""
-    return PoolMatch([None] * count, np.full(count, -np.inf, dtype=np.float32))
+def as_match(nearest: PoolNeighbours) -> PoolMatch:
+    """The first (most similar) of each row's pool neighbours."""
+    return PoolMatch(nearest.names[:, 0].tolist(), nearest.similarity[:, 0])
 
 
 def nearest_pool_match(x: np.ndarray, earlier_ids: list[str], earlier: np.ndarray) -> PoolMatch:
@@ -61,10 +61,9 @@ def nearest_pool_match(x: np.ndarray, earlier_ids: list[str], earlier: np.ndarra
 
     Shape: x (N, D), earlier (M, D)
     """
-    if len(earlier) == 0:
-        return no_pool_match(len(x))
-    column, similarity = nearest_rows(x, np.ascontiguousarray(earlier.reshape(-1, x.shape[1]), np.float32))
-    return PoolMatch([earlier_ids[int(c)] for c in column], similarity)
+    vectors = np.ascontiguousarray(earlier.reshape(-1, x.shape[1]), np.float32)
+    names = np.array(earlier_ids, dtype=object)
+    return as_match(exact_neighbours(np.ascontiguousarray(x, np.float32), names, vectors, 1))
 
 
 def find_near_duplicates(
@@ -121,8 +120,7 @@ def pool_match(x: np.ndarray, segments: list[str], indexes: list[str | None] | N
     A segment with an index (`indexes`, aligned with the segments; None: none) is searched
     through it, the others exactly.
     """
-    nearest = pool_neighbours(x, segments, indexes, 1)
-    return PoolMatch(nearest.names[:, 0].tolist(), nearest.similarity[:, 0])
+    return as_match(pool_neighbours(x, segments, indexes, 1))
 
 
 def mark_near_duplicates(
